@@ -45,3 +45,37 @@ def plot_stems(stems: Mapping[str, np.ndarray], sample_rate: int, path: str | Pa
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
     return fig
+
+
+def plot_track(track_dir: str | Path, path: str | Path, seconds: float | None = None):
+    """Spectrograms of a Slakh-format track's stems (labelled by class) and its mix."""
+    import soundfile as sf
+    import yaml
+
+    track_dir = Path(track_dir)
+    meta = yaml.safe_load((track_dir / "metadata.yaml").read_text())
+    signals, rate = {}, None
+    for sid, s in sorted(meta["stems"].items()):
+        f = track_dir / meta.get("audio_dir", "stems") / f"{sid}.flac"
+        if s.get("audio_rendered", True) and f.is_file():
+            x, rate = sf.read(f, dtype="float32", always_2d=True)
+            signals[f"{sid} {s['inst_class']}"] = x.mean(1)
+    mix, rate = sf.read(track_dir / "mix.flac", dtype="float32", always_2d=True)
+    signals["mix"] = mix.mean(1)
+    if seconds:
+        signals = {k: v[: int(seconds * rate)] for k, v in signals.items()}
+    synth = meta.get("synth", {})
+    title = f"{track_dir.name}: {synth.get('key', '')} {synth.get('tempo_bpm', '')} BPM".strip()
+    return plot_stems(signals, rate, path, title=title)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Spectrograms of a Slakh-format track's stems and mix")
+    parser.add_argument("track", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seconds", type=float, default=None)
+    a = parser.parse_args()
+    plot_track(a.track, a.out, a.seconds)
+    print(f"wrote {a.out}")

@@ -1,0 +1,1 @@
+"""Data: the SynthSlakh renderer (`synth`), the Slakh2100-format loader (`slakh`), classes and prompts."""

@@ -1,0 +1,171 @@
+"""EDM preconditioning (Karras et al. 2022) around a time-domain network (METHOD.md §2).
+
+`EDMDenoiser` turns a raw network `F(x_in, c_noise, cond)` into the denoiser
+`D(x; σ, z) = c_skip(σ)·x + c_out(σ)·F(c_in(σ)·x, c_noise(σ), z)` and its training loss.
+`forward` and `loss` share one `scalings` method; the network never does σ arithmetic.
+Samplers only need `model(x, sigma, cond) -> denoised`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+
+@dataclass
+class EDMConfig:
+    """Preconditioning and training-noise parameters.
+
+    Attributes:
+        sigma_data: σ_d, the standard deviation of the training waveforms (full scale = 1).
+            MSDM used 0.2; a parameter, not measured.
+        p_mean: mean of ln σ during training (MSDM: -3.0).
+        p_std: standard deviation of ln σ during training (MSDM: 1.0).
+        sigma_min: smallest σ the model is meant for (the samplers' default; MSDM 1e-4).
+        sigma_max: largest σ the model is meant for (the samplers' default; MSDM 1.0).
+    """
+
+    sigma_data: float = 0.2
+    p_mean: float = -3.0
+    p_std: float = 1.0
+    sigma_min: float = 1e-4
+    sigma_max: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.sigma_data <= 0 or self.p_std <= 0:
+            raise ValueError(f"sigma_data and p_std must be positive, got {self.sigma_data}, {self.p_std}")
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+
+
+class EDMScalings(NamedTuple):
+    """The EDM coefficients for a batch of noise levels; each [B] (Karras et al. 2022, Table 1)."""
+
+    c_skip: torch.Tensor
+    c_out: torch.Tensor
+    c_in: torch.Tensor
+    c_noise: torch.Tensor
+    weight: torch.Tensor
+
+
+def sample_sigmas_lognormal(
+    n: int,
+    p_mean: float = -3.0,
+    p_std: float = 1.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Training noise levels: ln σ ~ N(p_mean, p_std²) (EDM; MSDM's -3, 1).
+
+    Returns:
+        [n] float32 σ values, on `device` (the generator's device must match).
+    """
+    return torch.exp(p_mean + p_std * torch.randn(n, generator=generator, device=device))
+
+
+class EDMDenoiser(nn.Module):
+    """The EDM denoiser D(x; σ, cond) around a network F(x_in, c_noise, cond) -> F.
+
+    Args:
+        net: maps x_in [B, C, T], c_noise [B] and a conditioning to [B, C, T].
+        config: preconditioning parameters (σ_d, training σ distribution).
+    """
+
+    def __init__(self, net: nn.Module, config: EDMConfig | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.config = config if config is not None else EDMConfig()
+        # The full `ModelConfig` when built by `build_model` (checkpoints save it).
+        self.model_config: Any = None
+
+    @property
+    def sigma_data(self) -> float:
+        return self.config.sigma_data
+
+    def scalings(self, sigma: torch.Tensor) -> EDMScalings:
+        """c_skip, c_out, c_in, c_noise and the loss weight for noise levels σ [B] (METHOD.md §2).
+
+        c_skip = σd²/(σ²+σd²), c_out = σ·σd/√(σ²+σd²), c_in = 1/√(σ²+σd²), c_noise = ln(σ)/4,
+        weight = (σ²+σd²)/(σ·σd)². σ = 0 is allowed in `forward` (D returns its input): c_noise
+        uses σ clamped to 1e-20 so that the network sees finite values.
+        """
+        sd = self.config.sigma_data
+        var = sigma**2 + sd**2
+        c_skip = sd**2 / var
+        c_out = sigma * sd / var.sqrt()
+        c_in = var.rsqrt()
+        c_noise = sigma.clamp_min(1e-20).log() / 4
+        weight = var / (sigma * sd) ** 2
+        return EDMScalings(c_skip, c_out, c_in, c_noise, weight)
+
+    def _sigma_batch(self, sigma: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
+        if sigma.ndim == 0:
+            sigma = sigma.expand(x.shape[0])
+        if sigma.shape != (x.shape[0],):
+            raise ValueError(f"sigma must be a scalar or have shape [{x.shape[0]}], got {tuple(sigma.shape)}")
+        return sigma
+
+    @staticmethod
+    def _bcast(c: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return c.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Any = None) -> torch.Tensor:
+        """The denoised estimate D(x; σ, cond) ≈ E[x_0 | x_σ = x].
+
+        Args:
+            x: [B, C, T] noisy waveforms (full scale = 1).
+            sigma: σ, a scalar or [B].
+            cond: the network's conditioning (a `TextEmbedding` for `UNet1d`; None = null prompt).
+
+        Returns:
+            [B, C, T] denoised waveforms.
+        """
+        sigma = self._sigma_batch(sigma, x)
+        s = self.scalings(sigma)
+        f = self.net(x * self._bcast(s.c_in, x), s.c_noise, cond)
+        return x * self._bcast(s.c_skip, x) + f * self._bcast(s.c_out, x)
+
+    def loss(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor | float,
+        cond: Any = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Per-example EDM loss λ(σ)·mean‖D(x + σε; σ) − x‖², λ = (σ²+σd²)/(σ·σd)².
+
+        Computed in the equivalent form mean‖F(c_in·x_σ) − (x − c_skip·x_σ)/c_out‖², which is
+        the same number without dividing by small c_out twice.
+
+        Args:
+            x: [B, C, T] clean waveforms.
+            sigma: σ, a scalar or [B] (draw it with `sample_training_sigmas`).
+            cond: the conditioning (see `forward`).
+            noise: ε [B, C, T]; drawn with `generator` when None.
+
+        Returns:
+            [B] losses (mean over channels and samples).
+        """
+        sigma = self._sigma_batch(sigma, x)
+        if noise is None:
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        s = self.scalings(sigma)
+        noised = x + noise * self._bcast(sigma, x)
+        f = self.net(noised * self._bcast(s.c_in, x), s.c_noise, cond)
+        target = (x - noised * self._bcast(s.c_skip, x)) / self._bcast(s.c_out, x)
+        return (f - target).pow(2).flatten(1).mean(dim=1)
+
+    def sample_training_sigmas(
+        self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """[n] training noise levels from the configured log-normal (`sample_sigmas_lognormal`)."""
+        return sample_sigmas_lognormal(n, self.config.p_mean, self.config.p_std, generator, device)
+
+    def extra_repr(self) -> str:
+        return f"sigma_data={self.config.sigma_data}"
+

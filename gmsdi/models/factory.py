@@ -1,0 +1,132 @@
+"""The model config, its presets, the network registry and the one factory `build_model`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from gmsdi.models.edm import EDMConfig, EDMDenoiser
+from gmsdi.models.unet import UNet1d, UNetConfig
+
+# name -> constructor(config: UNetConfig, text_dim: int) -> network F(x_in, c_noise, cond).
+NETWORKS: dict[str, Callable[..., nn.Module]] = {"unet1d": UNet1d}
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model; travels inside every checkpoint.
+
+    Attributes:
+        network: a key of `NETWORKS`.
+        unet: the network's hyperparameters.
+        edm: preconditioning and training-σ parameters.
+        text_encoder: the prompt encoder the model was trained with (a key of
+            `gmsdi.text.TEXT_ENCODERS` or a local model directory).
+        text_dim: D, the prompt encoder's width.
+        sample_rate: Hz of the waveforms.
+        segment_samples: training crop length in samples (a valid network input length).
+    """
+
+    network: str = "unet1d"
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    edm: EDMConfig = field(default_factory=EDMConfig)
+    text_encoder: str = "minilm"
+    text_dim: int = 384
+    sample_rate: int = 16000
+    segment_samples: int = 64000
+
+    def __post_init__(self) -> None:
+        if self.network not in NETWORKS:
+            raise ValueError(f"unknown network {self.network!r}; valid names are {sorted(NETWORKS)}")
+        m = self.unet.length_multiple
+        if self.segment_samples <= 0 or self.segment_samples % m:
+            raise ValueError(
+                f"segment_samples={self.segment_samples} must be a positive multiple of {m} "
+                f"(patch_size × 2^(levels-1)); e.g. {max(m, round(self.segment_samples / m) * m)}"
+            )
+
+    @property
+    def segment_seconds(self) -> float:
+        return self.segment_samples / self.sample_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Inverse of `to_dict`; unknown keys raise ValueError."""
+
+        def build(kind: type, values: Mapping[str, Any]) -> Any:
+            names = {f.name for f in dataclasses.fields(kind)}
+            unknown = set(values) - names
+            if unknown:
+                raise ValueError(f"unknown {kind.__name__} fields {sorted(unknown)}; valid: {sorted(names)}")
+            return kind(**values)
+
+        data = dict(data)
+        if "unet" in data:
+            data["unet"] = build(UNetConfig, data["unet"])
+        if "edm" in data:
+            data["edm"] = build(EDMConfig, data["edm"])
+        return build(cls, data)
+
+
+def _tiny() -> ModelConfig:
+    # For tests: a few thousand parameters' worth of compute, any length multiple of 32 samples.
+    return ModelConfig(
+        unet=UNetConfig(
+            patch_size=16,
+            channels=(16, 32),
+            num_blocks=(1, 1),
+            emb_dim=32,
+            fourier_dim=16,
+            cross_attn_levels=(1,),
+            attn_head_dim=16,
+            norm_groups=8,
+        ),
+    )
+
+
+def _default() -> ModelConfig:
+    return ModelConfig()
+
+
+MODEL_PRESETS: dict[str, Callable[[], ModelConfig]] = {"tiny": _tiny, "default": _default}
+
+
+def model_config(preset: str = "default", **overrides: Any) -> ModelConfig:
+    """The config of a named preset ("tiny", "default"), with top-level fields overridden."""
+    if preset not in MODEL_PRESETS:
+        raise ValueError(f"unknown model preset {preset!r}; valid names are {sorted(MODEL_PRESETS)}")
+    return dataclasses.replace(MODEL_PRESETS[preset](), **overrides)
+
+
+def build_model(config: ModelConfig | str = "default", seed: int | None = None) -> EDMDenoiser:
+    """Builds the EDM denoiser described by `config` (or by a preset name).
+
+    Args:
+        config: a `ModelConfig` or a preset name.
+        seed: seeds the weight initialisation without touching the global RNG; None uses it.
+    """
+    if isinstance(config, str):
+        config = model_config(config)
+    if config.network not in NETWORKS:
+        raise ValueError(f"unknown network {config.network!r}; valid names are {sorted(NETWORKS)}")
+
+    def make() -> EDMDenoiser:
+        net = NETWORKS[config.network](config.unet, text_dim=config.text_dim)
+        model = EDMDenoiser(net, config.edm)
+        model.model_config = config
+        return model
+
+    if seed is None:
+        return make()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make()

@@ -1,0 +1,357 @@
+"""A text-conditioned time-domain U-Net sized for CPU training: waveform in, waveform out.
+
+Layout ([B, 1, T] -> [B, 1, T]):
+
+1. Patch embedding: a strided conv turns T samples into T/P frames of C_0 channels (P samples
+   per frame; with `patch_overlap` each frame sees 2P samples, which avoids seams at frame
+   boundaries, a buzz at sample_rate/P Hz otherwise).
+2. A 1-D U-Net over frames: per level, residual blocks (GroupNorm, SiLU, conv) whose norms are
+   modulated (FiLM: scale, shift) by one conditioning vector; stride-2 downsampling between
+   levels; skip connections concatenated on the way up.
+3. Conditioning vector = MLP(Fourier features of c_noise) + Linear(pooled text embedding).
+   Cross-attention over the text tokens at the coarse levels, with a learned null key/value
+   that is always attended to, so the null prompt (all-False mask) is well defined.
+   Optional self-attention at the bottleneck.
+4. Unpatching: a transposed conv back to P samples per frame (overlap-added when
+   `patch_overlap`), zero-initialised so that the untrained denoiser is D = c_skip·x.
+
+The network receives c_in·x and c_noise from `EDMDenoiser`; it does no σ arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gmsdi.text.embedding import TextEmbedding
+
+
+@dataclass
+class UNetConfig:
+    """Hyperparameters of `UNet1d`.
+
+    Attributes:
+        in_channels: waveform channels (1 = mono).
+        patch_size: P, samples per frame.
+        patch_overlap: frames see 2P samples and the output is overlap-added (else disjoint).
+        channels: width per level, finest first; frames halve from one level to the next.
+        num_blocks: residual blocks per level, on each of the down and up paths.
+        kernel_size: conv kernel over frames (odd).
+        emb_dim: width of the conditioning vector driving FiLM.
+        fourier_dim: number of Fourier features of c_noise (even).
+        cross_attn_levels: levels (0 = finest) with cross-attention over text tokens; the
+            bottleneck always has it when any level does.
+        self_attn_bottleneck: self-attention over frames at the bottleneck.
+        attn_head_dim: channels per attention head.
+        norm_groups: at most this many GroupNorm groups (the largest divisor of the width).
+        dropout: dropout inside residual blocks.
+    """
+
+    in_channels: int = 1
+    patch_size: int = 64
+    patch_overlap: bool = True
+    channels: tuple[int, ...] = (64, 128, 256, 512)
+    num_blocks: tuple[int, ...] = (1, 1, 2, 2)
+    kernel_size: int = 3
+    emb_dim: int = 256
+    fourier_dim: int = 64
+    cross_attn_levels: tuple[int, ...] = (2, 3)
+    self_attn_bottleneck: bool = True
+    attn_head_dim: int = 64
+    norm_groups: int = 32
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.channels = tuple(int(c) for c in self.channels)
+        self.num_blocks = tuple(int(n) for n in self.num_blocks)
+        self.cross_attn_levels = tuple(int(i) for i in self.cross_attn_levels)
+        if not self.channels:
+            raise ValueError("UNetConfig.channels needs at least one level")
+        if len(self.num_blocks) != len(self.channels):
+            raise ValueError(
+                f"num_blocks {self.num_blocks} must give one count per level of channels {self.channels}"
+            )
+        if min(self.num_blocks) < 1:
+            raise ValueError(f"every level needs at least one block, got num_blocks={self.num_blocks}")
+        if self.kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
+        if self.fourier_dim % 2:
+            raise ValueError(f"fourier_dim must be even, got {self.fourier_dim}")
+        if self.patch_overlap and self.patch_size % 2:
+            raise ValueError(f"patch_overlap needs an even patch_size, got {self.patch_size}")
+        bad = [i for i in self.cross_attn_levels if not 0 <= i < len(self.channels)]
+        if bad:
+            raise ValueError(f"cross_attn_levels {bad} are not levels 0..{len(self.channels) - 1}")
+
+    @property
+    def levels(self) -> int:
+        return len(self.channels)
+
+    @property
+    def length_multiple(self) -> int:
+        """Input lengths must be multiples of this: P·2^(levels-1) samples."""
+        return self.patch_size * 2 ** (self.levels - 1)
+
+
+def _groups(channels: int, max_groups: int) -> int:
+    return max(g for g in range(1, max_groups + 1) if channels % g == 0)
+
+
+def _zero(module: nn.Module) -> nn.Module:
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class FourierFeatures(nn.Module):
+    """[B] scalars -> [B, dim] cos/sin features at fixed log-spaced frequencies.
+
+    Frequencies span 1/16 .. 16 cycles per unit of c_noise = ln(σ)/4, which covers
+    σ from 1e-4 to 1 (c_noise in [-2.3, 0]) with periods from longer than the range down to
+    σ ratios of about 1.3.
+    """
+
+    def __init__(self, dim: int, min_freq: float = 1 / 16, max_freq: float = 16.0) -> None:
+        super().__init__()
+        freqs = torch.exp(torch.linspace(math.log(min_freq), math.log(max_freq), dim // 2))
+        self.register_buffer("freqs", 2 * math.pi * freqs, persistent=False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        arg = t.float()[:, None] * self.freqs
+        return torch.cat([arg.cos(), arg.sin()], dim=-1)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv, FiLM from the conditioning vector, GroupNorm-SiLU-conv, residual.
+
+    Shapes: x [B, C_in, N], emb [B, E] -> [B, C_out, N].
+    """
+
+    def __init__(
+        self, c_in: int, c_out: int, emb_dim: int, kernel_size: int, max_groups: int, dropout: float
+    ) -> None:
+        super().__init__()
+        pad = kernel_size // 2
+        self.norm1 = nn.GroupNorm(_groups(c_in, max_groups), c_in)
+        self.conv1 = nn.Conv1d(c_in, c_out, kernel_size, padding=pad)
+        self.film = _zero(nn.Linear(emb_dim, 2 * c_out))
+        self.norm2 = nn.GroupNorm(_groups(c_out, max_groups), c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv1d(c_out, c_out, kernel_size, padding=pad)
+        self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.film(emb)[:, :, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class CrossAttention(nn.Module):
+    """Frames attend to text tokens plus one learned null key/value (always present).
+
+    Shapes: x [B, C, N], tokens [B, L, D], mask [B, L] bool -> [B, C, N]. With an all-False
+    mask the frames attend to the null token only, so the null prompt gives a finite,
+    learned output.
+    """
+
+    def __init__(self, channels: int, text_dim: int, head_dim: int, max_groups: int) -> None:
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = nn.GroupNorm(_groups(channels, max_groups), channels)
+        self.q = nn.Conv1d(channels, channels, 1)
+        self.kv = nn.Linear(text_dim, 2 * channels)
+        self.null_kv = nn.Parameter(torch.randn(2, channels) * 0.02)
+        self.out = _zero(nn.Conv1d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, c, n = x.shape
+        h = self.heads
+        q = self.q(self.norm(x)).reshape(b, h, c // h, n).transpose(2, 3)  # [B, H, N, c/h]
+        k, v = self.kv(tokens).chunk(2, dim=-1)  # [B, L, C] each
+        null_k, null_v = self.null_kv.to(k.dtype)[:, None, None, :].expand(2, b, 1, c)
+        k = torch.cat([null_k, k], dim=1).reshape(b, -1, h, c // h).transpose(1, 2)  # [B, H, L+1, c/h]
+        v = torch.cat([null_v, v], dim=1).reshape(b, -1, h, c // h).transpose(1, 2)
+        keep = torch.cat([mask.new_ones(b, 1), mask], dim=1)[:, None, None, :]  # [B, 1, 1, L+1]
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # [B, H, N, c/h]
+        return x + self.out(a.transpose(2, 3).reshape(b, c, n))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over frames. Shapes: [B, C, N] -> [B, C, N]."""
+
+    def __init__(self, channels: int, head_dim: int, max_groups: int) -> None:
+        super().__init__()
+        self.heads = max(1, channels // head_dim)
+        self.norm = nn.GroupNorm(_groups(channels, max_groups), channels)
+        self.qkv = nn.Conv1d(channels, 3 * channels, 1)
+        self.out = _zero(nn.Conv1d(channels, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, n = x.shape
+        h = self.heads
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, h, c // h, n).transpose(3, 4).unbind(1)
+        a = F.scaled_dot_product_attention(q, k, v)
+        return x + self.out(a.transpose(2, 3).reshape(b, c, n))
+
+
+class _Level(nn.Module):
+    def __init__(self, blocks: list[ResBlock], attn: CrossAttention | None, resample: nn.Module | None):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.attn = attn
+        self.resample = resample
+
+
+class _Upsample(nn.Module):
+    """Nearest ×2 then conv: [B, C_in, N] -> [B, C_out, 2N]."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class UNet1d(nn.Module):
+    """The text-conditioned waveform U-Net (see the module docstring).
+
+    Args:
+        config: hyperparameters.
+        text_dim: D of the prompt encoder's tokens and pooled vector.
+
+    Call: `net(x_in [B, C, T], c_noise [B], cond) -> [B, C, T]`, where `cond` is a
+    `TextEmbedding` (or a mapping with tokens/mask/pooled), or None for the null prompt.
+    T must be a multiple of `config.length_multiple`.
+    """
+
+    def __init__(self, config: UNetConfig | None = None, text_dim: int = 384) -> None:
+        super().__init__()
+        self.config = cfg = config if config is not None else UNetConfig()
+        self.text_dim = text_dim
+        p, chans, g = cfg.patch_size, cfg.channels, cfg.norm_groups
+        kernel, pad = (2 * p, p // 2) if cfg.patch_overlap else (p, 0)
+        self.patch_embed = nn.Conv1d(cfg.in_channels, chans[0], kernel, stride=p, padding=pad)
+
+        self.fourier = FourierFeatures(cfg.fourier_dim)
+        self.sigma_mlp = nn.Sequential(
+            nn.Linear(cfg.fourier_dim, cfg.emb_dim), nn.SiLU(), nn.Linear(cfg.emb_dim, cfg.emb_dim)
+        )
+        self.text_pool_proj = nn.Linear(text_dim, cfg.emb_dim)
+        self.text_norm = nn.LayerNorm(text_dim)
+
+        def block(c_in: int, c_out: int) -> ResBlock:
+            return ResBlock(c_in, c_out, cfg.emb_dim, cfg.kernel_size, g, cfg.dropout)
+
+        def cross(c: int, level: int) -> CrossAttention | None:
+            return CrossAttention(c, text_dim, cfg.attn_head_dim, g) if level in cfg.cross_attn_levels else None
+
+        last = cfg.levels - 1
+        self.down = nn.ModuleList()
+        for i, c in enumerate(chans):
+            blocks = [block(c, c) for _ in range(cfg.num_blocks[i])]
+            resample = nn.Conv1d(c, chans[i + 1], 4, stride=2, padding=1) if i < last else None
+            self.down.append(_Level(blocks, cross(c, i), resample))
+
+        c_mid = chans[-1]
+        self.mid1 = block(c_mid, c_mid)
+        self.mid_self = SelfAttention(c_mid, cfg.attn_head_dim, g) if cfg.self_attn_bottleneck else None
+        self.mid_cross = (
+            CrossAttention(c_mid, text_dim, cfg.attn_head_dim, g) if cfg.cross_attn_levels else None
+        )
+        self.mid2 = block(c_mid, c_mid)
+
+        # up[i] serves level i; its `resample` brings level i+1 up to level i before the skip.
+        self.up = nn.ModuleList()
+        for i, c in enumerate(chans):
+            blocks = [block(2 * c, c)] + [block(c, c) for _ in range(cfg.num_blocks[i] - 1)]
+            resample = _Upsample(chans[i + 1], c, cfg.kernel_size) if i < last else None
+            self.up.append(_Level(blocks, cross(c, i), resample))
+
+        self.out_norm = nn.GroupNorm(_groups(chans[0], g), chans[0])
+        self.unpatch = _zero(nn.ConvTranspose1d(chans[0], cfg.in_channels, kernel, stride=p, padding=pad))
+
+    def check_length(self, length: int) -> None:
+        """Raises ValueError unless `length` samples fit the patching and downsampling."""
+        m = self.config.length_multiple
+        if length <= 0 or length % m:
+            up = max(m, -(-length // m) * m)
+            raise ValueError(
+                f"input length {length} samples is not a multiple of {m} (patch_size "
+                f"{self.config.patch_size} × 2^{self.config.levels - 1} downsamplings); pad or crop it, "
+                f"e.g. pad to {up} samples"
+            )
+
+    def _condition(self, cond: Any, batch: int, device: torch.device) -> TextEmbedding:
+        if cond is None:
+            return TextEmbedding.null(batch, self.text_dim, device=device)
+        cond = TextEmbedding.from_any(cond)
+        if cond.batch_size != batch or cond.dim != self.text_dim:
+            raise ValueError(
+                f"conditioning has batch {cond.batch_size} and width {cond.dim}; the network needs "
+                f"batch {batch} (as x) and width {self.text_dim}"
+            )
+        return cond.to(device)
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """F(x_in, c_noise, cond).
+
+        Args:
+            x: [B, C, T] preconditioned waveforms (c_in·x).
+            c_noise: [B] noise-level input (ln σ / 4).
+            cond: `TextEmbedding` with B prompts, a mapping with the same fields, or None.
+
+        Returns:
+            [B, C, T] network output (EDMDenoiser scales it by c_out).
+        """
+        if x.ndim != 3 or x.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"expected x of shape [B, {self.config.in_channels}, T], got {tuple(x.shape)}"
+            )
+        b = x.shape[0]
+        self.check_length(x.shape[-1])
+        if c_noise.shape != (b,):
+            raise ValueError(f"c_noise must have shape [{b}], got {tuple(c_noise.shape)}")
+        text = self._condition(cond, b, x.device)
+        dtype = self.patch_embed.weight.dtype
+        emb = self.sigma_mlp(self.fourier(c_noise).to(dtype)) + self.text_pool_proj(text.pooled.to(dtype))
+        emb = F.silu(emb)
+        tokens, mask = self.text_norm(text.tokens.to(dtype)), text.mask
+
+        h = self.patch_embed(x)
+        skips = []
+        for level in self.down:
+            for blk in level.blocks:
+                h = blk(h, emb)
+            if level.attn is not None:
+                h = level.attn(h, tokens, mask)
+            skips.append(h)
+            if level.resample is not None:
+                h = level.resample(h)
+
+        h = self.mid1(h, emb)
+        if self.mid_self is not None:
+            h = self.mid_self(h)
+        if self.mid_cross is not None:
+            h = self.mid_cross(h, tokens, mask)
+        h = self.mid2(h, emb)
+
+        for i in reversed(range(len(self.up))):
+            level = self.up[i]
+            if level.resample is not None:
+                h = level.resample(h)
+            h = torch.cat([h, skips[i]], dim=1)
+            for blk in level.blocks:
+                h = blk(h, emb)
+            if level.attn is not None:
+                h = level.attn(h, tokens, mask)
+
+        return self.unpatch(F.silu(self.out_norm(h)))
+

@@ -1,0 +1,508 @@
+"""Train the text-conditioned waveform diffusion model S(y, z, σ) on mixtures and their tags.
+
+One script for a laptop CPU, one GPU or many (METHOD.md §2). The model sees only mixture crops
+and the tags of the instruments that play in them (the loader's mixture mode); isolated stems are
+read only for the prompt-sensitivity probe at validation. The config is a YAML file in
+train/configs/ (fields: `TrainConfig` below); any field can be overridden on the command line.
+
+    # CPU smoke run (renders a tiny SynthSlakh set first if it is missing), as in CI:
+    python train/train.py --config train/configs/tiny.yaml
+    # the bundled model: render the data once, then train in the background; rerun to resume
+    python -m gmsdi.data.synth --preset default --out data/synthslakh
+    nohup python train/train.py --config train/configs/default.yaml > runs/default.log 2>&1 &
+    # one or many GPUs, bf16 where supported (multi-node: see `accelerate launch --help`)
+    accelerate launch --num_processes 4 train/train.py --config train/configs/default.yaml
+    # override fields, e.g. a warm start from the bundled weights with a new run name
+    python train/train.py --config train/configs/default.yaml --set name=ft init_from=assets/gmsdi-synthslakh.safetensors
+    # write the inference checkpoint (EMA weights + config, safetensors) of a run
+    python train/train.py --config train/configs/default.yaml --export assets/gmsdi-synthslakh.safetensors
+
+Outputs in runs/<name>/: ckpt.pt (config, model, EMA, optimizer, step; written atomically, so
+training resumes after kill -9), train.csv, val.csv (loss per σ), sensitivity.csv (prompt
+sensitivity per σ), samples/*.wav.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, Sampler  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+from gmsdi.data import slakh  # noqa: E402
+from gmsdi.data.prompts import class_phrase, compose  # noqa: E402
+from gmsdi.models import ModelConfig, build_model, model_config_from_dict  # noqa: E402
+from gmsdi.models.checkpoint import load_model, save_model  # noqa: E402
+from gmsdi.sampling import get_sigmas_karras, sample_heun  # noqa: E402
+from gmsdi.text import build_text_encoder  # noqa: E402
+
+VAL_SIGMAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+@dataclass
+class DataConfig:
+    """Where the mixtures come from and how they are cropped."""
+
+    root: str = "data/synthslakh"
+    train_split: str = "train"
+    val_split: str = "validation"
+    sample_rate: int = 16000
+    crop_seconds: float = 2.048  # rounded down to a length the network accepts
+    min_active_s: float = 0.25
+    num_workers: int = 1
+    # When `root` has no tracks and render_tracks > 0, render a SynthSlakh set there first.
+    render_tracks: int = 0
+    render_seconds: float = 12.0
+    render_seed: int = 0
+    # Extra mixtures from random subsets of the stems. This CHANGES THE DATA SETTING (the model
+    # then sees stems, which GMSDI does not assume), so it is off by default and logged.
+    submix: bool = False
+    submix_fraction: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; a checkpoint stores it, so a run resumes with its own settings."""
+
+    name: str = "run"
+    out_dir: str = "runs"
+    model: dict = field(default_factory=lambda: {"preset": "default"})
+    data: DataConfig = field(default_factory=DataConfig)
+    init_from: str = ""  # an exported .safetensors to start from (weights only)
+    batch_size: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_steps: int = 500
+    max_steps: int = 100_000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    p_uncond: float = 0.1  # prompt dropout: the null prompt "" for classifier-free guidance
+    # Prompts that name a random subset of the crop's instruments. Off by default: it teaches
+    # "bass" to mean "a mix with bass in it", which fights single-source parameterisation.
+    p_tag_subset: float = 0.0
+    mixed_precision: str = "auto"  # auto = bf16 on a GPU that supports it, else fp32
+    seed: int = 0
+    log_every: int = 25
+    val_every: int = 1000
+    val_batches: int = 4
+    sensitivity_items: int = 48
+    ckpt_every: int = 250
+    sample_every: int = 2000
+    sample_prompts: tuple[str, ...] = ("bass", "drums", "piano", "bass, drums, guitar, piano")
+    sample_seconds: float = 4.096
+    sample_steps: int = 40
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+def _from_dict(cls, d: dict):
+    """Build a (nested) config dataclass from a dict, rejecting unknown keys with their names."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; valid: {sorted(names)}")
+    kw = {}
+    for k, v in d.items():
+        if k == "data" and isinstance(v, dict):
+            v = _from_dict(DataConfig, v)
+        elif isinstance(v, list):
+            v = tuple(v)
+        kw[k] = v
+    return cls(**kw)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """A `TrainConfig` from YAML plus `key=value` overrides (`data.root=...`, values parsed as YAML)."""
+    raw: dict = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"config {path} does not exist; see train/configs/ for examples")
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value")
+        key, value = item.split("=", 1)
+        node = raw
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = yaml.safe_load(value)
+    return _from_dict(TrainConfig, raw)
+
+
+class StepSampler(Sampler[int]):
+    """Indices start_step*B, start_step*B + 1, ...: item i of the dataset is a fixed random crop,
+    so a resumed run sees exactly the batches it would have seen."""
+
+    def __init__(self, start: int, total: int) -> None:
+        self.start, self.total = start, total
+
+    def __iter__(self):
+        return iter(range(self.start, self.total))
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+
+class SubmixDataset(torch.utils.data.Dataset):
+    """Mixtures of random subsets of the stems of a crop (the `--submix` data setting)."""
+
+    def __init__(self, stems: slakh.StemsDataset, seed: int) -> None:
+        self.stems, self.seed = stems, seed
+
+    def __len__(self) -> int:
+        return len(self.stems)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.stems[i]
+        rng = np.random.default_rng([self.seed, 7, i])
+        active = [k for k, a in enumerate(item["active"].tolist()) if a]
+        if not active:
+            active = list(range(len(item["classes"])))
+        n = int(rng.integers(1, len(active) + 1))
+        keep = sorted(rng.choice(active, size=n, replace=False).tolist())
+        audio = item["stems"][keep].sum(0, keepdim=True)
+        tags = [item["classes"][k] for k in keep]
+        return {"audio": audio, "tags": tags, "prompt": compose([class_phrase(t) for t in tags], rng)}
+
+
+class LossModule(nn.Module):
+    """forward(x, σ, cond) -> per-example loss, so that DDP sees the loss as a forward pass."""
+
+    def __init__(self, denoiser: nn.Module) -> None:
+        super().__init__()
+        self.denoiser = denoiser
+
+    def forward(self, x, sigma, cond, noise=None):
+        return self.denoiser.loss(x, sigma, cond, noise=noise)
+
+
+def build_data(cfg: TrainConfig, segment: int, batches: int, start_step: int):
+    """The training DataLoader (mixture mode) starting at `start_step`."""
+    d = cfg.data
+    crop_s = segment / d.sample_rate
+    n = batches * cfg.batch_size
+    ds = slakh.MixtureDataset(d.root, d.train_split, sample_rate=d.sample_rate, crop_seconds=crop_s,
+                              crops_per_epoch=n, seed=cfg.seed, min_active_s=d.min_active_s)
+    if d.submix:
+        stems = slakh.StemsDataset(d.root, d.train_split, classes=_all_classes(d.root, d.train_split),
+                                   sample_rate=d.sample_rate, crop_seconds=crop_s, seed=cfg.seed,
+                                   crops_per_epoch=n)
+        ds = torch.utils.data.ConcatDataset([ds, SubmixDataset(stems, cfg.seed)]) if d.submix_fraction < 1 else \
+            SubmixDataset(stems, cfg.seed)
+    sampler = StepSampler(start_step * cfg.batch_size, n)
+    return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=d.num_workers,
+                      collate_fn=slakh.collate_mixtures, persistent_workers=False,
+                      prefetch_factor=4 if d.num_workers else None)
+
+
+def _all_classes(root: str, split: str) -> tuple[str, ...]:
+    return tuple(sorted({c for t in slakh.list_tracks(root, split) for c in t.classes}))
+
+
+def ensure_data(cfg: TrainConfig) -> None:
+    """Render a small SynthSlakh set into `data.root` when it is empty and the config asks for it."""
+    d = cfg.data
+    try:
+        slakh.list_tracks(d.root, d.train_split)
+        return
+    except (FileNotFoundError, ValueError):
+        if d.render_tracks <= 0:
+            raise
+    from gmsdi.data.synth import SynthConfig, render_dataset
+
+    print(f"rendering {d.render_tracks} SynthSlakh tracks into {d.root}", flush=True)
+    render_dataset(d.root, d.render_tracks, d.render_seed,
+                   SynthConfig(sample_rate=d.sample_rate, seconds=d.render_seconds), progress=False)
+
+
+class Validator:
+    """Fixed validation crops and noise: the loss per σ and the prompt-sensitivity probe."""
+
+    def __init__(self, cfg: TrainConfig, segment: int, text_encoder, device) -> None:
+        d = cfg.data
+        crop_s = segment / d.sample_rate
+        g = torch.Generator().manual_seed(1234)
+        mixtures = slakh.MixtureDataset(d.root, d.val_split, sample_rate=d.sample_rate, crop_seconds=crop_s,
+                                        crops_per_epoch=cfg.val_batches * cfg.batch_size, seed=99)
+        batch = slakh.collate_mixtures([mixtures[i] for i in range(len(mixtures))])
+        self.mix = batch["audio"]
+        self.mix_cond = text_encoder.encode(batch["prompt"], device=device)
+        self.mix_noise = torch.randn(self.mix.shape, generator=g)
+        # Isolated validation stems (read only here), one class active at a time.
+        classes = _all_classes(d.root, d.val_split)
+        stems = slakh.StemsDataset(d.root, d.val_split, classes=classes, sample_rate=d.sample_rate,
+                                   crop_seconds=crop_s, hop_seconds=crop_s, seed=0)
+        rng = np.random.default_rng(5)
+        xs, own, wrong = [], [], []
+        for i in rng.permutation(len(stems)):
+            item = stems[int(i)]
+            for k in np.flatnonzero(item["active"].numpy()):
+                x = item["stems"][k]
+                if x.abs().max() < 0.01:
+                    continue
+                others = [c for c in classes if c != classes[k]]
+                xs.append(x[None])
+                own.append(class_phrase(classes[k]))
+                wrong.append(class_phrase(others[int(rng.integers(len(others)))]))
+                break
+            if len(xs) >= cfg.sensitivity_items:
+                break
+        self.stems = torch.stack(xs) if xs else torch.zeros(0, 1, segment)
+        self.stem_noise = torch.randn(self.stems.shape, generator=g)
+        self.conds = {name: text_encoder.encode(p, device=device) for name, p in
+                      (("own", own), ("wrong", wrong), ("null", [""] * len(own)))} if xs else {}
+        self.device = device
+
+    @torch.no_grad()
+    def run(self, model: nn.Module, chunk: int = 16) -> tuple[dict, dict]:
+        """Returns ({σ: weighted EDM loss on mixtures}, {σ: {prompt kind: denoising MSE on stems}})."""
+        model.eval()
+        dev = self.device
+        losses = {}
+        for s in VAL_SIGMAS:
+            vals = []
+            for i in range(0, len(self.mix), chunk):
+                x = self.mix[i:i + chunk].to(dev)
+                vals.append(model.loss(x, torch.full((len(x),), s, device=dev), self.mix_cond[i:i + chunk],
+                                       noise=self.mix_noise[i:i + chunk].to(dev)))
+            losses[s] = torch.cat(vals).mean().item()
+        sens: dict = {}
+        for s in VAL_SIGMAS:
+            sens[s] = {}
+            for kind, cond in self.conds.items():
+                errs = []
+                for i in range(0, len(self.stems), chunk):
+                    x = self.stems[i:i + chunk].to(dev)
+                    xn = x + s * self.stem_noise[i:i + chunk].to(dev)
+                    d = model(xn, torch.full((len(x),), s, device=dev), cond[i:i + chunk])
+                    errs.append((d - x).pow(2).flatten(1).mean(1))
+                sens[s][kind] = torch.cat(errs).mean().item()
+        model.train()
+        return losses, sens
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save to a temporary file, then an atomic rename: a kill never leaves a torn file."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def export(cfg: TrainConfig, out: str | Path) -> Path:
+    """Write the run's EMA weights and model config as an inference checkpoint (safetensors)."""
+    ckpt = cfg.run_dir / "ckpt.pt"
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"no checkpoint at {ckpt}; train first")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    model = build_model(model_config_from_dict(state["model_config"]))
+    model.load_state_dict(state["ema"])
+    extra = {"step": str(state["step"]), "run": cfg.name, "train_config": yaml.safe_dump(state["config"])}
+    save_model(out, model, model.config if hasattr(model, "config") and isinstance(model.config, ModelConfig)
+               else model_config_from_dict(state["model_config"]), metadata=extra)
+    return Path(out)
+
+
+@torch.no_grad()
+def write_samples(model: nn.Module, cfg: TrainConfig, text_encoder, step: int, device, segment_multiple: int) -> None:
+    """A few unconditional-free samples (Heun, EDM schedule) to listen to during training."""
+    model.eval()
+    sr = cfg.data.sample_rate
+    n = int(cfg.sample_seconds * sr) // segment_multiple * segment_multiple
+    g = torch.Generator().manual_seed(cfg.seed)
+    prompts = list(cfg.sample_prompts)
+    x = torch.randn(len(prompts), 1, n, generator=g).to(device)
+    edm = model.config.edm if hasattr(model.config, "edm") else None
+    smin, smax = (edm.sigma_min, edm.sigma_max) if edm else (1e-4, 1.0)
+    sigmas = get_sigmas_karras(cfg.sample_steps, smin, smax, device=device)
+    cond = text_encoder.encode(prompts, device=device)
+    out = sample_heun(model, x * sigmas[0], sigmas, extra_args={"cond": cond})
+    folder = cfg.run_dir / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    for p, audio in zip(prompts, out.cpu().numpy(), strict=True):
+        name = p.replace(", ", "+").replace(" ", "_")
+        sf.write(folder / f"step{step:07d}_{name}.wav", np.clip(audio[0], -1, 1), sr)
+    model.train()
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train (or resume) the run `cfg.name`; returns the last logged values."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    accelerator = Accelerator(mixed_precision=mp)
+    device = accelerator.device
+    run = cfg.run_dir
+    if accelerator.is_main_process:
+        run.mkdir(parents=True, exist_ok=True)
+        ensure_data(cfg)
+    accelerator.wait_for_everyone()
+    set_seed(cfg.seed)
+
+    ckpt_path = run / "ckpt.pt"
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.is_file() else None
+    if state is not None:
+        model_cfg = model_config_from_dict(state["model_config"])
+    else:
+        model_cfg = model_config_from_dict({**cfg.model, "sample_rate": cfg.data.sample_rate})
+    model = build_model(model_cfg)
+    if state is None and cfg.init_from:
+        model.load_state_dict(load_model(cfg.init_from).state_dict())
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["optimizer"])
+        step = state["step"]
+        accelerator.print(f"resumed {run} at step {step}")
+    text_encoder = build_text_encoder(model_cfg.text_encoder).to(device)
+
+    multiple = model.net.length_multiple
+    segment = int(cfg.data.crop_seconds * cfg.data.sample_rate) // multiple * multiple
+    loader = build_data(cfg, segment, cfg.max_steps, step)
+    loss_module = LossModule(model)
+    loss_module, opt, loader = accelerator.prepare(loss_module, opt, loader)
+    ema.to(device)
+    validator = Validator(cfg, segment, text_encoder, device) if accelerator.is_main_process else None
+    if accelerator.is_main_process and step == 0:
+        (run / "config.yaml").write_text(yaml.safe_dump(asdict(cfg)))
+        n_params = sum(p.numel() for p in model.parameters())
+        accelerator.print(f"model: {n_params / 1e6:.2f} M parameters; segment {segment} samples; "
+                          f"mixed precision {mp}; submix {'ON (changes the data setting)' if cfg.data.submix else 'off'}")
+
+    rng = np.random.default_rng([cfg.seed, step])
+    gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + step)
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process, desc=cfg.name,
+               dynamic_ncols=True)
+    last: dict = {}
+    t_last, loss_acc, n_acc = time.perf_counter(), 0.0, 0
+    for batch in loader:
+        if step >= cfg.max_steps:
+            break
+        prompts = []
+        for tags, prompt in zip(batch["tags"], batch["prompt"], strict=True):
+            if rng.random() < cfg.p_uncond:
+                prompts.append("")
+            elif cfg.p_tag_subset > 0 and len(tags) > 1 and rng.random() < cfg.p_tag_subset:
+                keep = rng.choice(len(tags), size=int(rng.integers(1, len(tags))), replace=False)
+                prompts.append(compose([class_phrase(tags[k]) for k in sorted(keep)], rng))
+            else:
+                prompts.append(prompt)
+        x = batch["audio"].to(device)
+        cond = text_encoder.encode(prompts, device=device)
+        sigma = model.sample_training_sigmas(len(x), generator=gen).to(device)
+        noise = torch.randn(x.shape, generator=gen).to(device)
+        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with accelerator.autocast():
+            loss = loss_module(x, sigma, cond, noise).mean()
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(loss_module.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        with torch.no_grad():
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), accelerator.unwrap_model(loss_module).denoiser.parameters(),
+                              strict=True):
+                pe.lerp_(pm.detach(), 1 - decay)
+        loss_acc += loss.item()
+        n_acc += 1
+        bar.update(1)
+        if not accelerator.is_main_process:
+            continue
+        if step % cfg.log_every == 0:
+            now = time.perf_counter()
+            last = {"step": step, "loss": loss_acc / n_acc, "lr": lr, "grad_norm": float(grad_norm),
+                    "sec_per_step": (now - t_last) / n_acc, "time": time.time()}
+            _append_csv(run / "train.csv", last)
+            bar.set_postfix(loss=f"{last['loss']:.4f}", s_per_step=f"{last['sec_per_step']:.2f}")
+            t_last, loss_acc, n_acc = now, 0.0, 0
+        if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
+            save_checkpoint(ckpt_path, {
+                "config": asdict(cfg), "model_config": model_cfg.to_dict(), "step": step,
+                "model": accelerator.unwrap_model(loss_module).denoiser.state_dict(),
+                "ema": ema.state_dict(), "optimizer": opt.state_dict()})
+        if step % cfg.val_every == 0 or step == cfg.max_steps:
+            losses, sens = validator.run(ema)
+            _append_csv(run / "val.csv", {"step": step, **{f"loss@{s}": v for s, v in losses.items()}})
+            for s, kinds in sens.items():
+                _append_csv(run / "sensitivity.csv", {
+                    "step": step, "sigma": s, **kinds,
+                    "wrong_over_own": kinds.get("wrong", math.nan) / max(kinds.get("own", math.nan), 1e-12),
+                    "null_over_own": kinds.get("null", math.nan) / max(kinds.get("own", math.nan), 1e-12)})
+            ratio = np.mean([k["wrong"] / k["own"] for k in sens.values()]) if validator.conds else math.nan
+            tqdm.write(f"step {step}: val loss {np.mean(list(losses.values())):.4f}, "
+                       f"prompt sensitivity wrong/own {ratio:.3f}")
+            last.update({"val_loss": float(np.mean(list(losses.values()))), "wrong_over_own": float(ratio)})
+        if cfg.sample_every and (step % cfg.sample_every == 0 or step == cfg.max_steps):
+            write_samples(ema, cfg, text_encoder, step, device, multiple)
+    bar.close()
+    accelerator.wait_for_everyone()
+    return last
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--config", type=Path, help="a YAML file in train/configs/")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    p.add_argument("--export", type=Path, metavar="OUT.safetensors",
+                   help="write the run's EMA weights as an inference checkpoint and exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set)
+        if args.export:
+            print(f"wrote {export(cfg, args.export)}")
+            return 0
+        last = train(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print({k: round(v, 5) if isinstance(v, float) else v for k, v in last.items()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
