@@ -48,8 +48,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from gmsdi.data import slakh  # noqa: E402
 from gmsdi.data.prompts import class_phrase, compose  # noqa: E402
-from gmsdi.models import ModelConfig, build_model, model_config_from_dict  # noqa: E402
-from gmsdi.models.checkpoint import load_model, save_model  # noqa: E402
+from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model  # noqa: E402
 from gmsdi.sampling import get_sigmas_karras, sample_heun  # noqa: E402
 from gmsdi.text import build_text_encoder  # noqa: E402
 
@@ -127,6 +126,12 @@ def _from_dict(cls, d: dict):
             v = _from_dict(DataConfig, v)
         elif isinstance(v, list):
             v = tuple(v)
+        default = names[k].default
+        if isinstance(default, float | int) and not isinstance(default, bool) and isinstance(v, str | int):
+            try:  # YAML 1.1 reads "1e-3" as a string
+                v = type(default)(float(v)) if isinstance(default, float) else int(v)
+            except ValueError as e:
+                raise ValueError(f"{cls.__name__}.{k} must be a number, got {v!r}") from e
         kw[k] = v
     return cls(**kw)
 
@@ -197,13 +202,30 @@ class LossModule(nn.Module):
         return self.denoiser.loss(x, sigma, cond, noise=noise)
 
 
+def build_model_config(cfg: TrainConfig) -> ModelConfig:
+    """The model config of a new run: a preset (`model.preset`) with `model.*` fields overridden;
+    the training crop sets `segment_samples` (rounded down to a length the network accepts)."""
+    spec = dict(cfg.model)
+    base = model_config(spec.pop("preset", "default")).to_dict()
+    for key, value in spec.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    base["sample_rate"] = cfg.data.sample_rate
+    multiple = ModelConfig.from_dict(base).unet.length_multiple
+    base["segment_samples"] = max(multiple, int(cfg.data.crop_seconds * cfg.data.sample_rate) // multiple * multiple)
+    return ModelConfig.from_dict(base)
+
+
 def build_data(cfg: TrainConfig, segment: int, batches: int, start_step: int):
     """The training DataLoader (mixture mode) starting at `start_step`."""
     d = cfg.data
     crop_s = segment / d.sample_rate
     n = batches * cfg.batch_size
     ds = slakh.MixtureDataset(d.root, d.train_split, sample_rate=d.sample_rate, crop_seconds=crop_s,
-                              crops_per_epoch=n, seed=cfg.seed, min_active_s=d.min_active_s)
+                              crops_per_epoch=n, seed=cfg.seed, min_active_s=d.min_active_s,
+                              activity_cache=Path(d.root) / ".activity")
     if d.submix:
         stems = slakh.StemsDataset(d.root, d.train_split, classes=_all_classes(d.root, d.train_split),
                                    sample_rate=d.sample_rate, crop_seconds=crop_s, seed=cfg.seed,
@@ -244,7 +266,8 @@ class Validator:
         crop_s = segment / d.sample_rate
         g = torch.Generator().manual_seed(1234)
         mixtures = slakh.MixtureDataset(d.root, d.val_split, sample_rate=d.sample_rate, crop_seconds=crop_s,
-                                        crops_per_epoch=cfg.val_batches * cfg.batch_size, seed=99)
+                                        crops_per_epoch=cfg.val_batches * cfg.batch_size, seed=99,
+                                        activity_cache=Path(d.root) / ".activity")
         batch = slakh.collate_mixtures([mixtures[i] for i in range(len(mixtures))])
         self.mix = batch["audio"]
         self.mix_cond = text_encoder.encode(batch["prompt"], device=device)
@@ -326,12 +349,10 @@ def export(cfg: TrainConfig, out: str | Path) -> Path:
     if not ckpt.is_file():
         raise FileNotFoundError(f"no checkpoint at {ckpt}; train first")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    model = build_model(model_config_from_dict(state["model_config"]))
+    model = build_model(ModelConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["ema"])
     extra = {"step": str(state["step"]), "run": cfg.name, "train_config": yaml.safe_dump(state["config"])}
-    save_model(out, model, model.config if hasattr(model, "config") and isinstance(model.config, ModelConfig)
-               else model_config_from_dict(state["model_config"]), metadata=extra)
-    return Path(out)
+    return save_model(out, model, metadata=extra)
 
 
 @torch.no_grad()
@@ -343,9 +364,8 @@ def write_samples(model: nn.Module, cfg: TrainConfig, text_encoder, step: int, d
     g = torch.Generator().manual_seed(cfg.seed)
     prompts = list(cfg.sample_prompts)
     x = torch.randn(len(prompts), 1, n, generator=g).to(device)
-    edm = model.config.edm if hasattr(model.config, "edm") else None
-    smin, smax = (edm.sigma_min, edm.sigma_max) if edm else (1e-4, 1.0)
-    sigmas = get_sigmas_karras(cfg.sample_steps, smin, smax, device=device)
+    edm = model.config
+    sigmas = get_sigmas_karras(cfg.sample_steps, edm.sigma_min, edm.sigma_max, device=device)
     cond = text_encoder.encode(prompts, device=device)
     out = sample_heun(model, x * sigmas[0], sigmas, extra_args={"cond": cond})
     folder = cfg.run_dir / "samples"
@@ -375,11 +395,8 @@ def train(cfg: TrainConfig) -> dict:
 
     ckpt_path = run / "ckpt.pt"
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.is_file() else None
-    if state is not None:
-        model_cfg = model_config_from_dict(state["model_config"])
-    else:
-        model_cfg = model_config_from_dict({**cfg.model, "sample_rate": cfg.data.sample_rate})
-    model = build_model(model_cfg)
+    model_cfg = ModelConfig.from_dict(state["model_config"]) if state is not None else build_model_config(cfg)
+    model = build_model(model_cfg, seed=cfg.seed)
     if state is None and cfg.init_from:
         model.load_state_dict(load_model(cfg.init_from).state_dict())
     ema = copy.deepcopy(model).requires_grad_(False)
@@ -393,8 +410,8 @@ def train(cfg: TrainConfig) -> dict:
         accelerator.print(f"resumed {run} at step {step}")
     text_encoder = build_text_encoder(model_cfg.text_encoder).to(device)
 
-    multiple = model.net.length_multiple
-    segment = int(cfg.data.crop_seconds * cfg.data.sample_rate) // multiple * multiple
+    multiple = model_cfg.unet.length_multiple
+    segment = model_cfg.segment_samples
     loader = build_data(cfg, segment, cfg.max_steps, step)
     loss_module = LossModule(model)
     loss_module, opt, loader = accelerator.prepare(loss_module, opt, loader)

@@ -47,7 +47,9 @@ def save_model(
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = dict(metadata or {})
-    meta.update({CONFIG_KEY: json.dumps(config.to_dict()), FORMAT_KEY: FORMAT, "gmsdi_version": gmsdi.__version__})
+    meta[CONFIG_KEY] = json.dumps(config.to_dict())
+    meta[FORMAT_KEY] = FORMAT
+    meta["gmsdi_version"] = gmsdi.__version__
     save_file(state, str(path), metadata=meta)
     return path
 

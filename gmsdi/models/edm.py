@@ -168,4 +168,3 @@ class EDMDenoiser(nn.Module):
 
     def extra_repr(self) -> str:
         return f"sigma_data={self.config.sigma_data}"
-

@@ -52,9 +52,8 @@ class ProfileReport:
         ]
         rows += [(f"ms / forward (batch {b}, {secs:g} s)", f"{ms:.0f}") for b, ms in self.ms_forward.items()]
         if self.train_batch:
-            rows.append(
-                (f"s / training step (batch {self.train_batch} × {self.samples} samples)", f"{self.s_train_step:.3f}")
-            )
+            step = f"s / training step (batch {self.train_batch} × {self.samples} samples)"
+            rows.append((step, f"{self.s_train_step:.3f}"))
         head = f"{title}\n\n" if title else ""
         return head + "| quantity | value |\n| --- | --- |\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
@@ -127,7 +126,9 @@ def profile_model(
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--preset", default="default", choices=sorted(MODEL_PRESETS))
     parser.add_argument("--seconds", type=float, default=None, help="input length (default: the segment)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 10], help="forward batch sizes")

@@ -7,7 +7,7 @@ Layout ([B, 1, T] -> [B, 1, T]):
    boundaries, a buzz at sample_rate/P Hz otherwise).
 2. A 1-D U-Net over frames: per level, residual blocks (GroupNorm, SiLU, conv) whose norms are
    modulated (FiLM: scale, shift) by one conditioning vector; stride-2 downsampling between
-   levels; skip connections concatenated on the way up.
+   levels; skip connections added on the way up (cheaper than concatenation on a CPU).
 3. Conditioning vector = MLP(Fourier features of c_noise) + Linear(pooled text embedding).
    Cross-attention over the text tokens at the coarse levels, with a learned null key/value
    that is always attended to, so the null prompt (all-False mask) is well defined.
@@ -40,6 +40,8 @@ class UNetConfig:
         patch_size: P, samples per frame.
         patch_overlap: frames see 2P samples and the output is overlap-added (else disjoint).
         channels: width per level, finest first; frames halve from one level to the next.
+            channels[0] must be at least patch_size·in_channels, so that the patch embedding
+            and the unpatching are full rank: noise outside their span could never be removed.
         num_blocks: residual blocks per level, on each of the down and up paths.
         kernel_size: conv kernel over frames (odd).
         emb_dim: width of the conditioning vector driving FiLM.
@@ -55,12 +57,12 @@ class UNetConfig:
     in_channels: int = 1
     patch_size: int = 64
     patch_overlap: bool = True
-    channels: tuple[int, ...] = (64, 128, 256, 512)
-    num_blocks: tuple[int, ...] = (1, 1, 2, 2)
+    channels: tuple[int, ...] = (64, 128, 192, 320)
+    num_blocks: tuple[int, ...] = (1, 1, 1, 1)
     kernel_size: int = 3
     emb_dim: int = 256
     fourier_dim: int = 64
-    cross_attn_levels: tuple[int, ...] = (2, 3)
+    cross_attn_levels: tuple[int, ...] = (3,)
     self_attn_bottleneck: bool = True
     attn_head_dim: int = 64
     norm_groups: int = 32
@@ -84,6 +86,12 @@ class UNetConfig:
             raise ValueError(f"fourier_dim must be even, got {self.fourier_dim}")
         if self.patch_overlap and self.patch_size % 2:
             raise ValueError(f"patch_overlap needs an even patch_size, got {self.patch_size}")
+        if self.channels[0] < self.patch_size * self.in_channels:
+            raise ValueError(
+                f"channels[0]={self.channels[0]} is below patch_size·in_channels="
+                f"{self.patch_size * self.in_channels}: the output could not span every waveform of a "
+                "frame, so the denoiser could not remove all noise; widen channels[0] or shrink patch_size"
+            )
         bad = [i for i in self.cross_attn_levels if not 0 <= i < len(self.channels)]
         if bad:
             raise ValueError(f"cross_attn_levels {bad} are not levels 0..{len(self.channels) - 1}")
@@ -209,17 +217,6 @@ class _Level(nn.Module):
         self.resample = resample
 
 
-class _Upsample(nn.Module):
-    """Nearest ×2 then conv: [B, C_in, N] -> [B, C_out, 2N]."""
-
-    def __init__(self, c_in: int, c_out: int, kernel_size: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
-
-
 class UNet1d(nn.Module):
     """The text-conditioned waveform U-Net (see the module docstring).
 
@@ -251,13 +248,15 @@ class UNet1d(nn.Module):
             return ResBlock(c_in, c_out, cfg.emb_dim, cfg.kernel_size, g, cfg.dropout)
 
         def cross(c: int, level: int) -> CrossAttention | None:
-            return CrossAttention(c, text_dim, cfg.attn_head_dim, g) if level in cfg.cross_attn_levels else None
+            if level not in cfg.cross_attn_levels:
+                return None
+            return CrossAttention(c, text_dim, cfg.attn_head_dim, g)
 
         last = cfg.levels - 1
         self.down = nn.ModuleList()
         for i, c in enumerate(chans):
             blocks = [block(c, c) for _ in range(cfg.num_blocks[i])]
-            resample = nn.Conv1d(c, chans[i + 1], 4, stride=2, padding=1) if i < last else None
+            resample = nn.Conv1d(c, chans[i + 1], 2, stride=2) if i < last else None
             self.down.append(_Level(blocks, cross(c, i), resample))
 
         c_mid = chans[-1]
@@ -271,8 +270,8 @@ class UNet1d(nn.Module):
         # up[i] serves level i; its `resample` brings level i+1 up to level i before the skip.
         self.up = nn.ModuleList()
         for i, c in enumerate(chans):
-            blocks = [block(2 * c, c)] + [block(c, c) for _ in range(cfg.num_blocks[i] - 1)]
-            resample = _Upsample(chans[i + 1], c, cfg.kernel_size) if i < last else None
+            blocks = [block(c, c) for _ in range(cfg.num_blocks[i])]
+            resample = nn.ConvTranspose1d(chans[i + 1], c, 2, stride=2) if i < last else None
             self.up.append(_Level(blocks, cross(c, i), resample))
 
         self.out_norm = nn.GroupNorm(_groups(chans[0], g), chans[0])
@@ -312,9 +311,7 @@ class UNet1d(nn.Module):
             [B, C, T] network output (EDMDenoiser scales it by c_out).
         """
         if x.ndim != 3 or x.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"expected x of shape [B, {self.config.in_channels}, T], got {tuple(x.shape)}"
-            )
+            raise ValueError(f"expected x of shape [B, {self.config.in_channels}, T], got {tuple(x.shape)}")
         b = x.shape[0]
         self.check_length(x.shape[-1])
         if c_noise.shape != (b,):
@@ -347,11 +344,10 @@ class UNet1d(nn.Module):
             level = self.up[i]
             if level.resample is not None:
                 h = level.resample(h)
-            h = torch.cat([h, skips[i]], dim=1)
+            h = h + skips[i]
             for blk in level.blocks:
                 h = blk(h, emb)
             if level.attn is not None:
                 h = level.attn(h, tokens, mask)
 
         return self.unpatch(F.silu(self.out_norm(h)))
-

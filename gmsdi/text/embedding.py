@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TextEmbedding:
     """A batch of encoded prompts.
 
@@ -43,8 +43,8 @@ class TextEmbedding:
         b, n, d = self.tokens.shape
         if tuple(self.mask.shape) != (b, n) or tuple(self.pooled.shape) != (b, d):
             raise ValueError(
-                "TextEmbedding shapes disagree: tokens "
-                f"{tuple(self.tokens.shape)}, mask {tuple(self.mask.shape)}, pooled {tuple(self.pooled.shape)}"
+                f"TextEmbedding shapes disagree: tokens {tuple(self.tokens.shape)}, "
+                f"mask {tuple(self.mask.shape)}, pooled {tuple(self.pooled.shape)}"
             )
         if self.mask.dtype != torch.bool:
             raise ValueError(f"TextEmbedding.mask must be a bool tensor, got {self.mask.dtype}")
@@ -166,7 +166,7 @@ class TextEmbedding:
         """
         if drop.shape != (self.batch_size,):
             raise ValueError(f"drop must have shape [{self.batch_size}], got {tuple(drop.shape)}")
-        keep = (~drop.to(device=self.device, dtype=torch.bool))
+        keep = ~drop.to(device=self.device, dtype=torch.bool)
         return TextEmbedding(
             tokens=self.tokens * keep[:, None, None].to(self.tokens.dtype),
             mask=self.mask & keep[:, None],

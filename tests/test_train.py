@@ -1,0 +1,104 @@
+"""train/train.py: the tiny config end to end, resume (also after kill -9), export and config errors."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gmsdi.models import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "train/configs/tiny.yaml"
+
+
+def _load_train():
+    spec = importlib.util.spec_from_file_location("gmsdi_train", ROOT / "train/train.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+train = _load_train()
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data") / "synthslakh-tiny"
+    from gmsdi.data.synth import SynthConfig, render_dataset
+
+    render_dataset(root, 6, 0, SynthConfig(seconds=6.0), progress=False, workers=1)
+    return root
+
+
+def _args(tmp_path: Path, data: Path, *more: str) -> list[str]:
+    return ["--config", str(TINY), "--set", f"out_dir={tmp_path}", f"data.root={data}", "sample_every=0", *more]
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_run_end_to_end_then_resume(tmp_path: Path, tiny_data: Path):
+    assert train.main(_args(tmp_path, tiny_data, "max_steps=10", "sample_every=10")) == 0
+    run = tmp_path / "tiny"
+    state = torch.load(run / "ckpt.pt", weights_only=False)
+    assert state["step"] == 10
+    assert {"config", "model_config", "model", "ema", "optimizer"} <= set(state)
+    assert [r["step"] for r in _rows(run / "train.csv")] == ["5", "10"]
+    sens = _rows(run / "sensitivity.csv")
+    assert {r["sigma"] for r in sens} == {str(s) for s in train.VAL_SIGMAS}
+    assert all(float(r["own"]) > 0 and float(r["wrong"]) > 0 for r in sens)
+    assert len(list((run / "samples").glob("step0000010_*.wav"))) == 2
+    # a longer run of the same name resumes at step 10 and continues to 20
+    assert train.main(_args(tmp_path, tiny_data, "max_steps=20")) == 0
+    assert torch.load(run / "ckpt.pt", weights_only=False)["step"] == 20
+    assert [r["step"] for r in _rows(run / "train.csv")] == ["5", "10", "15", "20"]
+    # export: EMA weights + config in safetensors, loadable with no network
+    out = tmp_path / "model.safetensors"
+    assert train.main(["--config", str(TINY), "--set", f"out_dir={tmp_path}", "--export", str(out)]) == 0
+    model = load_model(out)
+    ema = train.build_model(train.ModelConfig.from_dict(state["model_config"]))
+    ema.load_state_dict(torch.load(run / "ckpt.pt", weights_only=False)["ema"])
+    x = torch.randn(1, 1, model.model_config.segment_samples, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model(x, 0.5, None), ema.eval()(x, 0.5, None))
+
+
+def test_resume_after_kill_9(tmp_path: Path, tiny_data: Path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cmd = [sys.executable, str(ROOT / "train/train.py"), *_args(tmp_path, tiny_data, "max_steps=400", "ckpt_every=5",
+                                                                   "val_every=100000")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    ckpt = tmp_path / "tiny" / "ckpt.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not ckpt.exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists(), "no checkpoint was written before the kill"
+    step = torch.load(ckpt, weights_only=False)["step"]
+    assert 5 <= step < 400
+    assert train.main(_args(tmp_path, tiny_data, f"max_steps={step + 5}", "ckpt_every=5")) == 0
+    assert torch.load(ckpt, weights_only=False)["step"] == step + 5
+
+
+def test_config_errors(tmp_path: Path, capsys):
+    assert train.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        train.load_config(TINY, ["no_such_field=1"])
+    cfg = train.load_config(TINY, ["data.crop_seconds=0.5", "lr=1e-3"])
+    assert cfg.data.crop_seconds == 0.5 and cfg.lr == 1e-3
+    seg = train.build_model_config(cfg).segment_samples
+    assert seg % train.build_model_config(cfg).unet.length_multiple == 0 and seg <= 8000
