@@ -134,6 +134,53 @@ class FourierFeatures(nn.Module):
         return torch.cat([arg.cos(), arg.sin()], dim=-1)
 
 
+class PatchEmbed(nn.Module):
+    """Waveform -> frames: [B, C, T] -> [B, C_0, T/P], each frame a linear map of its samples.
+
+    With `overlap` frame n sees samples [nP - P/2, nP + 3P/2) (zero-padded at the ends), else
+    [nP, (n+1)P). A reshape and one matmul: much faster on a CPU than a strided conv with one
+    input channel.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, patch_size: int, overlap: bool) -> None:
+        super().__init__()
+        self.patch_size, self.overlap = patch_size, overlap
+        self.window = 2 * patch_size if overlap else patch_size
+        self.proj = nn.Linear(in_channels * self.window, out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.patch_size
+        if self.overlap:
+            x = F.pad(x, (p // 2, p // 2))
+        frames = x.unfold(-1, self.window, p)  # [B, C, N, window]
+        b, c, n, k = frames.shape
+        return self.proj(frames.permute(0, 2, 1, 3).reshape(b, n, c * k)).transpose(1, 2)
+
+
+class Unpatch(nn.Module):
+    """Frames -> waveform: [B, C_0, N] -> [B, C, N·P], the transpose of `PatchEmbed`'s framing.
+
+    Each frame emits `window` samples per channel; with `overlap` the halves of neighbouring
+    frames are added (overlap-add), so no sample depends on one frame alone and there is no
+    seam at frame boundaries. Zero-initialised: the untrained network outputs zeros.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, patch_size: int, overlap: bool) -> None:
+        super().__init__()
+        self.patch_size, self.overlap, self.out_channels = patch_size, overlap, out_channels
+        self.window = 2 * patch_size if overlap else patch_size
+        self.proj = _zero(nn.Linear(in_channels, out_channels * self.window))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        p, c = self.patch_size, self.out_channels
+        b, _, n = h.shape
+        y = self.proj(h.transpose(1, 2)).reshape(b, n, c, self.window).permute(0, 2, 1, 3)  # [B, C, N, w]
+        if not self.overlap:
+            return y.reshape(b, c, n * p)
+        out = F.pad(y[..., :p], (0, 0, 0, 1)) + F.pad(y[..., p:], (0, 0, 1, 0))  # [B, C, N+1, P]
+        return out.reshape(b, c, (n + 1) * p)[..., p // 2 : p // 2 + n * p]
+
+
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, FiLM from the conditioning vector, GroupNorm-SiLU-conv, residual.
 
@@ -234,8 +281,7 @@ class UNet1d(nn.Module):
         self.config = cfg = config if config is not None else UNetConfig()
         self.text_dim = text_dim
         p, chans, g = cfg.patch_size, cfg.channels, cfg.norm_groups
-        kernel, pad = (2 * p, p // 2) if cfg.patch_overlap else (p, 0)
-        self.patch_embed = nn.Conv1d(cfg.in_channels, chans[0], kernel, stride=p, padding=pad)
+        self.patch_embed = PatchEmbed(cfg.in_channels, chans[0], p, cfg.patch_overlap)
 
         self.fourier = FourierFeatures(cfg.fourier_dim)
         self.sigma_mlp = nn.Sequential(
@@ -275,7 +321,7 @@ class UNet1d(nn.Module):
             self.up.append(_Level(blocks, cross(c, i), resample))
 
         self.out_norm = nn.GroupNorm(_groups(chans[0], g), chans[0])
-        self.unpatch = _zero(nn.ConvTranspose1d(chans[0], cfg.in_channels, kernel, stride=p, padding=pad))
+        self.unpatch = Unpatch(chans[0], cfg.in_channels, p, cfg.patch_overlap)
 
     def check_length(self, length: int) -> None:
         """Raises ValueError unless `length` samples fit the patching and downsampling."""
@@ -317,7 +363,7 @@ class UNet1d(nn.Module):
         if c_noise.shape != (b,):
             raise ValueError(f"c_noise must have shape [{b}], got {tuple(c_noise.shape)}")
         text = self._condition(cond, b, x.device)
-        dtype = self.patch_embed.weight.dtype
+        dtype = self.patch_embed.proj.weight.dtype
         emb = self.sigma_mlp(self.fourier(c_noise).to(dtype)) + self.text_pool_proj(text.pooled.to(dtype))
         emb = F.silu(emb)
         tokens, mask = self.text_norm(text.tokens.to(dtype)), text.mask
