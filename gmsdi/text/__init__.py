@@ -3,6 +3,7 @@
 from gmsdi.text.embedding import PromptEncoder, TextEmbedding
 from gmsdi.text.encoder import (
     TEXT_ENCODERS,
+    CachedPromptEncoder,
     HashTextEncoder,
     TextEncoder,
     build_text_encoder,
@@ -11,6 +12,7 @@ from gmsdi.text.encoder import (
 
 __all__ = [
     "TEXT_ENCODERS",
+    "CachedPromptEncoder",
     "HashTextEncoder",
     "PromptEncoder",
     "TextEmbedding",

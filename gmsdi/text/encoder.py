@@ -85,8 +85,12 @@ class _PromptCache:
         return prompt in self._items
 
 
-class _CachedPromptEncoder(nn.Module):
-    """Shared logic: caching, padding, null prompts. Subclasses implement `_encode_uncached`."""
+class CachedPromptEncoder(nn.Module):
+    """Base of the prompt encoders here: an LRU prompt cache, padding and the null prompt.
+
+    Subclasses set `dim` and implement `_encode_uncached(prompts) -> [(tokens [n_i, D],
+    pooled [D])]` for non-empty prompts; everything else (the `PromptEncoder` interface) is here.
+    """
 
     dim: int
 
@@ -114,7 +118,7 @@ class _CachedPromptEncoder(nn.Module):
     def clear_cache(self) -> None:
         self._cache.clear()
 
-    def train(self, mode: bool = True) -> _CachedPromptEncoder:
+    def train(self, mode: bool = True) -> CachedPromptEncoder:
         """Ignored: the encoder is frozen and always stays in eval mode."""
         return super().train(False)
 
@@ -175,7 +179,7 @@ class _CachedPromptEncoder(nn.Module):
         return self.encode(prompts)
 
 
-class TextEncoder(_CachedPromptEncoder):
+class TextEncoder(CachedPromptEncoder):
     """A frozen Hugging Face text encoder from a local directory (default all-MiniLM-L6-v2).
 
     Args:
@@ -239,7 +243,7 @@ class TextEncoder(_CachedPromptEncoder):
         return f"name_or_path={self.name_or_path!r}, dim={self.dim}, max_length={self.max_length}"
 
 
-class HashTextEncoder(_CachedPromptEncoder):
+class HashTextEncoder(CachedPromptEncoder):
     """A debug prompt encoder built in code: every word maps to a fixed pseudo-random vector.
 
     No transformer, no files: meant for fast tests of code that needs some prompt encoder.
@@ -280,13 +284,13 @@ def _minilm(**kwargs: Any) -> TextEncoder:
     return TextEncoder(name_or_path=None, **kwargs)
 
 
-TEXT_ENCODERS: dict[str, Callable[..., _CachedPromptEncoder]] = {
+TEXT_ENCODERS: dict[str, Callable[..., CachedPromptEncoder]] = {
     "minilm": _minilm,
     "hash": HashTextEncoder,
 }
 
 
-def build_text_encoder(name: str, **kwargs: Any) -> _CachedPromptEncoder:
+def build_text_encoder(name: str, **kwargs: Any) -> CachedPromptEncoder:
     """The prompt encoder registered as `name`, or a `TextEncoder` for a local model directory.
 
     Args:
