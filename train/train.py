@@ -13,7 +13,8 @@ train/configs/ (fields: `TrainConfig` below); any field can be overridden on the
     # one or many GPUs, bf16 where supported (multi-node: see `accelerate launch --help`)
     accelerate launch --num_processes 4 train/train.py --config train/configs/default.yaml
     # override fields, e.g. a warm start from the bundled weights with a new run name
-    python train/train.py --config train/configs/default.yaml --set name=ft init_from=assets/gmsdi-synthslakh.safetensors
+    python train/train.py --config train/configs/default.yaml \
+        --set name=ft init_from=assets/gmsdi-synthslakh.safetensors
     # write the inference checkpoint (EMA weights + config, safetensors) of a run
     python train/train.py --config train/configs/default.yaml --export assets/gmsdi-synthslakh.safetensors
 
@@ -170,25 +171,26 @@ class StepSampler(Sampler[int]):
 
 
 class SubmixDataset(torch.utils.data.Dataset):
-    """Mixtures of random subsets of the stems of a crop (the `--submix` data setting)."""
+    """The `submix` data setting: item i is, with probability `fraction`, a mixture of a random
+    subset of the stems of a crop (tagged with their classes), else mixture item i."""
 
-    def __init__(self, stems: slakh.StemsDataset, seed: int) -> None:
-        self.stems, self.seed = stems, seed
+    def __init__(self, mixtures: slakh.MixtureDataset, stems: slakh.StemsDataset, fraction: float,
+                 seed: int) -> None:
+        self.mixtures, self.stems, self.fraction, self.seed = mixtures, stems, fraction, seed
 
     def __len__(self) -> int:
-        return len(self.stems)
+        return len(self.mixtures)
 
     def __getitem__(self, i: int) -> dict:
-        item = self.stems[i]
         rng = np.random.default_rng([self.seed, 7, i])
-        active = [k for k, a in enumerate(item["active"].tolist()) if a]
-        if not active:
-            active = list(range(len(item["classes"])))
-        n = int(rng.integers(1, len(active) + 1))
-        keep = sorted(rng.choice(active, size=n, replace=False).tolist())
-        audio = item["stems"][keep].sum(0, keepdim=True)
+        if rng.random() >= self.fraction:
+            return self.mixtures[i]
+        item = self.stems[i % len(self.stems)]
+        active = [k for k, a in enumerate(item["active"].tolist()) if a] or list(range(len(item["classes"])))
+        keep = sorted(rng.choice(active, size=int(rng.integers(1, len(active) + 1)), replace=False).tolist())
         tags = [item["classes"][k] for k in keep]
-        return {"audio": audio, "tags": tags, "prompt": compose([class_phrase(t) for t in tags], rng)}
+        return {"audio": item["stems"][keep].sum(0, keepdim=True), "tags": tags,
+                "prompt": compose([class_phrase(t) for t in tags], rng)}
 
 
 class LossModule(nn.Module):
@@ -230,8 +232,7 @@ def build_data(cfg: TrainConfig, segment: int, batches: int, start_step: int):
         stems = slakh.StemsDataset(d.root, d.train_split, classes=_all_classes(d.root, d.train_split),
                                    sample_rate=d.sample_rate, crop_seconds=crop_s, seed=cfg.seed,
                                    crops_per_epoch=n)
-        ds = torch.utils.data.ConcatDataset([ds, SubmixDataset(stems, cfg.seed)]) if d.submix_fraction < 1 else \
-            SubmixDataset(stems, cfg.seed)
+        ds = SubmixDataset(ds, stems, d.submix_fraction, cfg.seed)
     sampler = StepSampler(start_step * cfg.batch_size, n)
     return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, num_workers=d.num_workers,
                       collate_fn=slakh.collate_mixtures, persistent_workers=False,
@@ -356,8 +357,9 @@ def export(cfg: TrainConfig, out: str | Path) -> Path:
 
 
 @torch.no_grad()
-def write_samples(model: nn.Module, cfg: TrainConfig, text_encoder, step: int, device, segment_multiple: int) -> None:
-    """A few unconditional-free samples (Heun, EDM schedule) to listen to during training."""
+def write_samples(model: nn.Module, cfg: TrainConfig, text_encoder, step: int, device,
+                  segment_multiple: int) -> None:
+    """A few prompted samples (Heun, Karras schedule) to listen to during training."""
     model.eval()
     sr = cfg.data.sample_rate
     n = int(cfg.sample_seconds * sr) // segment_multiple * segment_multiple
@@ -420,8 +422,9 @@ def train(cfg: TrainConfig) -> dict:
     if accelerator.is_main_process and step == 0:
         (run / "config.yaml").write_text(yaml.safe_dump(asdict(cfg)))
         n_params = sum(p.numel() for p in model.parameters())
+        submix = "ON (this changes the data setting)" if cfg.data.submix else "off"
         accelerator.print(f"model: {n_params / 1e6:.2f} M parameters; segment {segment} samples; "
-                          f"mixed precision {mp}; submix {'ON (changes the data setting)' if cfg.data.submix else 'off'}")
+                          f"mixed precision {mp}; submix {submix}")
 
     rng = np.random.default_rng([cfg.seed, step])
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + step)
