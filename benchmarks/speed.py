@@ -1,0 +1,184 @@
+"""Inference speed: wall time and real-time factor of the four-stem tasks at default settings.
+
+    python benchmarks/speed.py                  # CPU (and the GPU too, when there is one)
+    python benchmarks/speed.py --quick          # a few steps only: checks that the script works
+    python benchmarks/speed.py --device cuda    # one device only
+
+Tasks, each on 4 s of audio with the defaults of `gmsdi.pipeline` (GENERATION / SEPARATION):
+4-stem generation, accompaniment of 1 locked + 3 generated stems, 4-stem separation. The model
+is the bundled checkpoint when present, else the untrained default-size model (`build_model(
+"default")`; weights do not change the cost). Real-time factor = wall seconds / audio seconds
+(below 1 is faster than real time).
+
+It also reports the network's throughput — audio seconds through the network per second, and
+the FLOP rate that implies (FLOPs counted with torch's FlopCounterMode) as a fraction of a
+float32 matmul FLOP rate measured in the same run: the share of the machine's arithmetic the
+U-Net actually uses. Writes benchmarks/results/speed.md and speed.json. Numbers on a shared
+machine are contended; the output says how many CPU threads ran and the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from gmsdi.models import build_model  # noqa: E402
+from gmsdi.pipeline import BUNDLED_CHECKPOINT, GENERATION, SEPARATION, GMSDIPipeline  # noqa: E402
+from gmsdi.sampling import network_evaluations  # noqa: E402
+from gmsdi.text import build_text_encoder  # noqa: E402
+
+SECONDS = 4.0
+PROMPTS = ["bass", "drums", "guitar", "piano"]
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    """Median float32 matmul rate (GFLOP/s) of an n×n product on `device`."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    times = []
+    for i in range(repeats + 2):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        if i >= 2:
+            times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def flops_per_sample(pipe: GMSDIPipeline, length: int) -> float:
+    """Network FLOPs per audio sample of one row (counted at batch 1, `length` samples)."""
+    emb = pipe.text_encoder.encode(["bass"], device=pipe.device)
+    x = torch.zeros(1, 1, length, device=pipe.device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        pipe.model(x, torch.full((1,), 0.5, device=pipe.device), emb)
+    return counter.get_total_flops() / length
+
+
+def load_pipeline(device: torch.device) -> tuple[GMSDIPipeline, str]:
+    if BUNDLED_CHECKPOINT.is_file():
+        return GMSDIPipeline.from_pretrained(device=device), BUNDLED_CHECKPOINT.name
+    model = build_model("default", seed=0)
+    encoder = build_text_encoder(model.model_config.text_encoder)
+    return GMSDIPipeline(model, encoder, device=device), "untrained default-size model (build_model('default'))"
+
+
+def run_tasks(pipe: GMSDIPipeline, quick: bool) -> list[dict]:
+    sr = pipe.sample_rate
+    rng = np.random.default_rng(0)
+    t = np.arange(int(SECONDS * sr)) / sr
+    bass = (0.3 * np.sin(2 * np.pi * 55 * t) * (0.6 + 0.4 * np.sign(np.sin(2 * np.pi * 2 * t)))).astype(np.float32)
+    mix = (bass + 0.1 * rng.standard_normal(len(t))).astype(np.float32)
+    gen_steps = 2 if quick else GENERATION.steps
+    sep_steps = 2 if quick else SEPARATION.steps
+    tasks = [
+        ("generate 4 stems", lambda: pipe.generate(PROMPTS, seconds=SECONDS, seed=0, steps=gen_steps),
+         GENERATION.sampler, gen_steps),
+        ("accompany 1 locked + 3", lambda: pipe.accompany({"bass": bass}, PROMPTS[1:], seed=0, steps=gen_steps),
+         GENERATION.sampler, gen_steps),
+        ("separate 4 stems", lambda: pipe.separate(mix, PROMPTS, seed=0, steps=sep_steps),
+         SEPARATION.sampler, sep_steps),
+    ]
+    pipe.generate(PROMPTS[:1], seconds=0.5, seed=0, steps=1)  # warm-up (allocator, text encoder)
+    rows = []
+    for name, fn, sampler, steps in tasks:
+        _sync(pipe.device)
+        t0 = time.perf_counter()
+        result = fn()
+        _sync(pipe.device)
+        wall = time.perf_counter() - t0
+        s = result.settings
+        rows.append({
+            "task": name, "seconds": SECONDS, "wall_s": wall, "rtf": wall / SECONDS, "sampler": sampler,
+            "steps": steps, "evaluations_per_window": network_evaluations(sampler, steps, s["resamples"]),
+            "chunks": s["chunks"], "network_calls": s["network_calls"], "network_samples": s["network_samples"],
+        })
+    return rows
+
+
+def bench(device: torch.device, quick: bool) -> dict:
+    pipe, model_name = load_pipeline(device)
+    window = pipe.config.segment_samples
+    fps = flops_per_sample(pipe, window)
+    gflops = matmul_gflops(device)
+    rows = run_tasks(pipe, quick)
+    for r in rows:
+        audio_s = r["network_samples"] / pipe.sample_rate
+        r["network_audio_s_per_s"] = audio_s / r["wall_s"]
+        r["network_gflops"] = fps * r["network_samples"] / r["wall_s"] / 1e9
+        r["fraction_of_matmul"] = r["network_gflops"] / gflops
+    return {
+        "device": str(device), "model": model_name, "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "window_samples": window, "sample_rate": pipe.sample_rate, "gflop_per_window_row": fps * window / 1e9,
+        "matmul_gflops": gflops, "quick": quick, "tasks": rows,
+        "mixed_precision": str(pipe.autocast_dtype) if pipe.autocast_dtype else "no",
+    }
+
+
+def to_markdown(runs: list[dict]) -> str:
+    lines = ["# Inference speed", "",
+             f"`python benchmarks/speed.py` on {platform.processor() or platform.machine()}, "
+             f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}.", ""]
+    for run in runs:
+        load = run["load_average"]
+        lines += [f"## {run['device']} — {run['model']}", "",
+                  f"{run['threads']} threads; load average {load[0]:.1f} at the end (other jobs share the CPU: "
+                  "figures are contended)." if load else f"{run['threads']} threads.",
+                  f"Window {run['window_samples']} samples at {run['sample_rate']} Hz; "
+                  f"{run['gflop_per_window_row']:.2f} GFLOP per window and row; "
+                  f"float32 matmul {run['matmul_gflops']:.0f} GFLOP/s; mixed precision {run['mixed_precision']}."
+                  + (" **Quick run (2 steps): not the default settings.**" if run["quick"] else ""), "",
+                  "| task (4 s) | sampler, steps | windows | network calls | wall (s) | real-time factor | "
+                  "network audio-s/s | network GFLOP/s | of matmul rate |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in run["tasks"]:
+            lines.append(f"| {r['task']} | {r['sampler']}, {r['steps']} | {r['chunks']} | {r['network_calls']} | "
+                         f"{r['wall_s']:.1f} | {r['rtf']:.2f} | {r['network_audio_s_per_s']:.1f} | "
+                         f"{r['network_gflops']:.1f} | {100 * r['fraction_of_matmul']:.0f} % |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cpu, plus cuda when available)")
+    p.add_argument("--quick", action="store_true", help="2 steps per task: only checks that it runs")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    args = p.parse_args(argv)
+    devices = [torch.device(args.device)] if args.device else [torch.device("cpu")]
+    if args.device is None and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    runs = []
+    for device in devices:
+        runs.append(bench(device, args.quick))
+        for r in runs[-1]["tasks"]:
+            print(f"{device} {r['task']}: {r['wall_s']:.1f} s, real-time factor {r['rtf']:.2f}", file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "speed.json").write_text(json.dumps(runs, indent=2))
+    (args.out / "speed.md").write_text(to_markdown(runs))
+    print(to_markdown(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

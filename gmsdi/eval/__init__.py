@@ -1,0 +1,39 @@
+"""Evaluation: separation metrics (SI-SDRi, MSDM protocol), mixture consistency, FAD on musicnn embeddings.
+
+- `metrics`: `si_sdr`, `si_sdr_improvement`, `score_separation` → `SeparationScores` (per stem, "All"),
+  `mixture_consistency_error`.
+- `musicnn`: the MTT_musicnn tagger ported to torch (`load_musicnn`), weights in assets/musicnn_mtt.npz.
+- `fad`: `FrechetAudioDistance` (FAD, sub-FAD, single-source FAD), `frechet_distance`, `GaussianStats`.
+"""
+
+from gmsdi.eval.fad import EMBEDDING_LAYERS, FrechetAudioDistance, GaussianStats, fad, frechet_distance
+from gmsdi.eval.metrics import (
+    SILENCE_THRESHOLD,
+    SeparationScores,
+    eval_windows,
+    is_silent,
+    mixture_consistency_error,
+    score_separation,
+    si_sdr,
+    si_sdr_improvement,
+)
+from gmsdi.eval.musicnn import MusiCNN, MusiCNNExtractor, load_musicnn
+
+__all__ = [
+    "EMBEDDING_LAYERS",
+    "SILENCE_THRESHOLD",
+    "FrechetAudioDistance",
+    "GaussianStats",
+    "MusiCNN",
+    "MusiCNNExtractor",
+    "SeparationScores",
+    "eval_windows",
+    "fad",
+    "frechet_distance",
+    "is_silent",
+    "load_musicnn",
+    "mixture_consistency_error",
+    "score_separation",
+    "si_sdr",
+    "si_sdr_improvement",
+]

@@ -1,0 +1,39 @@
+"""Inference (METHOD.md §3): guidance, constraints over a source stack, tasks and chunking.
+
+Layers, bottom up:
+- `guidance.GuidedDenoiser`: negative-prompt guidance for every chain of a stack [B, N, T] in
+  one batched network call.
+- `constraints`: wrappers that turn it into the denoiser a sampler needs — `MixtureCoupling`
+  (Eq. 2), `KnownValues` (locked stems, continuation context), `DiracConstraint` (separation).
+- `tasks`: `generate_sources` and `separate_sources` build those wrappers and run a sampler.
+- `chunking`: `overlap_add` (separation, extraction) and `continuation_spans` (generation,
+  accompaniment) for audio longer than the model's window.
+- `gaussian.GaussianDenoiser`: a closed-form denoiser for Gaussian sources, for tests.
+- `ensemble`: which of separator and extractor to use per instrument.
+
+`gmsdi.pipeline.GMSDIPipeline` is the public API on top.
+"""
+
+from gmsdi.inference.chunking import chunk_starts, continuation_spans, overlap_add, round_up, window_samples
+from gmsdi.inference.constraints import GAMMA_MODES, LOCKED_NOISE, DiracConstraint, KnownValues, MixtureCoupling
+from gmsdi.inference.gaussian import GaussianDenoiser
+from gmsdi.inference.guidance import GuidedDenoiser, default_negative_prompts
+from gmsdi.inference.tasks import generate_sources, separate_sources
+
+__all__ = [
+    "GAMMA_MODES",
+    "LOCKED_NOISE",
+    "DiracConstraint",
+    "GaussianDenoiser",
+    "GuidedDenoiser",
+    "KnownValues",
+    "MixtureCoupling",
+    "chunk_starts",
+    "continuation_spans",
+    "default_negative_prompts",
+    "generate_sources",
+    "overlap_add",
+    "round_up",
+    "separate_sources",
+    "window_samples",
+]

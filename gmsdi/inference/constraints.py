@@ -1,0 +1,164 @@
+"""Constraints over a source stack, as wrappers around a stack denoiser (METHOD.md §3).
+
+Each wrapper maps `(x, sigma [B]) -> denoised`, like the model, so any EDM sampler runs unchanged.
+A score s enters a sampler through its denoised form `x + σ²·s` (EDM: s = (D − x)/σ²).
+
+- `MixtureCoupling`: Eq. (2), K source chains and a mixture chain linked by a Gaussian likelihood.
+- `KnownValues`: chains, or regions of chains, whose clean value is known (locked stems for
+  accompaniment §3.2; the context of the previous chunk when continuing long audio).
+- `DiracConstraint`: MSDM's Dirac likelihood for separation (§3.3); the constrained source is the
+  mixture minus the free ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+StackDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+GAMMA_MODES: tuple[str, ...] = ("relative", "absolute")
+LOCKED_NOISE: tuple[str, ...] = ("fixed", "fresh")
+
+
+def check_gamma(value: float, name: str) -> float:
+    """A γ must be positive; `math.inf` switches its coupling off."""
+    value = float(value)
+    if not value > 0 or math.isnan(value):
+        raise ValueError(f"{name} must be positive (or inf to switch the coupling off), got {value}")
+    return value
+
+
+class MixtureCoupling:
+    """Eq. (2) of the paper (METHOD.md §3.1) over a stack [B, K+1, T]: K sources, then the mixture.
+
+        score(x_k) = S(x_k, z_k, σ) + (y − Σ_l x_l) / γ_x²
+        score(y)   = S(y, z_1⊗...⊗z_K, σ) + (Σ_l x_l − y) / γ_y²
+
+    In denoised form, with r = y − Σ_l x_l: D'_k = D_k + (σ²/γ_x²)·r and D'_y = D_y − (σ²/γ_y²)·r.
+
+    Args:
+        denoiser: the per-chain (guided) denoiser over [B, K+1, T].
+        gamma_x, gamma_y: the likelihood widths; `math.inf` removes that side of the coupling.
+        mode: "absolute" (γ in waveform units, the same at every σ) or "relative" (γ = g·σ, so a
+            value means the same at every step; ours, METHOD.md §3.1). With relative γ the coupling
+            pulls the residual by a fraction c = K/g_x² + 1/g_y² of each Euler/Heun step's
+            fraction h = (σ_i − σ_{i+1})/σ_i; steps are stable for h·c < 2 and do not overshoot
+            for h·c ≤ 1. g_x = g_y = √(K+1), the spread of y(σ) − Σx_k(σ) when K+1 consistent
+            signals are noised independently, gives c = 1.
+    """
+
+    def __init__(self, denoiser: StackDenoiser, gamma_x: float, gamma_y: float, mode: str = "relative") -> None:
+        if mode not in GAMMA_MODES:
+            raise ValueError(f"unknown gamma mode {mode!r}; valid names are {sorted(GAMMA_MODES)}")
+        self.denoiser = denoiser
+        self.gamma_x = check_gamma(gamma_x, "gamma_x")
+        self.gamma_y = check_gamma(gamma_y, "gamma_y")
+        self.mode = mode
+
+    def _gain(self, gamma: float, sigma: torch.Tensor) -> torch.Tensor:
+        """σ²/γ² per batch element, [B, 1]."""
+        if math.isinf(gamma):
+            return sigma.new_zeros(sigma.shape[0], 1)
+        if self.mode == "relative":
+            return sigma.new_full((sigma.shape[0], 1), 1.0 / gamma**2)
+        return (sigma**2 / gamma**2)[:, None]
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x: [B, K+1, T] (sources, then the mixture); sigma: [B]. Returns [B, K+1, T]."""
+        d = self.denoiser(x, sigma)
+        r = x[:, -1] - x[:, :-1].sum(dim=1)  # [B, T]
+        d = d.clone()
+        d[:, :-1] += (self._gain(self.gamma_x, sigma) * r)[:, None]
+        d[:, -1] -= self._gain(self.gamma_y, sigma) * r
+        return d
+
+
+class KnownValues:
+    """Entries of the stack whose clean value is known: locked stems and continuation context.
+
+    METHOD.md §3.2: a locked source enters every step at the current noise level,
+    x_i(σ) = x_i + σ·ε, and its denoised value is x_i itself.
+
+    Args:
+        denoiser: the stack denoiser to wrap (its output at known entries is ignored).
+        known: [B or 1, N, T] clean values (anything where `mask` is False).
+        mask: [B or 1, N, T] bool, True where the value is known.
+        noise: how ε is drawn (ours; a parameter):
+            "fixed" - one ε per sample: start the sampler from `initial_state`, and since the
+                denoised value of a known entry is exactly x_i, every Euler/Heun step keeps it at
+                x_i + σ·ε with the same ε (churn and re-sampling add fresh noise consistently).
+                The locked stems' noise then evolves like the generated ones'.
+            "fresh" - a new ε at every network evaluation (RePaint-style), drawn with `generator`.
+        generator: for "fresh".
+    """
+
+    def __init__(self, denoiser: StackDenoiser, known: torch.Tensor, mask: torch.Tensor, noise: str = "fixed",
+                 generator: torch.Generator | None = None) -> None:
+        if noise not in LOCKED_NOISE:
+            raise ValueError(f"unknown locked-stem noise {noise!r}; valid names are {sorted(LOCKED_NOISE)}")
+        if known.shape != mask.shape:
+            raise ValueError(f"known {tuple(known.shape)} and mask {tuple(mask.shape)} must have the same shape")
+        self.denoiser = denoiser
+        self.mask = mask.bool()
+        self.known = torch.where(self.mask, known, torch.zeros_like(known))
+        self.noise = noise
+        self.generator = generator
+
+    def initial_state(self, noise: torch.Tensor, sigma_max: float) -> torch.Tensor:
+        """The sampler's starting point: known entries + σ_max·ε, free entries σ_max·ε. noise: ε [B, N, T]."""
+        return self.known + sigma_max * noise
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` with its known entries replaced by the clean values (use on the sampler's output)."""
+        return torch.where(self.mask, self.known, x)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x: [B, N, T]; sigma: [B]. Returns [B, N, T] with the known entries' denoised value = known."""
+        if self.noise == "fresh":
+            eps = torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+            x = torch.where(self.mask, self.known + sigma[:, None, None] * eps, x)
+        return torch.where(self.mask, self.known, self.denoiser(x, sigma))
+
+
+class DiracConstraint:
+    """MSDM's Dirac separator (METHOD.md §3.3) over the free sources [B, K−1, T].
+
+    The constrained source is x_c = y − Σ_{k≠c} x_k, so the K sources always sum to the mixture y
+    (the clean mixture at every σ, as MSDM). The free sources move along score(x_k) − score(x_c);
+    in denoised form D'_k = D_k + (x_c − D_c), since
+    dx_k/dσ = −σ·(s_k − s_c) = (x_k − D_k)/σ − (x_c − D_c)/σ.
+
+    Args:
+        denoiser: the per-chain (guided) denoiser over all K sources [B, K, T].
+        mixture: [B, T] the mixture y.
+        constrained: c, the index of the constrained source in 0..K−1.
+        n_sources: K (at least 2).
+    """
+
+    def __init__(self, denoiser: StackDenoiser, mixture: torch.Tensor, constrained: int, n_sources: int) -> None:
+        if n_sources < 2:
+            raise ValueError(f"the Dirac separator needs at least 2 sources, got {n_sources}")
+        if not 0 <= constrained < n_sources:
+            raise ValueError(f"constrained must be a source index in 0..{n_sources - 1}, got {constrained}")
+        if mixture.ndim != 2:
+            raise ValueError(f"mixture must be [B, T], got {tuple(mixture.shape)}")
+        self.denoiser = denoiser
+        self.mixture = mixture
+        self.c = constrained
+        self.k = n_sources
+
+    def complete(self, free: torch.Tensor) -> torch.Tensor:
+        """All K sources [B, K, T] from the K−1 free ones [B, K−1, T]; they sum to the mixture."""
+        x_c = self.mixture - free.sum(dim=1)
+        return torch.cat([free[:, : self.c], x_c[:, None], free[:, self.c:]], dim=1)
+
+    def __call__(self, free: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """free: [B, K−1, T]; sigma: [B]. Returns the free sources' denoised form [B, K−1, T]."""
+        x = self.complete(free)
+        d = self.denoiser(x, sigma)
+        correction = (x[:, self.c] - d[:, self.c])[:, None]
+        d_free = torch.cat([d[:, : self.c], d[:, self.c + 1:]], dim=1)
+        return d_free + correction

@@ -1,0 +1,113 @@
+"""The tasks of METHOD.md §3 on tensors: build the constraint wrappers and call a sampler.
+
+These functions know nothing about audio files, levels or prompts; `gmsdi.pipeline` prepares
+their inputs (one window at a time) and `gmsdi.inference.chunking` strings windows together.
+
+Stack layouts:
+- generation / accompaniment: [B, K+1, T], the K sources then the mixture chain y;
+- separation / extraction: [B, K, T], the K sources (they sum to the mixture).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gmsdi.inference.constraints import DiracConstraint, KnownValues, MixtureCoupling, StackDenoiser
+from gmsdi.sampling.samplers import Callback, get_sampler
+
+
+def _noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, device=device)
+
+
+@torch.no_grad()
+def generate_sources(
+    denoiser: StackDenoiser,
+    n_sources: int,
+    length: int,
+    sigmas: torch.Tensor,
+    *,
+    gamma_x: float,
+    gamma_y: float,
+    gamma_mode: str = "relative",
+    known: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    locked_noise: str = "fixed",
+    sampler: str = "heun",
+    s_churn: float = 0.0,
+    resamples: int = 1,
+    batch: int = 1,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """K sources and their mixture, sampled in parallel with Eq. (2) (METHOD.md §3.1-3.2).
+
+    Args:
+        denoiser: per-chain (guided) denoiser over [B, K+1, T] (`GuidedDenoiser`).
+        n_sources: K.
+        length: T in samples (a valid network length).
+        sigmas: [n + 1] noise levels ending at 0.
+        gamma_x, gamma_y, gamma_mode: the likelihood widths of Eq. (2) (`MixtureCoupling`).
+        known, mask: [B or 1, K+1, T] clean values and where they are known: locked stems (whole
+            chains, §3.2) or the context of a previous window. None = nothing known.
+        locked_noise: "fixed" or "fresh" ε for known entries (`KnownValues`).
+        sampler: a name in `gmsdi.sampling.SAMPLERS`.
+        s_churn, resamples: passed to the sampler.
+        batch: B.
+        callback: the sampler callback (see `gmsdi.sampling.samplers`); may cancel.
+        generator: all randomness (initial noise, churn, fresh locked noise).
+
+    Returns:
+        [B, K+1, T]: the sources, then the mixture chain; known entries equal `known` exactly.
+    """
+    model: StackDenoiser = MixtureCoupling(denoiser, gamma_x, gamma_y, gamma_mode)
+    eps = _noise((batch, n_sources + 1, length), generator, device)
+    sigma_max = float(sigmas[0])
+    inpaint = None
+    if mask is not None:
+        if known is None:
+            raise ValueError("a mask needs the known values")
+        inpaint = KnownValues(model, known.to(device), mask.to(device), locked_noise, generator)
+        model = inpaint
+        x = inpaint.initial_state(eps, sigma_max)
+    else:
+        x = sigma_max * eps
+    x = get_sampler(sampler)(model, x, sigmas, callback=callback, s_churn=s_churn, resamples=resamples,
+                             generator=generator)
+    return inpaint.apply(x) if inpaint is not None else x
+
+
+@torch.no_grad()
+def separate_sources(
+    denoiser: StackDenoiser,
+    mixture: torch.Tensor,
+    n_sources: int,
+    sigmas: torch.Tensor,
+    *,
+    constrained: int,
+    sampler: str = "euler",
+    s_churn: float = 20.0,
+    resamples: int = 1,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The Dirac separator (METHOD.md §3.3): K sources that sum exactly to the mixture.
+
+    Args:
+        denoiser: per-chain (guided) denoiser over all K sources [B, K, T].
+        mixture: [B, T] the mixture y.
+        n_sources: K (2 for the extractor: target and rest).
+        sigmas: [n + 1] noise levels ending at 0.
+        constrained: index of the source set to y − Σ others.
+        sampler, s_churn, resamples, callback, generator: as `generate_sources`.
+
+    Returns:
+        [B, K, T]; summing over K gives `mixture` up to float rounding.
+    """
+    dirac = DiracConstraint(denoiser, mixture, constrained, n_sources)
+    b, t = mixture.shape
+    x = float(sigmas[0]) * _noise((b, n_sources - 1, t), generator, mixture.device)
+    free = get_sampler(sampler)(dirac, x, sigmas, callback=callback, s_churn=s_churn, resamples=resamples,
+                                generator=generator)
+    return dirac.complete(free)

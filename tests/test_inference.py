@@ -1,0 +1,305 @@
+"""Guidance batching, the constraint wrappers (Eq. 2, locked stems, Dirac), chunking, ensemble choice."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.integrate import solve_ivp
+
+from gmsdi.inference import (
+    DiracConstraint,
+    GaussianDenoiser,
+    GuidedDenoiser,
+    KnownValues,
+    MixtureCoupling,
+    chunk_starts,
+    continuation_spans,
+    default_negative_prompts,
+    generate_sources,
+    overlap_add,
+    separate_sources,
+)
+from gmsdi.inference import ensemble as ens
+from gmsdi.models import build_model
+from gmsdi.pipeline import GMSDIPipeline
+from gmsdi.sampling import get_sigmas_karras
+from gmsdi.text import HashTextEncoder
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> HashTextEncoder:
+    return HashTextEncoder()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The tiny U-Net with every weight perturbed, so that prompts change its output."""
+    model = build_model("tiny", seed=0).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model
+
+
+# -- guidance ------------------------------------------------------------------------------------
+def test_default_negative_prompts() -> None:
+    assert default_negative_prompts(["bass", "drums", "piano"]) == ["drums, piano", "bass, piano", "bass, drums"]
+    assert default_negative_prompts(["bass"]) == [""]
+
+
+def test_batched_guidance_equals_unbatched(tiny, encoder) -> None:
+    """One batched call gives D(n) + w(D(p) − D(n)) per chain, as separate calls do."""
+    prompts, negatives, weights = ["bass", "drum kit", "bass, drum kit"], ["drum kit", "bass", ""], [2.0, 1.0, 0.5]
+    guided = GuidedDenoiser.from_prompts(tiny, encoder, prompts, negatives, weights)
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 * torch.randn(2, 3, 256, generator=g)
+    sigma = torch.tensor([0.7, 0.05])
+    out = guided(x, sigma)
+    assert guided.calls == 1 and guided.rows == 2 * (3 + 2)
+    for b in range(2):
+        for n in range(3):
+            xs, s = x[b, n][None, None], sigma[b:b + 1]
+            pos = tiny(xs, s, encoder.encode([prompts[n]]))
+            ref = pos if weights[n] == 1 else tiny(xs, s, encoder.encode([negatives[n]])) + weights[n] * (
+                pos - tiny(xs, s, encoder.encode([negatives[n]])))
+            torch.testing.assert_close(out[b, n], ref[0, 0], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(out[:, 0], out[:, 1])  # prompts matter (the weights were perturbed)
+
+
+def test_guided_skips_chains_not_evaluated(tiny, encoder) -> None:
+    guided = GuidedDenoiser.from_prompts(tiny, encoder, ["bass", "piano"], ["piano", "bass"], [2.0, 2.0],
+                                         evaluate=[False, True])
+    x = torch.randn(1, 2, 128)
+    out = guided(x, torch.tensor([0.5]))
+    assert torch.equal(out[:, 0], x[:, 0]) and guided.rows == 2
+
+
+# -- Eq. (2) with Gaussian sources -------------------------------------------------------------
+VA, VB = 0.01, 0.04
+
+
+@pytest.fixture(scope="module")
+def gaussian_pipe(encoder) -> GMSDIPipeline:
+    model = GaussianDenoiser({"a": VA, "b": VB, "a, b": VA + VB}, encoder)
+    return GMSDIPipeline(model, encoder, device="cpu")
+
+
+def _eq2_covariance(v: list[float], v_y: float, g_x: float, g_y: float, sigma_min: float,
+                    sigma_max: float) -> np.ndarray:
+    """Covariance of (x_1..x_K, y) from the exact probability-flow ODE of Eq. (2), relative γ.
+
+    Every time sample evolves alike: z' = (I − M(σ))z/σ with D = M(σ)z linear, so the covariance
+    obeys dP/d ln σ = (I−M)P + P(I−M)ᵀ from P = σ_max²·I; the sampler's last step to σ = 0 is
+    Euler (z ← M(σ_min)z). Integrated here with an adaptive RK45 — independently of the samplers.
+    """
+    k, a = len(v), np.r_[-np.ones(len(v)), 1.0]  # r = y − Σx = a·z
+
+    def m(sig: float) -> np.ndarray:
+        prior = np.diag(np.r_[np.array(v) / (np.array(v) + sig**2), v_y / (v_y + sig**2)])
+        return prior + np.outer(np.r_[np.full(k, 1 / g_x**2), -1 / g_y**2], a)
+
+    def f(t: float, p: np.ndarray) -> np.ndarray:
+        q = p.reshape(k + 1, k + 1)
+        b = np.eye(k + 1) - m(math.exp(t))
+        return (b @ q + q @ b.T).ravel()
+
+    sol = solve_ivp(f, [math.log(sigma_max), math.log(sigma_min)], (sigma_max**2 * np.eye(k + 1)).ravel(),
+                    rtol=1e-9, atol=1e-12)
+    last = m(sigma_min)
+    return last @ sol.y[:, -1].reshape(k + 1, k + 1) @ last.T
+
+
+@pytest.mark.parametrize("g", [100.0, 2.0, math.sqrt(3)])
+def test_eq2_variances_match_closed_form(gaussian_pipe, g: float) -> None:
+    """Sources and mix have the variances the exact ODE of Eq. (2) gives (v_k when uncoupled)."""
+    r = gaussian_pipe.generate(["a", "b"], seconds=1.0, guidance=1.0, steps=60, seed=0, gamma_x=g, gamma_y=g,
+                               window_seconds=1.0)
+    z = np.stack([r.stems["a"], r.stems["b"], r.mixture_chain]).astype(np.float64)
+    cov = _eq2_covariance([VA, VB], VA + VB, g, g, 1e-3, 80.0)
+    np.testing.assert_allclose(z.var(axis=1), np.diag(cov), rtol=0.06)
+    assert (z[0] + z[1]).var() == pytest.approx(cov[:2, :2].sum(), rel=0.06)
+    if g == 100.0:  # uncoupled: each chain is its own Gaussian
+        np.testing.assert_allclose(z.var(axis=1), [VA, VB, VA + VB], rtol=0.06)
+
+
+def test_eq2_mix_approaches_sum_as_gamma_shrinks(gaussian_pipe) -> None:
+    residuals = []
+    for g in (8.0, 3.0, 2.0, math.sqrt(3)):
+        r = gaussian_pipe.generate(["a", "b"], seconds=0.5, guidance=1.0, steps=40, seed=1, gamma_x=g, gamma_y=g,
+                                   window_seconds=0.5)
+        y, s = r.mixture_chain, r.stems["a"] + r.stems["b"]
+        residuals.append(float(np.sqrt(np.mean((y - s) ** 2) / np.mean(y**2))))
+    assert residuals == sorted(residuals, reverse=True)
+    assert residuals[0] > 0.1 and residuals[-1] < 1e-3
+    # absolute γ: the same trend (σ_max = 1 keeps σ²/γ² stable with these steps)
+    res_abs = []
+    for gamma in (3.0, 1.0):
+        r = gaussian_pipe.generate(["a", "b"], seconds=0.5, guidance=1.0, steps=40, seed=1, gamma_x=gamma,
+                                   gamma_y=gamma, gamma_mode="absolute", sigma_max=1.0, window_seconds=0.5)
+        res_abs.append(float(np.sqrt(np.mean((r.mixture_chain - r.stems["a"] - r.stems["b"]) ** 2))))
+    assert res_abs[1] < res_abs[0]
+
+
+def test_coupling_in_denoised_form() -> None:
+    """D'_k = D_k + (σ²/γ_x²)·r and D'_y = D_y − (σ²/γ_y²)·r, r = y − Σx; relative γ = g·σ."""
+    x = torch.randn(2, 3, 16)
+    sigma = torch.tensor([0.5, 2.0])
+    r = x[:, 2] - x[:, :2].sum(1)
+    zero = lambda x, s: torch.zeros_like(x)  # noqa: E731
+    d = MixtureCoupling(zero, 0.5, 2.0, "absolute")(x, sigma)
+    torch.testing.assert_close(d[:, 0], (sigma**2 / 0.25)[:, None] * r)
+    torch.testing.assert_close(d[:, 2], -(sigma**2 / 4.0)[:, None] * r)
+    d = MixtureCoupling(zero, 0.5, math.inf, "relative")(x, sigma)
+    torch.testing.assert_close(d[:, 1], r / 0.25)
+    assert torch.equal(d[:, 2], torch.zeros_like(r))
+    with pytest.raises(ValueError, match="gamma_x must be positive"):
+        MixtureCoupling(zero, 0.0, 1.0)
+    with pytest.raises(ValueError, match="valid names are"):
+        MixtureCoupling(zero, 1.0, 1.0, "log")
+
+
+# -- locked stems and the Dirac separator ----------------------------------------------------------
+@pytest.mark.parametrize("noise", ["fixed", "fresh"])
+def test_locked_stems_return_unchanged(tiny, encoder, noise: str) -> None:
+    k, t = 3, 256
+    g = torch.Generator().manual_seed(0)
+    locked = 0.2 * torch.randn(1, 1, t, generator=g)
+    known = torch.zeros(1, k + 1, t)
+    known[:, :1] = locked
+    mask = torch.zeros(1, k + 1, t, dtype=torch.bool)
+    mask[:, :1] = True
+    guided = GuidedDenoiser.from_prompts(tiny, encoder, ["bass", "drums", "piano", "bass, drums, piano"],
+                                         ["drums, piano", "bass, piano", "bass, drums", ""], [1, 2, 2, 1],
+                                         evaluate=[False, True, True, True])
+    out = generate_sources(guided, k, t, get_sigmas_karras(4, 1e-3, 1.0), gamma_x=2.0, gamma_y=2.0,
+                           known=known, mask=mask, locked_noise=noise, s_churn=5.0, generator=g)
+    assert torch.equal(out[:, 0], locked[:, 0])
+    assert torch.isfinite(out).all() and out[:, 1:].abs().max() > 0
+
+
+def test_known_values_keep_the_fixed_noise_path() -> None:
+    """With "fixed" noise the sampler carries known + σ·ε with one ε (denoised = known exactly)."""
+    known = torch.ones(1, 2, 8)
+    mask = torch.tensor([True, False])[None, :, None].expand(1, 2, 8)
+    states: list[tuple[float, torch.Tensor]] = []
+    wrapper = KnownValues(lambda x, s: torch.zeros_like(x), known, mask)
+    eps = torch.randn(1, 2, 8)
+    x = wrapper.initial_state(eps, 1.0)
+    from gmsdi.sampling import sample_heun
+
+    sample_heun(wrapper, x, get_sigmas_karras(5, 1e-2, 1.0),
+                callback=lambda i: states.append((i["sigma_hat"], i["x"][:, 0].clone())))
+    for sigma, state in states:
+        torch.testing.assert_close(state, known[:, 0] + sigma * eps[:, 0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("constrained", [0, 2])
+def test_dirac_sums_to_mixture(encoder, constrained: int) -> None:
+    model = GaussianDenoiser({"a": 0.01, "b": 0.02, "c": 0.03}, encoder)
+    guided = GuidedDenoiser.from_prompts(model, encoder, ["a", "b", "c"], ["b, c", "a, c", "a, b"], [2.0] * 3)
+    mix = 0.25 * torch.randn(2, 1000, generator=torch.Generator().manual_seed(0))
+    out = separate_sources(guided, mix, 3, get_sigmas_karras(20, 1e-4, 1.0), constrained=constrained, s_churn=20.0,
+                           generator=torch.Generator().manual_seed(1))
+    assert out.shape == (2, 3, 1000)
+    torch.testing.assert_close(out.sum(dim=1), mix, rtol=0, atol=1e-6)
+
+
+def test_dirac_recovers_the_wiener_gains(encoder) -> None:
+    """Gaussian sources: E[x_k | y] = (v_k / Σv)·y, so regressing each estimate on y gives v_k / Σv."""
+    v = {"a": 0.01, "b": 0.03}
+    model = GaussianDenoiser(v, encoder)
+    guided = GuidedDenoiser.from_prompts(model, encoder, ["a", "b"], ["b", "a"], [1.0, 1.0])
+    mix = math.sqrt(0.04) * torch.randn(1, 20000, generator=torch.Generator().manual_seed(0))
+    out = separate_sources(guided, mix, 2, get_sigmas_karras(100, 1e-4, 1.0), constrained=1,
+                           generator=torch.Generator().manual_seed(1))
+    gains = (out * mix[:, None]).sum(-1) / (mix**2).sum(-1)
+    np.testing.assert_allclose(gains[0].numpy(), [0.25, 0.75], atol=0.03)
+
+
+def test_dirac_checks() -> None:
+    with pytest.raises(ValueError, match="at least 2 sources"):
+        DiracConstraint(lambda x, s: x, torch.zeros(1, 8), 0, 1)
+    with pytest.raises(ValueError, match="constrained must be a source index"):
+        DiracConstraint(lambda x, s: x, torch.zeros(1, 8), 3, 3)
+
+
+# -- chunking -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("length", [100, 512, 513, 1500, 4097])
+def test_overlap_add_identity_and_shapes(length: int) -> None:
+    audio = torch.randn(2, length)
+    calls: list[int] = []
+
+    def fn(seg: torch.Tensor) -> torch.Tensor:
+        calls.append(seg.shape[-1])
+        return torch.stack([seg, 2 * seg], dim=1)
+
+    out = overlap_add(fn, audio, window=512, overlap=128, multiple=32)
+    assert out.shape == (2, 2, length)
+    torch.testing.assert_close(out[:, 0], audio, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out[:, 1], 2 * audio, rtol=1e-5, atol=1e-6)
+    assert all(c % 32 == 0 and c <= 512 for c in calls)
+
+
+def test_chunk_positions() -> None:
+    assert chunk_starts(500, 512, 128) == [0]
+    starts = chunk_starts(2000, 512, 128)
+    assert starts[0] == 0 and starts[-1] == 2000 - 512
+    assert all(b - a <= 512 - 128 for a, b in zip(starts, starts[1:], strict=False))
+    spans = continuation_spans(2000, 512, 128, 32)
+    assert spans[0] == (0, 512) and spans[-1][1] >= 2000 and spans[-1][1] - 2000 < 32
+    for (a0, b0), (a1, b1) in zip(spans, spans[1:], strict=False):
+        assert a1 == b0 - 128 and (b1 - a1) % 32 == 0 and b1 - a1 <= 512
+    assert continuation_spans(100, 512, 128, 32) == [(0, 128)]
+
+
+# -- ensemble choice ----------------------------------------------------------------------------------
+def test_prompt_classes() -> None:
+    assert ens.prompt_class("bass") == "bass"
+    assert ens.prompt_class("Electric Bass") == "bass"
+    assert ens.prompt_class("keys") == "piano"
+    assert ens.prompt_class("warm synth lead") == "synth_lead"
+    assert ens.prompt_class("theremin") is None
+
+
+def test_ensemble_choices(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(ens, "ENSEMBLE_PATH", tmp_path / "missing.json")
+    choices, source = ens.load_choices()
+    assert choices == ens.DEFAULT_CHOICES and source.startswith("default")
+    assert ens.choose(["drums", "bass", "theremin"], choices) == ["separator", "extractor", "extractor"]
+    f = tmp_path / "ensemble.json"
+    f.write_text(json.dumps({"separator": {"bass": 12.0, "piano": 3.0}, "extractor": {"bass": 10.0, "piano": 5.0},
+                             "choice": {"guitar": "separator"}}))
+    choices, source = ens.load_choices(f)
+    assert source == str(f)
+    assert ens.choose(["bass", "piano", "guitar", "drums"], choices) == ["separator", "extractor", "separator",
+                                                                        "separator"]
+    f.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        ens.load_choices(f)
+    f.write_text(json.dumps({"choice": {"bass": "wiener"}}))
+    with pytest.raises(ValueError, match="valid names are"):
+        ens.load_choices(f)
+    with pytest.raises(FileNotFoundError):
+        ens.load_choices(tmp_path / "missing.json")
+
+
+def test_gaussian_denoiser_selects_variance(encoder) -> None:
+    model = GaussianDenoiser({"a": 0.5, "b": 2.0}, encoder, default_variance=1.0, null_variance=3.0)
+    cond = encoder.encode(["a", "b", "c", ""])
+    torch.testing.assert_close(model.variance(cond, 4), torch.tensor([0.5, 2.0, 1.0, 3.0]))
+    x = torch.ones(4, 1, 2)
+    out = model(x, torch.ones(4), cond)
+    torch.testing.assert_close(out[:, 0, 0], torch.tensor([0.5 / 1.5, 2 / 3, 0.5, 0.75]))
