@@ -3,6 +3,8 @@
     python benchmarks/speed.py                  # CPU (and the GPU too, when there is one)
     python benchmarks/speed.py --quick          # a few steps only: checks that the script works
     python benchmarks/speed.py --device cuda    # one device only
+    python benchmarks/speed.py --threads 1      # one intra-op thread (far better when another
+                                                # job keeps the cores busy)
 
 Tasks, each on 4 s of audio with the defaults of `gmsdi.pipeline` (GENERATION / SEPARATION):
 4-stem generation, accompaniment of 1 locked + 3 generated stems, 4-stem separation. The model
@@ -35,6 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from gmsdi.inference import window_samples  # noqa: E402
 from gmsdi.models import build_model  # noqa: E402
 from gmsdi.pipeline import BUNDLED_CHECKPOINT, GENERATION, SEPARATION, GMSDIPipeline  # noqa: E402
 from gmsdi.sampling import network_evaluations  # noqa: E402
@@ -81,7 +84,7 @@ def load_pipeline(device: torch.device) -> tuple[GMSDIPipeline, str]:
     return GMSDIPipeline(model, encoder, device=device), "untrained default-size model (build_model('default'))"
 
 
-def run_tasks(pipe: GMSDIPipeline, quick: bool) -> list[dict]:
+def run_tasks(pipe: GMSDIPipeline, quick: bool, window_seconds: float | None = None) -> list[dict]:
     sr = pipe.sample_rate
     rng = np.random.default_rng(0)
     t = np.arange(int(SECONDS * sr)) / sr
@@ -89,12 +92,13 @@ def run_tasks(pipe: GMSDIPipeline, quick: bool) -> list[dict]:
     mix = (bass + 0.1 * rng.standard_normal(len(t))).astype(np.float32)
     gen_steps = 2 if quick else GENERATION.steps
     sep_steps = 2 if quick else SEPARATION.steps
+    w = {"window_seconds": window_seconds}
     tasks = [
-        ("generate 4 stems", lambda: pipe.generate(PROMPTS, seconds=SECONDS, seed=0, steps=gen_steps),
+        ("generate 4 stems", lambda: pipe.generate(PROMPTS, seconds=SECONDS, seed=0, steps=gen_steps, **w),
          GENERATION.sampler, gen_steps),
-        ("accompany 1 locked + 3", lambda: pipe.accompany({"bass": bass}, PROMPTS[1:], seed=0, steps=gen_steps),
+        ("accompany 1 locked + 3", lambda: pipe.accompany({"bass": bass}, PROMPTS[1:], seed=0, steps=gen_steps, **w),
          GENERATION.sampler, gen_steps),
-        ("separate 4 stems", lambda: pipe.separate(mix, PROMPTS, seed=0, steps=sep_steps),
+        ("separate 4 stems", lambda: pipe.separate(mix, PROMPTS, seed=0, steps=sep_steps, **w),
          SEPARATION.sampler, sep_steps),
     ]
     pipe.generate(PROMPTS[:1], seconds=0.5, seed=0, steps=1)  # warm-up (allocator, text encoder)
@@ -114,12 +118,14 @@ def run_tasks(pipe: GMSDIPipeline, quick: bool) -> list[dict]:
     return rows
 
 
-def bench(device: torch.device, quick: bool) -> dict:
+def bench(device: torch.device, quick: bool, window_seconds: float | None = None) -> dict:
     pipe, model_name = load_pipeline(device)
     window = pipe.config.segment_samples
+    if window_seconds is not None:
+        window = window_samples(window_seconds, pipe.sample_rate, pipe.length_multiple)
     fps = flops_per_sample(pipe, window)
     gflops = matmul_gflops(device)
-    rows = run_tasks(pipe, quick)
+    rows = run_tasks(pipe, quick, window_seconds)
     for r in rows:
         audio_s = r["network_samples"] / pipe.sample_rate
         r["network_audio_s_per_s"] = audio_s / r["wall_s"]
@@ -134,9 +140,9 @@ def bench(device: torch.device, quick: bool) -> dict:
     }
 
 
-def to_markdown(runs: list[dict]) -> str:
+def to_markdown(runs: list[dict], command: str = "python benchmarks/speed.py") -> str:
     lines = ["# Inference speed", "",
-             f"`python benchmarks/speed.py` on {platform.processor() or platform.machine()}, "
+             f"`{command}` on {platform.processor() or platform.machine()}, "
              f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}.", ""]
     for run in runs:
         load = run["load_average"]
@@ -164,19 +170,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cpu, plus cuda when available)")
     p.add_argument("--quick", action="store_true", help="2 steps per task: only checks that it runs")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--window-seconds", type=float, default=None,
+                   help="model window (default: the model's training crop)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     devices = [torch.device(args.device)] if args.device else [torch.device("cpu")]
     if args.device is None and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
     runs = []
     for device in devices:
-        runs.append(bench(device, args.quick))
+        runs.append(bench(device, args.quick, args.window_seconds))
         for r in runs[-1]["tasks"]:
             print(f"{device} {r['task']}: {r['wall_s']:.1f} s, real-time factor {r['rtf']:.2f}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed.json").write_text(json.dumps(runs, indent=2))
-    (args.out / "speed.md").write_text(to_markdown(runs))
-    print(to_markdown(runs))
+    command = " ".join(["python benchmarks/speed.py", *(argv if argv is not None else sys.argv[1:])])
+    (args.out / "speed.md").write_text(to_markdown(runs, command))
+    print(to_markdown(runs, command))
     return 0
 
 

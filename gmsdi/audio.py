@@ -17,6 +17,7 @@ not decodable, or containing NaN or infinite samples.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +49,15 @@ def check_format(name: str) -> str:
     return name
 
 
+def _pydub():
+    with warnings.catch_warnings():  # pydub imports audioop, deprecated in 3.11-3.12 (audioop-lts from 3.13)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import pydub
+    return pydub
+
+
 def _decode_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
-    from pydub import AudioSegment
+    AudioSegment = _pydub().AudioSegment  # noqa: N806
 
     seg = AudioSegment.from_file(str(path))
     data = np.asarray(seg.get_array_of_samples(), dtype=np.float32) / float(1 << (8 * seg.sample_width - 1))
@@ -195,7 +203,7 @@ def write_audio(path: str | os.PathLike[str], audio: np.ndarray, sample_rate: in
     except (sf.LibsndfileError, RuntimeError, TypeError):
         if format != "mp3":
             raise
-        from pydub import AudioSegment  # libsndfile without mp3 support: encode with ffmpeg
+        AudioSegment = _pydub().AudioSegment  # noqa: N806 - libsndfile without mp3: encode with ffmpeg
 
         pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
         AudioSegment(pcm.tobytes(), frame_rate=sample_rate, sample_width=2, channels=1).export(str(path), format="mp3")

@@ -63,8 +63,8 @@ def _add_common(p: argparse.ArgumentParser, defaults: Any) -> None:
 
 def _add_coupling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma-x", type=_gamma, default=None,
-                   help="Eq. (2) width for the stems (default √(K+1), relative)")
-    p.add_argument("--gamma-y", type=_gamma, default=None, help="Eq. (2) width for the mixture (default √(K+1))")
+                   help="Eq. (2) width for the stems (default √(G+1) for G generated stems, relative)")
+    p.add_argument("--gamma-y", type=_gamma, default=None, help="Eq. (2) width for the mixture (default √(G+1))")
     p.add_argument("--gamma-mode", choices=["relative", "absolute"], default=None, help="γ = g·σ, or absolute")
     p.add_argument("--mix-guidance", type=float, default=None, help="mixture chain guidance, 1 = off (default 1)")
     p.add_argument("--negative", nargs="+", default=None, metavar="PROMPT",

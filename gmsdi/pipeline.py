@@ -76,9 +76,10 @@ class Settings:
         resamples: passes per step (MSDM's correction re-sampling; 1 = none, MSDM used 2).
         guidance: negative-prompt guidance weight w of each source (1 = off).
         mix_guidance: guidance weight of the mixture chain against the null prompt (1 = off).
-        gamma_x, gamma_y: the likelihood widths of Eq. (2); None = √(K+1) (relative mode),
-            which keeps Euler/Heun stable and matches the spread of y(σ) − Σ x_k(σ) for
-            independently noised consistent stems (`MixtureCoupling`). `math.inf` = no coupling.
+        gamma_x, gamma_y: the likelihood widths of Eq. (2); None = √(G+1) in relative mode, G the
+            number of generated stems: the coupling then closes the mix-vs-sum residual at the
+            rate of the steps (c = 1 in `MixtureCoupling`), which keeps Euler and Heun stable for
+            any step count. `math.inf` = no coupling.
         gamma_mode: "relative" (γ = g·σ) or "absolute" (γ in waveform units).
         locked_noise: "fixed" or "fresh" ε for locked stems and context (`KnownValues`).
         sigma_min, sigma_max: the σ range; None = the model's (`EDMConfig`).
@@ -468,7 +469,7 @@ class GMSDIPipeline:
         mix_prompt = compose(prompts)
         guided = self._guided(prompts + [mix_prompt], negatives + [""], weights + [s.mix_guidance],
                               evaluate=[False] * n_locked + [True] * (k - n_locked + 1))
-        g_auto = math.sqrt(k + 1)
+        g_auto = math.sqrt(k - n_locked + 1)  # c = G/g² + 1/g² = 1 (MixtureCoupling)
         gamma_x = s.gamma_x if s.gamma_x is not None else (g_auto if s.gamma_mode == "relative" else None)
         gamma_y = s.gamma_y if s.gamma_y is not None else (g_auto if s.gamma_mode == "relative" else None)
         if gamma_x is None or gamma_y is None:

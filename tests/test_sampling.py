@@ -107,7 +107,8 @@ def test_callback_contract() -> None:
                 callback=lambda info: seen.append(info))
     assert len(seen) == steps * resamples
     for info in seen:
-        assert {"step", "total", "sigma", "sigma_hat", "sigma_next", "x", "denoised", "progress", "resample"} <= set(info)
+        keys = {"step", "total", "sigma", "sigma_hat", "sigma_next", "x", "denoised", "progress", "resample"}
+        assert keys <= set(info)
         assert info["total"] == steps and info["x"].shape == info["denoised"].shape == x0.shape
     assert [i["step"] for i in seen] == [0, 0, 1, 1, 2, 2, 3, 3]
     progress = [i["progress"] for i in seen]

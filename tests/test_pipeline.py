@@ -1,0 +1,268 @@
+"""GMSDIPipeline on a tiny model built in code: shapes, levels, determinism, saving, every error."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import gmsdi.pipeline as pipeline_mod
+from gmsdi.audio import load_audio
+from gmsdi.models import build_model, model_config, save_model
+from gmsdi.pipeline import GMSDIPipeline, Result
+from gmsdi.sampling import Cancelled
+from gmsdi.text import HashTextEncoder
+
+SR = 16000
+FAST = {"steps": 2, "window_seconds": 0.064}  # 1024-sample windows: short inputs still span several
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tiny_model():
+    model = build_model(model_config("tiny", text_encoder="hash"), seed=0).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model
+
+
+@pytest.fixture(scope="module")
+def pipe() -> GMSDIPipeline:
+    return GMSDIPipeline(_tiny_model(), HashTextEncoder(), device="cpu")
+
+
+def _tone(seconds: float, freq: float = 220.0, sr: int = SR, amp: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def _mix(seconds: float = 0.15, sr: int = SR) -> np.ndarray:
+    return _tone(seconds, 110, sr) + _tone(seconds, 440, sr, 0.1)
+
+
+# -- tasks --------------------------------------------------------------------------------------------
+def test_generate_shapes_and_settings(pipe) -> None:
+    r = pipe.generate(["bass", "drums", "piano"], seconds=0.15, seed=0, **FAST)
+    n = round(0.15 * SR)
+    assert list(r.stems) == ["bass", "drums", "piano"] and r.sample_rate == SR
+    assert all(a.shape == (n,) and a.dtype == np.float32 for a in r.stems.values())
+    assert r.mix.shape == (n,) and r.mixture_chain.shape == (n,)
+    np.testing.assert_allclose(r.mix, sum(r.stems.values()), atol=1e-6)
+    s = r.settings
+    assert s["seed"] == 0 and s["chunks"] == 3 and s["negative_prompts"][0] == "drums, piano"
+    assert s["mix_prompt"] == "bass, drums, piano" and s["network_calls"] == 3 * (2 * 2 - 1)
+    json.dumps(s)  # serialisable
+
+
+def test_generate_is_deterministic(pipe) -> None:
+    a = pipe.generate(["bass", "drums"], seconds=0.1, seed=3, s_churn=10.0, **FAST)
+    b = pipe.generate(["bass", "drums"], seconds=0.1, seed=3, s_churn=10.0, **FAST)
+    c = pipe.generate(["bass", "drums"], seconds=0.1, seed=4, s_churn=10.0, **FAST)
+    assert all(np.array_equal(a.stems[k], b.stems[k]) for k in a.stems)
+    assert not np.array_equal(a.stems["bass"], c.stems["bass"])
+    drawn = pipe.generate(["bass"], seconds=0.05, steps=1)
+    assert isinstance(drawn.settings["seed"], int)
+
+
+def test_generate_options(pipe) -> None:
+    r = pipe.generate(["bass", "drums"], ["", None], seconds=0.05, seed=0, guidance=[1.0, 3.0], mix_guidance=2.0,
+                      sampler="euler", resamples=2, gamma_x=float("inf"), gamma_y=3.0, **FAST)
+    assert r.settings["negative_prompts"] == ["", "bass"] and r.settings["guidance"] == [1.0, 3.0]
+    assert r.settings["network_calls"] == 4
+
+
+def test_accompany_returns_locked_stems_unchanged(pipe) -> None:
+    bass = _tone(0.13, 55)  # 2080 samples: not a multiple of the window
+    drums = _tone(0.1, 300, amp=0.2)  # shorter: zero-padded
+    r = pipe.accompany({"bass": bass, "drums": drums}, ["piano", "guitar"], seed=0, locked_noise="fresh", **FAST)
+    assert list(r.stems) == ["bass", "drums", "piano", "guitar"]
+    assert np.array_equal(r.stems["bass"], bass)
+    assert np.array_equal(r.stems["drums"][: len(drums)], drums) and not r.stems["drums"][len(drums):].any()
+    np.testing.assert_allclose(r.mix, sum(r.stems.values()), atol=1e-6)
+    assert r.settings["chunks"] == 3 and r.settings["negative_prompts"][0] == "bass, drums, guitar"
+
+
+def test_accompany_resamples_locked_input(pipe) -> None:
+    bass = _tone(0.1, 55, sr=22050)
+    r = pipe.accompany({"bass": (bass, 22050)}, "piano", seed=0, **FAST)
+    expected = load_audio((bass, 22050), SR)
+    assert np.array_equal(r.stems["bass"], expected) and len(expected) == round(0.1 * SR)
+
+
+@pytest.mark.parametrize("seconds", [0.05, 0.15])
+def test_separate_sums_to_mix(pipe, seconds: float) -> None:
+    mix = _mix(seconds)
+    r = pipe.separate(mix, ["bass", "drums", "piano"], seed=0, **FAST)
+    assert list(r.stems) == ["bass", "drums", "piano"] and all(a.shape == mix.shape for a in r.stems.values())
+    np.testing.assert_array_equal(r.mix, mix)
+    np.testing.assert_allclose(sum(r.stems.values()), mix, atol=1e-5)
+    assert r.settings["constrained"] == "piano" and r.settings["chunks"] == (1 if seconds < 0.064 else 3)
+
+
+def test_separate_downmixes_and_resamples(pipe) -> None:
+    stereo = np.stack([_mix(0.1, 22050), 0.5 * _mix(0.1, 22050)])  # [C, T]
+    r = pipe.separate((stereo.T, 22050), ["bass", "drums"], constrained="bass", seed=0, **FAST)  # [T, C]
+    assert len(r.mix) == round(0.1 * SR)
+    np.testing.assert_allclose(r.mix, load_audio(stereo.mean(axis=0), SR, 22050), atol=1e-6)
+    np.testing.assert_allclose(sum(r.stems.values()), r.mix, atol=1e-5)
+
+
+def test_extract(pipe) -> None:
+    mix = _mix(0.1)
+    r = pipe.extract(mix, "bass", seed=0, **FAST)
+    assert list(r.stems) == ["bass", "rest"] and r.settings["rest_prompt"] == ""
+    assert r.settings["negative_prompts"] == ["", "bass"]
+    np.testing.assert_allclose(r.stems["bass"] + r.stems["rest"], mix, atol=1e-5)
+    r = pipe.extract(mix, "bass", "drums, piano", seed=0, **FAST)
+    assert r.settings["negative_prompts"] == ["drums, piano", "bass"]
+
+
+def test_ensemble(pipe, tmp_path, monkeypatch) -> None:
+    from gmsdi.inference import ensemble
+
+    monkeypatch.setattr(ensemble, "ENSEMBLE_PATH", tmp_path / "none.json")
+    r = pipe.ensemble(_mix(0.05), ["drums", "bass", "piano"], seed=0, steps=2)
+    assert r.settings["methods"] == {"drums": "separator", "bass": "extractor", "piano": "extractor"}
+    assert list(r.stems) == ["drums", "bass", "piano"] and all(len(a) == len(r.mix) for a in r.stems.values())
+    f = tmp_path / "ens.json"
+    f.write_text(json.dumps({"choice": {"bass": "separator", "drums": "separator", "piano": "separator"}}))
+    r = pipe.ensemble(_mix(0.05), ["drums", "bass", "piano"], results=f, seed=0, steps=2)
+    assert set(r.settings["methods"].values()) == {"separator"}
+    np.testing.assert_allclose(sum(r.stems.values()), r.mix, atol=1e-5)
+
+
+def test_callback_progress_and_cancel(pipe) -> None:
+    seen: list[dict] = []
+    pipe.generate(["bass", "drums"], seconds=0.15, seed=0, callback=seen.append, **FAST)
+    progress = [i["progress"] for i in seen]
+    assert progress == sorted(progress) and progress[-1] == pytest.approx(1.0)
+    assert {i["chunk"] for i in seen} == {0, 1, 2} and seen[0]["chains"] == ["bass", "drums", "mix"]
+    assert seen[0]["x"].shape == (1, 3, 1024)
+    with pytest.raises(Cancelled):
+        pipe.separate(_mix(0.1), ["bass", "drums"], seed=0, callback=lambda info: True, **FAST)
+
+
+def test_levels_keep_relative_loudness(pipe) -> None:
+    """Scaling the input scales every output stem by the same factor."""
+    mix = _mix(0.05)
+    a = pipe.separate(mix, ["bass", "drums"], seed=0, steps=2)
+    b = pipe.separate(0.1 * mix, ["bass", "drums"], seed=0, steps=2)
+    for k in a.stems:
+        np.testing.assert_allclose(b.stems[k], 0.1 * a.stems[k], rtol=1e-3, atol=1e-6)
+    assert b.settings["input_gain_db"] == pytest.approx(a.settings["input_gain_db"] + 20, abs=1e-3)
+
+
+# -- results ------------------------------------------------------------------------------------------
+def test_result_save_formats(tmp_path) -> None:
+    stems = {"electric bass": _tone(0.1, 55, amp=1.5), "drums": _tone(0.1, 200)}
+    r = Result(stems, sum(stems.values()), SR, {"task": "test"})
+    paths = r.save(tmp_path / "wav")
+    names = sorted(p.relative_to(tmp_path / "wav").as_posix() for p in paths)
+    assert names == ["mix.wav", "settings.json", "stems/drums.wav", "stems/electric_bass.wav"]
+    back, rate = sf.read(tmp_path / "wav" / "stems" / "electric_bass.wav", dtype="float32")
+    assert rate == SR and np.array_equal(back, stems["electric bass"])  # float wav: levels as they are
+    r.save(tmp_path / "flac", format="flac")
+    settings = json.loads((tmp_path / "flac" / "settings.json").read_text())
+    peak = np.abs(sf.read(tmp_path / "flac" / "mix.flac")[0]).max()
+    assert peak < 1.0 and settings["saved_gain_db"] < 0  # one common gain instead of clipping
+    r.save(tmp_path / "mp3", format="mp3")
+    assert sf.info(str(tmp_path / "mp3" / "mix.mp3")).frames > 0
+    z = r.save_zip(tmp_path / "r.zip", format="flac")
+    with zipfile.ZipFile(z) as zf:
+        assert sorted(zf.namelist()) == ["mix.flac", "settings.json", "stems/drums.flac", "stems/electric_bass.flac"]
+        assert json.loads(zf.read("settings.json"))["task"] == "test"
+    with pytest.raises(ValueError, match="valid names are"):
+        r.save(tmp_path / "x", format="aiff")
+
+
+def test_from_pretrained(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(pipeline_mod, "BUNDLED_CHECKPOINT", pipeline_mod.REPO_ROOT / "assets" / "missing.safetensors")
+    with pytest.raises(FileNotFoundError, match="train.py .*--export"):
+        GMSDIPipeline.from_pretrained()
+    path = save_model(tmp_path / "tiny.safetensors", _tiny_model())
+    loaded = GMSDIPipeline.from_pretrained(path, device="cpu")
+    assert loaded.checkpoint == str(path) and loaded.autocast_dtype is None
+    r = loaded.generate("bass", seconds=0.05, seed=0, steps=2)
+    assert r.settings["checkpoint"] == str(path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        GMSDIPipeline.from_pretrained(tmp_path / "nope.safetensors")
+
+
+# -- errors -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("call,message", [
+    (lambda p: p.generate([], seconds=0.1), "no prompt given"),
+    (lambda p: p.generate("", seconds=0.1), "is empty; name an instrument"),
+    (lambda p: p.generate([3], seconds=0.1), "must be strings"),
+    (lambda p: p.generate(["x"] * 9, seconds=0.1), "9 stems requested, more than the limit of 8"),
+    (lambda p: p.accompany({"a": _tone(0.1)}, ["x"] * 8), "9 stems requested"),
+    (lambda p: p.generate(["bass"], gamma_x=0.0), "gamma_x must be positive"),
+    (lambda p: p.generate(["bass"], gamma_y=-1.0), "gamma_y must be positive"),
+    (lambda p: p.generate(["bass"], gamma_mode="log"), "unknown gamma mode"),
+    (lambda p: p.generate(["bass"], steps=0), "steps must be a whole number from 1 to 1000"),
+    (lambda p: p.generate(["bass"], steps=2.5), "steps must be a whole number"),
+    (lambda p: p.generate(["bass"], sampler="rk4"), r"unknown sampler 'rk4'; valid names are \['euler', 'heun'\]"),
+    (lambda p: p.generate(["bass"], guidance=float("nan")), "guidance must be a finite number"),
+    (lambda p: p.generate(["bass", "drums"], guidance=[1.0]), "one value per source"),
+    (lambda p: p.generate(["bass"], seconds=0), "seconds must be in"),
+    (lambda p: p.generate(["bass"], seconds=601), "seconds must be in"),
+    (lambda p: p.generate(["bass"], seed=-1), "seed must be a whole number"),
+    (lambda p: p.generate(["bass"], ["a", "b"]), "one entry per prompt"),
+    (lambda p: p.generate(["bass"], gamma_mode="absolute"), "give gamma_x and gamma_y"),
+    (lambda p: p.separate(_mix(), ["bass"]), "at least 2 prompts"),
+    (lambda p: p.separate(_mix(), ["bass", "drums"], constrained="piano"), "is not one of the prompts"),
+    (lambda p: p.separate(np.zeros(0, np.float32), ["bass", "drums"]), "mix is empty"),
+    (lambda p: p.separate(np.zeros(1600, np.float32), ["bass", "drums"]), "mix is silent"),
+    (lambda p: p.separate(np.full(1600, np.nan, np.float32), ["bass", "drums"]), "NaN or infinite"),
+    (lambda p: p.separate(np.array([0.1, np.inf] * 800, np.float32), ["bass", "drums"]), "NaN or infinite"),
+    (lambda p: p.separate(np.zeros((1600, 20, 3), np.float32), ["bass", "drums"]), "mix has shape"),
+    (lambda p: p.separate("no/such/file.wav", ["bass", "drums"]), "does not exist"),
+    (lambda p: p.separate(_mix(), ["bass", "drums"], overlap=1.0), "overlap is a fraction"),
+    (lambda p: p.extract(_mix(), ["bass", "drums"]), "extract takes one prompt"),
+    (lambda p: p.accompany({}, ["bass"]), "at least one locked stem"),
+    (lambda p: p.accompany({"bass": _tone(0.1)}, ["drums"], locked_noise="pink"), "unknown locked noise"),
+])
+def test_errors(pipe, call, message: str) -> None:
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        call(pipe)
+
+
+def test_too_long_and_corrupt_audio(pipe, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(pipeline_mod, "MAX_SECONDS", 0.5)
+    with pytest.raises(ValueError, match=r"mix is 1.0 s long, more than the limit of 0.5 s"):
+        pipe.separate(_mix(1.0), ["bass", "drums"])
+    long_file = tmp_path / "long.wav"
+    sf.write(long_file, _mix(1.0), SR)
+    with pytest.raises(ValueError, match="more than the limit of 0.5 s; trim it"):
+        pipe.separate(long_file, ["bass", "drums"])
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot really audio" * 10)
+    with pytest.raises(ValueError, match="cannot decode .* corrupt or not audio"):
+        pipe.separate(corrupt, ["bass", "drums"])
+
+
+def test_audio_file_formats(pipe, tmp_path) -> None:
+    """wav, flac and mp3 read through soundfile; m4a (ffmpeg) through pydub."""
+    mix = _mix(0.1, 44100)
+    for fmt in ("wav", "flac"):
+        sf.write(tmp_path / f"m.{fmt}", np.stack([mix, mix], axis=1), 44100)
+        y = load_audio(tmp_path / f"m.{fmt}", SR)
+        assert len(y) == round(0.1 * SR)
+    from gmsdi.audio import _pydub
+
+    AudioSegment = _pydub().AudioSegment  # noqa: N806
+    pcm = (mix * 32767).astype(np.int16)
+    AudioSegment(pcm.tobytes(), frame_rate=44100, sample_width=2, channels=1).export(tmp_path / "m.m4a", format="ipod")
+    y = load_audio(tmp_path / "m.m4a", SR)
+    assert abs(len(y) - round(0.1 * SR)) < 0.05 * SR and np.abs(y).max() > 0.1
