@@ -10,7 +10,8 @@ DEV=0; [ "${1:-}" = "--dev" ] && DEV=1
 PY=${PYTHON:-python3}
 
 need_apt=()
-for pkg in $(grep -v '^#' packages.txt); do
+lists=packages.txt; [ $DEV = 1 ] && lists="packages.txt packages-dev.txt"
+for pkg in $(cat $lists | grep -v '^#'); do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
