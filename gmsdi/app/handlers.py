@@ -155,18 +155,18 @@ def parse_seed(value: Any) -> int:
 
 
 def parse_gamma(value: Any, name: str) -> float | None:
-    """γ from a field: empty (or 0) = the default √(K+1); "inf" = no coupling on that side."""
+    """γ from a field: empty (or 0) = the default √(G+1); "inf" = no coupling on that side."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise app_error(f"{name} must be a positive number or 'inf', or empty for the default √(K+1); "
+        raise app_error(f"{name} must be a positive number or 'inf', or empty for the default √(G+1); "
                         f"got {value!r}.") from None
     if number == 0:
         return None
     if not number > 0:
-        raise app_error(f"{name} must be positive (or empty for the default √(K+1)); got {value!r}.")
+        raise app_error(f"{name} must be positive (or empty for the default √(G+1)); got {value!r}.")
     return number
 
 
@@ -180,7 +180,7 @@ def one_gamma_x(values: Sequence[Any]) -> float | None:
     if len(gammas) > 1:
         raise app_error(f"The stems have different γ_x values ({', '.join(f'{g:g}' for g in sorted(gammas))}), "
                         "but the model couples all stems with one γ_x: give every stem the same value, or leave "
-                        "γ_x empty for the default √(K+1).")
+                        "γ_x empty for the default √(G+1).")
     return gammas.pop() if gammas else None
 
 

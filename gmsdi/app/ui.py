@@ -143,7 +143,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                             negative = gr.Textbox(label="Negative prompt", max_lines=1,
                                                   placeholder="empty = the other stems")
                             with gr.Row():
-                                gamma_x = gr.Textbox(label="γ_x", placeholder="√(K+1)", max_lines=1, min_width=80)
+                                gamma_x = gr.Textbox(label="γ_x", placeholder="√(G+1)", max_lines=1, min_width=80)
                                 lock = gr.Checkbox(label="Lock (keep)", min_width=80, elem_classes="stem-lock")
                             remove = gr.Button("✕ Remove", size="sm")
                         with gr.Column(scale=5, min_width=300):
@@ -163,7 +163,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                 gen_guidance = gr.Slider(1.0, 10.0, value=config.guidance, step=0.1, label="Guidance weight",
                                          info="negative-prompt guidance; 1 = off")
             with gr.Row():
-                gamma_y = gr.Textbox(label="γ_y (mixture)", placeholder="√(K+1)", max_lines=1)
+                gamma_y = gr.Textbox(label="γ_y (mixture)", placeholder="default √(G+1)", max_lines=1)
                 gen_seed = gr.Textbox(label="Seed", placeholder="empty = random", max_lines=1)
                 with gr.Accordion("Advanced", open=False):
                     gen_sampler = gr.Radio(sorted(SAMPLERS), value=GENERATION.sampler, label="Sampler")
