@@ -11,6 +11,8 @@
     best = pipe.ensemble("mix.wav", ["bass", "drums", "guitar", "piano"], seed=0)
 
 Every task returns a `Result` (named stems, the mix, the sample rate and the settings used).
+`MSDMPipeline` runs the evaluation's MSDM baseline (one unconditional model over the stacked stems)
+with the same results, levels and windows; both build on `BasePipeline`.
 
 Levels. The model was trained on mixtures at their recorded level (SynthSlakh: the median peak
 of a 2 s mixture crop is about 0.5). An input mixture is scaled by one gain so that its peak is
@@ -47,11 +49,13 @@ from torch import nn
 import gmsdi
 from gmsdi import audio as audio_io
 from gmsdi.audio import AudioSource
+from gmsdi.data.classes import PAPER_STEMS
 from gmsdi.data.prompts import compose
 from gmsdi.inference import ensemble as ensemble_mod
 from gmsdi.inference.chunking import chunk_starts, continuation_spans, overlap_add, window_samples
 from gmsdi.inference.constraints import GAMMA_MODES, LOCKED_NOISE, check_gamma
 from gmsdi.inference.guidance import GuidedDenoiser, default_negative_prompts
+from gmsdi.inference.msdm import JointDenoiser, msdm_generate, msdm_separate
 from gmsdi.inference.tasks import generate_sources, separate_sources
 from gmsdi.sampling.samplers import SAMPLERS, Callback, get_sigmas_karras
 from gmsdi.text.embedding import PromptEncoder
@@ -280,13 +284,12 @@ def _pick_device(device: torch.device | str | None) -> torch.device:
     return PartialState().device
 
 
-class GMSDIPipeline:
-    """Generation, accompaniment, separation and extraction with one text-conditioned mixture model.
+class BasePipeline:
+    """What every pipeline over an EDM denoiser shares: device, settings, σ schedule, windows,
+    seeds, audio input and the settings record. `GMSDIPipeline` and `MSDMPipeline` build on it.
 
     Args:
-        model: the EDM denoiser (`gmsdi.models.EDMDenoiser`, or anything with the same call and a
-            `model_config`, such as `gmsdi.inference.GaussianDenoiser`).
-        text_encoder: the prompt encoder the model was trained with.
+        model: the EDM denoiser, with a `model_config`.
         device: None lets Accelerate choose (cuda, mps or cpu).
         mixed_precision: run the network in bf16 (fp16 where bf16 is unsupported); None = on for
             cuda, off elsewhere.
@@ -295,7 +298,6 @@ class GMSDIPipeline:
     def __init__(
         self,
         model: nn.Module,
-        text_encoder: PromptEncoder,
         device: torch.device | str | None = None,
         mixed_precision: bool | None = None,
     ) -> None:
@@ -304,10 +306,6 @@ class GMSDIPipeline:
             raise ValueError("the model has no model_config; build it with gmsdi.models.build_model or load_model")
         self.device = _pick_device(device)
         self.model = model.to(self.device).eval()
-        self.text_encoder = text_encoder.to(self.device) if isinstance(text_encoder, nn.Module) else text_encoder
-        if text_encoder.dim != config.text_dim:
-            raise ValueError(f"the text encoder gives {text_encoder.dim}-d embeddings but the model expects "
-                             f"{config.text_dim}-d; use the encoder the model was trained with")
         self.config = config
         self.sample_rate: int = config.sample_rate
         self.length_multiple: int = config.unet.length_multiple
@@ -318,41 +316,6 @@ class GMSDIPipeline:
             bf16 = self.device.type != "cuda" or torch.cuda.is_bf16_supported()
             self.autocast_dtype = torch.bfloat16 if bf16 else torch.float16
         self.checkpoint: str | None = None
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path: str | os.PathLike[str] | None = None,
-        device: torch.device | str | None = None,
-        text_encoder: PromptEncoder | None = None,
-        mixed_precision: bool | None = None,
-    ) -> GMSDIPipeline:
-        """Loads a checkpoint (None = the bundled `assets/gmsdi-synthslakh.safetensors`).
-
-        Raises:
-            FileNotFoundError: no checkpoint there (the message says how to train and export one).
-        """
-        from gmsdi.models.checkpoint import load_model
-        from gmsdi.text.encoder import build_text_encoder
-
-        if path is None:
-            path = BUNDLED_CHECKPOINT
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"the bundled model {path.relative_to(REPO_ROOT)} is missing; train and export it with "
-                    "`python train/train.py --config train/configs/default.yaml` and then "
-                    "`python train/train.py --config train/configs/default.yaml --export "
-                    "assets/gmsdi-synthslakh.safetensors`, or pass the path of another checkpoint"
-                )
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {str(path)!r}; pass the path of a .safetensors file "
-                                    "written by `train.py --export`")
-        model = load_model(path)
-        encoder = text_encoder if text_encoder is not None else build_text_encoder(model.model_config.text_encoder)
-        pipe = cls(model, encoder, device=device, mixed_precision=mixed_precision)
-        pipe.checkpoint = str(path)
-        return pipe
 
     # -- helpers -------------------------------------------------------------------------------
     def _settings(self, base: Settings, **overrides: Any) -> Settings:
@@ -421,11 +384,6 @@ class GMSDIPipeline:
     def _load(self, source: AudioSource, sample_rate: int | None, name: str) -> np.ndarray:
         return audio_io.load_audio(source, self.sample_rate, sample_rate, name, MAX_SECONDS)
 
-    def _guided(self, prompts: list[str], negatives: list[str], weights: list[float],
-                evaluate: list[bool] | None = None) -> GuidedDenoiser:
-        return GuidedDenoiser.from_prompts(self.model, self.text_encoder, prompts, negatives, weights, evaluate,
-                                           self.autocast_dtype, device=self.device)
-
     def _base_settings(self, task: str, s: Settings, seed: int | None, window: int, overlap: int) -> dict[str, Any]:
         lo, hi = self._sigma_range(s)
         return {
@@ -454,6 +412,88 @@ class GMSDIPipeline:
                              "progress": (part + info["progress"]) / parts})
 
         return cb
+
+    def _constrained(self, constrained: int | str | None, prompts: list[str]) -> int:
+        if constrained is None:
+            return len(prompts) - 1
+        if isinstance(constrained, str):
+            if constrained not in prompts:
+                raise ValueError(f"constrained={constrained!r} is not one of the prompts {prompts}")
+            return prompts.index(constrained)
+        if isinstance(constrained, bool) or not isinstance(constrained, int) or not 0 <= constrained < len(prompts):
+            raise ValueError(f"constrained must be a prompt or an index in 0..{len(prompts) - 1}, got {constrained!r}")
+        return constrained
+
+    def _mix_input(self, mix: AudioSource, sample_rate: int | None) -> tuple[np.ndarray, float]:
+        y = self._load(mix, sample_rate, "mix")
+        return y, MIX_PEAK / audio_io.peak(y)
+
+
+class GMSDIPipeline(BasePipeline):
+    """Generation, accompaniment, separation and extraction with one text-conditioned mixture model.
+
+    Args:
+        model: the EDM denoiser (`gmsdi.models.EDMDenoiser`, or anything with the same call and a
+            `model_config`, such as `gmsdi.inference.GaussianDenoiser`).
+        text_encoder: the prompt encoder the model was trained with.
+        device: None lets Accelerate choose (cuda, mps or cpu).
+        mixed_precision: run the network in bf16 (fp16 where bf16 is unsupported); None = on for
+            cuda, off elsewhere.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        text_encoder: PromptEncoder,
+        device: torch.device | str | None = None,
+        mixed_precision: bool | None = None,
+    ) -> None:
+        super().__init__(model, device, mixed_precision)
+        self.text_encoder = text_encoder.to(self.device) if isinstance(text_encoder, nn.Module) else text_encoder
+        if text_encoder.dim != self.config.text_dim:
+            raise ValueError(f"the text encoder gives {text_encoder.dim}-d embeddings but the model expects "
+                             f"{self.config.text_dim}-d; use the encoder the model was trained with")
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        device: torch.device | str | None = None,
+        text_encoder: PromptEncoder | None = None,
+        mixed_precision: bool | None = None,
+    ) -> GMSDIPipeline:
+        """Loads a checkpoint (None = the bundled `assets/gmsdi-synthslakh.safetensors`).
+
+        Raises:
+            FileNotFoundError: no checkpoint there (the message says how to train and export one).
+        """
+        from gmsdi.models.checkpoint import load_model
+        from gmsdi.text.encoder import build_text_encoder
+
+        if path is None:
+            path = BUNDLED_CHECKPOINT
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"the bundled model {path.relative_to(REPO_ROOT)} is missing; train and export it with "
+                    "`python train/train.py --config train/configs/default.yaml` and then "
+                    "`python train/train.py --config train/configs/default.yaml --export "
+                    "assets/gmsdi-synthslakh.safetensors`, or pass the path of another checkpoint"
+                )
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {str(path)!r}; pass the path of a .safetensors file "
+                                    "written by `train.py --export`")
+        model = load_model(path)
+        encoder = text_encoder if text_encoder is not None else build_text_encoder(model.model_config.text_encoder)
+        pipe = cls(model, encoder, device=device, mixed_precision=mixed_precision)
+        pipe.checkpoint = str(path)
+        return pipe
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _guided(self, prompts: list[str], negatives: list[str], weights: list[float],
+                evaluate: list[bool] | None = None) -> GuidedDenoiser:
+        return GuidedDenoiser.from_prompts(self.model, self.text_encoder, prompts, negatives, weights, evaluate,
+                                           self.autocast_dtype, device=self.device)
 
     # -- generation and accompaniment ----------------------------------------------------------
     def _multisource(self, prompts: list[str], negatives: list[str], weights: list[float], locked: np.ndarray | None,
@@ -674,21 +714,6 @@ class GMSDIPipeline:
         return out, {"chunks": n_chunks, "network_calls": guided.calls, "network_rows": guided.rows,
                    "network_samples": guided.samples}
 
-    def _constrained(self, constrained: int | str | None, prompts: list[str]) -> int:
-        if constrained is None:
-            return len(prompts) - 1
-        if isinstance(constrained, str):
-            if constrained not in prompts:
-                raise ValueError(f"constrained={constrained!r} is not one of the prompts {prompts}")
-            return prompts.index(constrained)
-        if isinstance(constrained, bool) or not isinstance(constrained, int) or not 0 <= constrained < len(prompts):
-            raise ValueError(f"constrained must be a prompt or an index in 0..{len(prompts) - 1}, got {constrained!r}")
-        return constrained
-
-    def _mix_input(self, mix: AudioSource, sample_rate: int | None) -> tuple[np.ndarray, float]:
-        y = self._load(mix, sample_rate, "mix")
-        return y, MIX_PEAK / audio_io.peak(y)
-
     def separate(
         self,
         mix: AudioSource,
@@ -870,5 +895,250 @@ class GMSDIPipeline:
         return Result(out, y, self.sample_rate, settings)
 
 
-__all__ = ["BUNDLED_CHECKPOINT", "GENERATION", "MAX_SECONDS", "MAX_STEMS", "MAX_STEPS", "MIX_PEAK", "SEPARATION",
-           "GMSDIPipeline", "Result", "Settings"]
+class MSDMPipeline(BasePipeline):
+    """The MSDM baseline (Mariani et al., ICLR 2024): one unconditional network whose K channels
+    are K fixed stems (`gmsdi.inference.msdm`). Same `Result`, levels, windows and settings as
+    `GMSDIPipeline`, without prompts: the stems are the model's channels.
+
+        pipe = MSDMPipeline.from_pretrained("assets/msdm-synthslakh.safetensors")
+        parts = pipe.separate("mix.wav", seed=0)           # bass, drums, guitar, piano; sum = mix
+        song = pipe.generate(seconds=4, seed=0)
+        band = pipe.accompany({"bass": "bass.wav"}, seed=0)
+
+    Args:
+        model: the EDM denoiser with `model_config.unet.in_channels == len(stems)`.
+        stems: the names of the channels, in order (a checkpoint written by `train.py --export`
+            stores them).
+        device, mixed_precision: as `GMSDIPipeline`.
+        mix_peak: the peak an input mixture is scaled to (`MIX_PEAK`; see the module docstring).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        stems: Sequence[str] = PAPER_STEMS,
+        device: torch.device | str | None = None,
+        mixed_precision: bool | None = None,
+        mix_peak: float = MIX_PEAK,
+    ) -> None:
+        super().__init__(model, device, mixed_precision)
+        self.stems = _check_prompts(list(stems), "stems")
+        if self.config.unet.in_channels != len(self.stems):
+            raise ValueError(f"the model has {self.config.unet.in_channels} channels but {len(self.stems)} stem names "
+                             f"were given ({self.stems}); an MSDM model needs one name per channel")
+        self.mix_peak = float(mix_peak)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        device: torch.device | str | None = None,
+        mixed_precision: bool | None = None,
+    ) -> MSDMPipeline:
+        """Loads an MSDM checkpoint (`train.py --config train/configs/msdm.yaml --export ...`); the stem
+        names come from its "stems" metadata (default `PAPER_STEMS`)."""
+        from gmsdi.models.checkpoint import load_metadata, load_model
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no checkpoint at {str(path)!r}; train and export MSDM with `python train/train.py --config "
+                "train/configs/msdm.yaml` and `python train/train.py --config train/configs/msdm.yaml --export "
+                "assets/msdm-synthslakh.safetensors`")
+        stems = load_metadata(path).get("stems")
+        model = load_model(path)
+        pipe = cls(model, stems.split(",") if stems else PAPER_STEMS, device=device, mixed_precision=mixed_precision)
+        pipe.checkpoint = str(path)
+        return pipe
+
+    def _denoiser(self) -> JointDenoiser:
+        return JointDenoiser(self.model, self.autocast_dtype)
+
+    def separate(
+        self,
+        mix: AudioSource,
+        *,
+        constrained: int | str | None = None,
+        sample_rate: int | None = None,
+        steps: int | None = None,
+        sampler: str | None = None,
+        s_churn: float | None = None,
+        resamples: int | None = None,
+        window_seconds: float | None = None,
+        overlap: float | None = None,
+        sigma_min: float | None = None,
+        sigma_max: float | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callback | None = None,
+    ) -> Result:
+        """MSDM's Dirac separator (METHOD.md §3.3 with the joint score): one stem per channel, summing
+        exactly to `mix`. Arguments as `GMSDIPipeline.separate` (defaults from `SEPARATION`)."""
+        s = self._settings(MSDM_SEPARATION, constrained=constrained, steps=steps, sampler=sampler, s_churn=s_churn,
+                           resamples=resamples, window_seconds=window_seconds, overlap=overlap, sigma_min=sigma_min,
+                           sigma_max=sigma_max)
+        c = self._constrained(s.constrained, self.stems)
+        y = self._load(mix, sample_rate, "mix")
+        gain = self.mix_peak / audio_io.peak(y)
+        gen, seed = self._generator(seed, generator)
+        window, overlap_n = self._window(s)
+        sigmas = self._sigmas(s)
+        denoiser = self._denoiser()
+        k = len(self.stems)
+        n_chunks = 1 if len(y) <= window else len(chunk_starts(len(y), window, overlap_n))
+        chunk = iter(range(n_chunks))
+        t0 = time.perf_counter()
+
+        def run(segment: torch.Tensor) -> torch.Tensor:
+            j = next(chunk)
+            cb = self._part_callback(callback, j, n_chunks, {"task": "separate", "chunk": j, "chunks": n_chunks,
+                                                             "chains": [p for i, p in enumerate(self.stems) if i != c]})
+            return msdm_separate(denoiser, segment, k, sigmas, constrained=c, sampler=s.sampler, s_churn=s.s_churn,
+                                 resamples=s.resamples, callback=cb, generator=gen)
+
+        x = torch.from_numpy(y * gain).to(self.device)[None]
+        out = overlap_add(run, x, window, overlap_n, self.length_multiple)[0].float().cpu().numpy()
+        settings = {**self._base_settings("separate", s, seed, window, overlap_n), "model": "msdm",
+                    "prompts": self.stems, "constrained": self.stems[c],
+                    "input_gain_db": round(20 * math.log10(gain), 3), "seconds": len(y) / self.sample_rate,
+                    "chunks": n_chunks, "network_calls": denoiser.calls, "network_rows": denoiser.rows,
+                    "network_samples": denoiser.samples, "wall_seconds": round(time.perf_counter() - t0, 3)}
+        return Result(dict(zip(self.stems, out / gain, strict=True)), y, self.sample_rate, settings)
+
+    def _joint(self, locked: dict[int, np.ndarray], length: int, s: Settings, generator: torch.Generator,
+               callback: Callback | None, task: str) -> tuple[np.ndarray, dict[str, Any]]:
+        """All K channels, window by window (`continuation_spans`); `locked` channel -> [T] at model level."""
+        k = len(self.stems)
+        denoiser = self._denoiser()
+        window, overlap = self._window(s)
+        spans = continuation_spans(length, window, overlap, self.length_multiple)
+        total = spans[-1][1]
+        out = torch.zeros(1, k, total, device=self.device)
+        fixed = torch.zeros(1, k, total, device=self.device)
+        for i, a in locked.items():
+            fixed[0, i, : len(a)] = torch.from_numpy(a).to(self.device)
+        is_locked = torch.zeros(k, dtype=torch.bool, device=self.device)
+        is_locked[list(locked)] = True
+        sigmas = self._sigmas(s)
+        for j, (a, b) in enumerate(spans):
+            w = b - a
+            known = torch.where(is_locked[None, :, None], fixed[:, :, a:b], torch.zeros(1, k, w, device=self.device))
+            mask = is_locked[None, :, None].expand(1, k, w).clone()
+            if j > 0 and overlap > 0:
+                known[:, ~is_locked, :overlap] = out[:, ~is_locked, a:a + overlap]
+                mask[:, :, :overlap] = True
+            any_known = bool(mask.any())
+            cb = self._part_callback(callback, j, len(spans), {"task": task, "chunk": j, "chunks": len(spans),
+                                                               "chains": self.stems})
+            out[:, :, a:b] = msdm_generate(denoiser, k, w, sigmas, known=known if any_known else None,
+                                           mask=mask if any_known else None, locked_noise=s.locked_noise,
+                                           sampler=s.sampler, s_churn=s.s_churn, resamples=s.resamples, callback=cb,
+                                           generator=generator, device=self.device)
+        details = {"model": "msdm", "chunks": len(spans), "network_calls": denoiser.calls,
+                   "network_rows": denoiser.rows, "network_samples": denoiser.samples}
+        return out[0, :, :length].float().cpu().numpy(), details
+
+    def generate(
+        self,
+        *,
+        seconds: float = 4.0,
+        steps: int | None = None,
+        sampler: str | None = None,
+        s_churn: float | None = None,
+        resamples: int | None = None,
+        window_seconds: float | None = None,
+        overlap: float | None = None,
+        sigma_min: float | None = None,
+        sigma_max: float | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callback | None = None,
+    ) -> Result:
+        """All K stems sampled jointly; mix = their sum. Arguments as `GMSDIPipeline.generate`
+        (defaults from `GENERATION`)."""
+        s = self._settings(MSDM_GENERATION, steps=steps, sampler=sampler, s_churn=s_churn, resamples=resamples,
+                           window_seconds=window_seconds, overlap=overlap, sigma_min=sigma_min, sigma_max=sigma_max)
+        length = self._samples(seconds)
+        gen, seed = self._generator(seed, generator)
+        t0 = time.perf_counter()
+        out, details = self._joint({}, length, s, gen, callback, "generate")
+        window, overlap_n = self._window(s)
+        settings = {**self._base_settings("generate", s, seed, window, overlap_n), "prompts": self.stems,
+                    "seconds": length / self.sample_rate, **details,
+                    "wall_seconds": round(time.perf_counter() - t0, 3)}
+        return Result(dict(zip(self.stems, out, strict=True)), out.sum(axis=0), self.sample_rate, settings)
+
+    def accompany(
+        self,
+        locked: Mapping[str, AudioSource],
+        *,
+        silent: Sequence[str] = (),
+        sample_rate: int | None = None,
+        locked_noise: str | None = None,
+        steps: int | None = None,
+        sampler: str | None = None,
+        s_churn: float | None = None,
+        resamples: int | None = None,
+        window_seconds: float | None = None,
+        overlap: float | None = None,
+        sigma_min: float | None = None,
+        sigma_max: float | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        callback: Callback | None = None,
+    ) -> Result:
+        """MSDM's partial generation: the channels named in `locked` are given, the others generated.
+
+        Args:
+            locked: stem name (one of `stems`) -> audio; they come back unchanged.
+            silent: stems known to be absent: locked to silence (a channel of the joint model
+                cannot simply be left out, as a GMSDI prompt can).
+            others: as `GMSDIPipeline.accompany`.
+
+        Returns:
+            `Result` with all K stems in channel order; mix = their sum.
+        """
+        if not isinstance(locked, Mapping) or not locked:
+            raise ValueError(f"accompany needs at least one locked stem, e.g. {{'{self.stems[0]}': 'stem.wav'}}")
+        silent = list(silent)
+        unknown = [name for name in [*locked, *silent] if name not in self.stems]
+        if unknown:
+            raise ValueError(f"locked stems {unknown} are not channels of this model; valid names are {self.stems}")
+        if set(locked) & set(silent):
+            raise ValueError(f"stems {sorted(set(locked) & set(silent))} are both locked and silent")
+        if len(locked) + len(silent) >= len(self.stems):
+            raise ValueError("every stem is locked; leave at least one to generate")
+        s = self._settings(MSDM_GENERATION, locked_noise=locked_noise, steps=steps, sampler=sampler, s_churn=s_churn,
+                           resamples=resamples, window_seconds=window_seconds, overlap=overlap, sigma_min=sigma_min,
+                           sigma_max=sigma_max)
+        arrays = {self.stems.index(n): self._load(src, sample_rate, f"locked stem {n!r}") for n, src in locked.items()}
+        length = max(len(a) for a in arrays.values())
+        total = np.zeros(length, dtype=np.float32)
+        for a in arrays.values():
+            total[: len(a)] += a
+        gain = self.mix_peak * math.sqrt(len(arrays) / len(self.stems)) / max(audio_io.peak(total),
+                                                                              audio_io.SILENCE_PEAK)
+        gen, seed = self._generator(seed, generator)
+        t0 = time.perf_counter()
+        zeros = {self.stems.index(n): np.zeros(length, dtype=np.float32) for n in silent}
+        out, details = self._joint({**{i: a * gain for i, a in arrays.items()}, **zeros}, length, s, gen, callback,
+                                   "accompany")
+        out = out / gain
+        for i, a in [*arrays.items(), *zeros.items()]:  # exactly the input, not the round trip through the gain
+            out[i] = 0.0
+            out[i, : len(a)] = a
+        window, overlap_n = self._window(s)
+        settings = {**self._base_settings("accompany", s, seed, window, overlap_n), "prompts": self.stems,
+                    "locked": [self.stems[i] for i in sorted(arrays)], "silent": silent,
+                    "input_gain_db": round(20 * math.log10(gain), 3),
+                    "seconds": length / self.sample_rate, **details,
+                    "wall_seconds": round(time.perf_counter() - t0, 3)}
+        return Result(dict(zip(self.stems, out, strict=True)), out.sum(axis=0), self.sample_rate, settings)
+
+
+# MSDM is unconditional: no guidance (1 = off); otherwise the GMSDI defaults.
+MSDM_GENERATION = dataclasses.replace(GENERATION, guidance=1.0)
+MSDM_SEPARATION = dataclasses.replace(SEPARATION, guidance=1.0)
+
+__all__ = ["BUNDLED_CHECKPOINT", "GENERATION", "MAX_SECONDS", "MAX_STEMS", "MAX_STEPS", "MIX_PEAK", "MSDM_GENERATION",
+           "MSDM_SEPARATION", "SEPARATION", "BasePipeline", "GMSDIPipeline", "MSDMPipeline", "Result", "Settings"]

@@ -5,7 +5,7 @@ stem and regenerates the rest, then uploads a mix and separates it; each time it
 audio players and spectrogram pictures. Saves `docs/app_screenshot.png` (shown in the README) and
 prints the click-to-result time of each task.
 
-Skipped only when chromium is not installed (`apt-get install chromium`; packages-dev.txt has it; scripts/test.sh installs it as root).
+Skipped only when chromium is not installed (packages-dev.txt; scripts/test.sh installs it as root).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 One script for a laptop CPU, one GPU or many (METHOD.md §2). The model sees only mixture crops
 and the tags of the instruments that play in them (the loader's mixture mode); isolated stems are
-read only for the prompt-sensitivity probe at validation. The config is a YAML file in
+read only for the prompt-sensitivity probe at validation. The baselines of the evaluation train with
+the same script on separated stems instead (`DataConfig.source`). The config is a YAML file in
 train/configs/ (fields: `TrainConfig` below); any field can be overridden on the command line.
 
     # CPU smoke run (renders a tiny SynthSlakh set first if it is missing), as in CI:
@@ -17,6 +18,11 @@ train/configs/ (fields: `TrainConfig` below); any field can be overridden on the
         --set name=ft init_from=assets/gmsdi-synthslakh.safetensors
     # write the inference checkpoint (EMA weights + config, safetensors) of a run
     python train/train.py --config train/configs/default.yaml --export assets/gmsdi-synthslakh.safetensors
+    # the evaluation's baselines on the same data with the same budget (`data.source`; issue #6)
+    nohup python train/train.py --config train/configs/msdm.yaml > runs/msdm.log 2>&1 &
+    nohup python train/train.py --config train/configs/weak_msdm.yaml > runs/weak_msdm.log 2>&1 &
+    python train/train.py --config train/configs/msdm.yaml --export assets/msdm-synthslakh.safetensors
+    python train/train.py --config train/configs/weak_msdm.yaml --export assets/weak-msdm-synthslakh.safetensors
 
 Outputs in runs/<name>/: ckpt.pt (config, model, EMA, optimizer, step; written atomically, so
 training resumes after kill -9), train.csv, val.csv (loss per σ), sensitivity.csv (prompt
@@ -48,12 +54,14 @@ from torch.utils.data import DataLoader, Sampler  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from gmsdi.data import slakh  # noqa: E402
+from gmsdi.data.classes import PAPER_STEMS  # noqa: E402
 from gmsdi.data.prompts import class_phrase, compose  # noqa: E402
 from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model  # noqa: E402
 from gmsdi.sampling import get_sigmas_karras, sample_heun  # noqa: E402
 from gmsdi.text import build_text_encoder  # noqa: E402
 
 VAL_SIGMAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+SOURCES = ("mixtures", "stems_joint", "stems_single")
 
 
 @dataclass
@@ -75,6 +83,12 @@ class DataConfig:
     # then sees stems, which GMSDI does not assume), so it is off by default and logged.
     submix: bool = False
     submix_fraction: float = 0.5
+    # What the model learns from (`SOURCES`). "mixtures" is GMSDI's setting; the baselines of the
+    # evaluation (issue #6) see separated stems of `stem_classes`: "stems_joint" stacks them as
+    # channels of one unconditional model (MSDM), "stems_single" gives one active class per crop
+    # with its class as the prompt (weakly-supervised MSDM).
+    source: str = "mixtures"
+    stem_classes: tuple[str, ...] = PAPER_STEMS
 
 
 @dataclass
@@ -215,16 +229,46 @@ def build_model_config(cfg: TrainConfig) -> ModelConfig:
         else:
             base[key] = value
     base["sample_rate"] = cfg.data.sample_rate
+    if cfg.data.source == "stems_joint":  # MSDM: one channel per stem class
+        want = len(cfg.data.stem_classes)
+        got = dict(spec.get("unet") or {}).get("in_channels")
+        if got is not None and got != want:
+            raise ValueError(f"model.unet.in_channels={got} but data.source=stems_joint stacks {want} stem "
+                             f"classes {list(cfg.data.stem_classes)}; leave in_channels unset or set {want}")
+        base["unet"]["in_channels"] = want
     multiple = ModelConfig.from_dict(base).unet.length_multiple
     base["segment_samples"] = max(multiple, int(cfg.data.crop_seconds * cfg.data.sample_rate) // multiple * multiple)
     return ModelConfig.from_dict(base)
 
 
-def build_data(cfg: TrainConfig, segment: int, batches: int, start_step: int):
-    """The training DataLoader (mixture mode) starting at `start_step`."""
+def check_source(d: DataConfig) -> None:
+    if d.source not in SOURCES:
+        raise ValueError(f"unknown data.source {d.source!r}; valid names are {list(SOURCES)}")
+    if d.source != "mixtures" and d.submix:
+        raise ValueError(f"data.submix applies to data.source=mixtures only, not {d.source!r}")
+
+
+def stem_crops(cfg: TrainConfig, split: str, crop_s: float, n: int, seed: int):
+    """The baselines' crops (`gmsdi.data.supervised`) for `data.source` stems_joint / stems_single."""
+    from gmsdi.data.supervised import JointStemsDataset, SingleStemDataset
+
     d = cfg.data
+    kind = JointStemsDataset if d.source == "stems_joint" else SingleStemDataset
+    return kind(d.root, split, classes=d.stem_classes, sample_rate=d.sample_rate, crop_seconds=crop_s,
+                crops_per_epoch=n, seed=seed, min_active_s=d.min_active_s, activity_cache=Path(d.root) / ".activity")
+
+
+def build_data(cfg: TrainConfig, segment: int, batches: int, start_step: int):
+    """The training DataLoader (`data.source`: mixture crops by default) starting at `start_step`."""
+    d = cfg.data
+    check_source(d)
     crop_s = segment / d.sample_rate
     n = batches * cfg.batch_size
+    if d.source != "mixtures":
+        ds = stem_crops(cfg, d.train_split, crop_s, n, cfg.seed)
+        return DataLoader(ds, batch_size=cfg.batch_size, sampler=StepSampler(start_step * cfg.batch_size, n),
+                          num_workers=d.num_workers, collate_fn=slakh.collate_mixtures, persistent_workers=False,
+                          prefetch_factor=4 if d.num_workers else None)
     ds = slakh.MixtureDataset(d.root, d.train_split, sample_rate=d.sample_rate, crop_seconds=crop_s,
                               crops_per_epoch=n, seed=cfg.seed, min_active_s=d.min_active_s,
                               activity_cache=Path(d.root) / ".activity")
@@ -266,13 +310,20 @@ class Validator:
         d = cfg.data
         crop_s = segment / d.sample_rate
         g = torch.Generator().manual_seed(1234)
-        mixtures = slakh.MixtureDataset(d.root, d.val_split, sample_rate=d.sample_rate, crop_seconds=crop_s,
-                                        crops_per_epoch=cfg.val_batches * cfg.batch_size, seed=99,
-                                        activity_cache=Path(d.root) / ".activity")
+        if d.source == "mixtures":
+            mixtures = slakh.MixtureDataset(d.root, d.val_split, sample_rate=d.sample_rate, crop_seconds=crop_s,
+                                            crops_per_epoch=cfg.val_batches * cfg.batch_size, seed=99,
+                                            activity_cache=Path(d.root) / ".activity")
+        else:  # the baselines: the loss on their own kind of crop
+            mixtures = stem_crops(cfg, d.val_split, crop_s, cfg.val_batches * cfg.batch_size, 99)
         batch = slakh.collate_mixtures([mixtures[i] for i in range(len(mixtures))])
         self.mix = batch["audio"]
         self.mix_cond = text_encoder.encode(batch["prompt"], device=device)
         self.mix_noise = torch.randn(self.mix.shape, generator=g)
+        self.device = device
+        if d.source == "stems_joint":  # unconditional: no prompt to probe
+            self.stems, self.conds = torch.zeros(0, 1, segment), {}
+            return
         # Isolated validation stems (read only here), one class active at a time.
         classes = _all_classes(d.root, d.val_split)
         stems = slakh.StemsDataset(d.root, d.val_split, classes=classes, sample_rate=d.sample_rate,
@@ -286,6 +337,8 @@ class Validator:
                 if x.abs().max() < 0.01:
                     continue
                 others = [c for c in classes if c != classes[k]]
+                if not others:  # a split with one class has no wrong prompt to probe with
+                    break
                 xs.append(x[None])
                 own.append(class_phrase(classes[k]))
                 wrong.append(class_phrase(others[int(rng.integers(len(others)))]))
@@ -353,6 +406,10 @@ def export(cfg: TrainConfig, out: str | Path) -> Path:
     model = build_model(ModelConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["ema"])
     extra = {"step": str(state["step"]), "run": cfg.name, "train_config": yaml.safe_dump(state["config"])}
+    data = state["config"].get("data", {})
+    if data.get("source", "mixtures") != "mixtures":  # the baselines say what they were trained on
+        extra["source"] = data["source"]
+        extra["stems"] = ",".join(data.get("stem_classes", PAPER_STEMS))
     return save_model(out, model, metadata=extra)
 
 
@@ -364,6 +421,18 @@ def write_samples(model: nn.Module, cfg: TrainConfig, text_encoder, step: int, d
     sr = cfg.data.sample_rate
     n = int(cfg.sample_seconds * sr) // segment_multiple * segment_multiple
     g = torch.Generator().manual_seed(cfg.seed)
+    channels = model.model_config.unet.in_channels
+    if channels > 1:  # MSDM: one joint, unconditional sample; a file per stem and their sum
+        x = torch.randn(1, channels, n, generator=g).to(device)
+        edm = model.config
+        sigmas = get_sigmas_karras(cfg.sample_steps, edm.sigma_min, edm.sigma_max, device=device)
+        out = sample_heun(model, x * sigmas[0], sigmas, extra_args={"cond": None})[0].cpu().numpy()
+        folder = cfg.run_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, audio in zip([*cfg.data.stem_classes, "mix"], [*out, out.sum(0)], strict=True):
+            sf.write(folder / f"step{step:07d}_{name}.wav", np.clip(audio, -1, 1), sr)
+        model.train()
+        return
     prompts = list(cfg.sample_prompts)
     x = torch.randn(len(prompts), 1, n, generator=g).to(device)
     edm = model.config
@@ -386,6 +455,7 @@ def train(cfg: TrainConfig) -> dict:
     mp = cfg.mixed_precision
     if mp == "auto":
         mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    check_source(cfg.data)
     accelerator = Accelerator(mixed_precision=mp)
     device = accelerator.device
     run = cfg.run_dir
@@ -425,6 +495,9 @@ def train(cfg: TrainConfig) -> dict:
         submix = "ON (this changes the data setting)" if cfg.data.submix else "off"
         accelerator.print(f"model: {n_params / 1e6:.2f} M parameters; segment {segment} samples; "
                           f"mixed precision {mp}; submix {submix}")
+        if cfg.data.source != "mixtures":
+            accelerator.print(f"data source {cfg.data.source} (a baseline: it sees separated stems of "
+                              f"{', '.join(cfg.data.stem_classes)})")
 
     rng = np.random.default_rng([cfg.seed, step])
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + step)

@@ -1042,15 +1042,36 @@ class StemsDataset(Dataset):
     def __len__(self) -> int:
         return self._length if self._crops is not None else len(self._index)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def crop_position(self, i: int) -> tuple[int, float]:
+        """(track index, start in s) of item i, without reading audio."""
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} items")
         if self._crops is not None:
             rng = np.random.default_rng((self.seed, self.epoch, int(i)))
             k = self._crops.track(rng)
-            start = self._crops.start(k, rng)
-        else:
-            k, start = self._index[i]
+            return k, self._crops.start(k, rng)
+        return self._index[i]
+
+    def _row(self, stem: Stem) -> int | None:
+        if stem.stem_class in self.classes:
+            return self.classes.index(stem.stem_class)
+        return len(self.classes) if self.include_other else None
+
+    def crop_active(self, i: int) -> np.ndarray:
+        """bool [K]: item i's `active` (from MIDI), without reading audio."""
+        k, start = self.crop_position(i)
+        track = self.tracks[k]
+        duration = self.crop_seconds if self.crop_seconds is not None else track.duration_s
+        active = np.zeros(len(self.row_names), dtype=bool)
+        stem_active = self.activity[k].active(start, start + duration, self.min_active_s)
+        for stem, on in zip(track.rendered_stems, stem_active, strict=True):
+            row = self._row(stem)
+            if row is not None:
+                active[row] |= bool(on)
+        return active
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        k, start = self.crop_position(i)
         track, act = self.tracks[k], self.activity[k]
         duration = self.crop_seconds if self.crop_seconds is not None else track.duration_s
         n = int(round(duration * self.sample_rate))
@@ -1058,11 +1079,8 @@ class StemsDataset(Dataset):
         active = np.zeros(len(self.row_names), dtype=bool)
         stem_active = act.active(start, start + duration, self.min_active_s)
         for stem, on in zip(track.rendered_stems, stem_active, strict=True):
-            if stem.stem_class in self.classes:
-                row = self.classes.index(stem.stem_class)
-            elif self.include_other:
-                row = len(self.classes)
-            else:
+            row = self._row(stem)
+            if row is None:
                 continue
             active[row] |= bool(on)
             if stem.audio_path.is_file() or self.on_missing == "error":

@@ -4,6 +4,9 @@
   `mixture_consistency_error`.
 - `musicnn`: the MTT_musicnn tagger ported to torch (`load_musicnn`), weights in assets/musicnn_mtt.npz.
 - `fad`: `FrechetAudioDistance` (FAD, sub-FAD, single-source FAD), `frechet_distance`, `GaussianStats`.
+- `references`: the ideal ratio mask (oracle upper bound) and the unprocessed mixture (0 dB floor).
+- `methods`, `runner`, `report`, `cli`: the evaluation of issue #6 (`python -m gmsdi.eval`): the
+  compared methods and their checkpoints, the protocols over a split, and docs/RESULTS.md.
 """
 
 from gmsdi.eval.fad import EMBEDDING_LAYERS, FrechetAudioDistance, GaussianStats, fad, frechet_distance
@@ -18,6 +21,7 @@ from gmsdi.eval.metrics import (
     si_sdr_improvement,
 )
 from gmsdi.eval.musicnn import MusiCNN, MusiCNNExtractor, load_musicnn
+from gmsdi.eval.references import ideal_ratio_mask, unprocessed_mixture
 
 __all__ = [
     "EMBEDDING_LAYERS",
@@ -30,10 +34,12 @@ __all__ = [
     "eval_windows",
     "fad",
     "frechet_distance",
+    "ideal_ratio_mask",
     "is_silent",
     "load_musicnn",
     "mixture_consistency_error",
     "score_separation",
     "si_sdr",
     "si_sdr_improvement",
+    "unprocessed_mixture",
 ]

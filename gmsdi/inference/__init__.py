@@ -10,6 +10,7 @@ Layers, bottom up:
   accompaniment) for audio longer than the model's window.
 - `gaussian.GaussianDenoiser`: a closed-form denoiser for Gaussian sources, for tests.
 - `ensemble`: which of separator and extractor to use per instrument.
+- `msdm`: the MSDM baseline (one network over the stacked stems) on the same wrappers and samplers.
 
 `gmsdi.pipeline.GMSDIPipeline` is the public API on top.
 """
@@ -18,7 +19,8 @@ from gmsdi.inference.chunking import chunk_starts, continuation_spans, overlap_a
 from gmsdi.inference.constraints import GAMMA_MODES, LOCKED_NOISE, DiracConstraint, KnownValues, MixtureCoupling
 from gmsdi.inference.gaussian import GaussianDenoiser
 from gmsdi.inference.guidance import GuidedDenoiser, default_negative_prompts
-from gmsdi.inference.tasks import generate_sources, separate_sources
+from gmsdi.inference.msdm import JointDenoiser, joint_config, msdm_generate, msdm_separate
+from gmsdi.inference.tasks import generate_sources, sample_stack, separate_sources
 
 __all__ = [
     "GAMMA_MODES",
@@ -26,14 +28,19 @@ __all__ = [
     "DiracConstraint",
     "GaussianDenoiser",
     "GuidedDenoiser",
+    "JointDenoiser",
     "KnownValues",
     "MixtureCoupling",
     "chunk_starts",
     "continuation_spans",
     "default_negative_prompts",
     "generate_sources",
+    "joint_config",
+    "msdm_generate",
+    "msdm_separate",
     "overlap_add",
     "round_up",
+    "sample_stack",
     "separate_sources",
     "window_samples",
 ]

@@ -6,6 +6,9 @@ their inputs (one window at a time) and `gmsdi.inference.chunking` strings windo
 Stack layouts:
 - generation / accompaniment: [B, K+1, T], the K sources then the mixture chain y;
 - separation / extraction: [B, K, T], the K sources (they sum to the mixture).
+
+`sample_stack` is the sampling core that generation shares with MSDM's joint generation
+(`gmsdi.inference.msdm`), whose stack is the K channels of one network.
 """
 
 from __future__ import annotations
@@ -61,14 +64,46 @@ def generate_sources(
     Returns:
         [B, K+1, T]: the sources, then the mixture chain; known entries equal `known` exactly.
     """
-    model: StackDenoiser = MixtureCoupling(denoiser, gamma_x, gamma_y, gamma_mode)
-    eps = _noise((batch, n_sources + 1, length), generator, device)
+    return sample_stack(MixtureCoupling(denoiser, gamma_x, gamma_y, gamma_mode), n_sources + 1, length, sigmas,
+                        known=known, mask=mask, locked_noise=locked_noise, sampler=sampler, s_churn=s_churn,
+                        resamples=resamples, batch=batch, callback=callback, generator=generator, device=device)
+
+
+@torch.no_grad()
+def sample_stack(
+    denoiser: StackDenoiser,
+    n_chains: int,
+    length: int,
+    sigmas: torch.Tensor,
+    *,
+    known: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+    locked_noise: str = "fixed",
+    sampler: str = "heun",
+    s_churn: float = 0.0,
+    resamples: int = 1,
+    batch: int = 1,
+    callback: Callback | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Samples a stack [B, N, T] from pure noise with any stack denoiser, optionally inpainting.
+
+    The shared core of `generate_sources` (whose denoiser is the Eq. (2) coupling over K + 1
+    chains) and of MSDM's joint generation (`gmsdi.inference.msdm`, whose chains are the channels
+    of one network). Arguments as `generate_sources`; `n_chains` is N.
+
+    Returns:
+        [B, N, T]; known entries equal `known` exactly.
+    """
+    eps = _noise((batch, n_chains, length), generator, device)
     sigma_max = float(sigmas[0])
     inpaint = None
+    model = denoiser
     if mask is not None:
         if known is None:
             raise ValueError("a mask needs the known values")
-        inpaint = KnownValues(model, known.to(device), mask.to(device), locked_noise, generator)
+        inpaint = KnownValues(denoiser, known.to(device), mask.to(device), locked_noise, generator)
         model = inpaint
         x = inpaint.initial_state(eps, sigma_max)
     else:

@@ -1,0 +1,545 @@
+"""`python -m gmsdi.eval`: the evaluation of issue #6, one subcommand per table of docs/RESULTS.md.
+
+    python -m gmsdi.eval separation --method gmsdi-separator msdm irm mixture   # SI-SDRi, MSDM protocol
+    python -m gmsdi.eval fad --task generation accompaniment single-source      # FAD, sub-FAD, ablation
+    python -m gmsdi.eval sweep                                                  # γ_x / γ_y sweep
+    python -m gmsdi.eval steps                                                  # steps vs quality
+    python -m gmsdi.eval ensemble-choice                                        # writes assets/ensemble.json
+    python -m gmsdi.eval report                                                 # docs/RESULTS.md + plots
+
+Every subcommand writes a JSON file into --results (default benchmarks/results/eval/) with the
+command that made it, the checkpoint's sha256, the data set, the split and its size; `report`
+turns them into docs/RESULTS.md. A method whose checkpoint is missing is skipped with a note and
+reported as "not trained yet". `--quick` runs on a couple of windows with a tiny untrained model
+built in code and few steps (the test suite uses it); its results go to runs/eval-quick/ unless
+--results says otherwise, and its report to runs/eval-quick/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RESULTS = Path("benchmarks/results/eval")
+QUICK_RESULTS = Path("runs/eval-quick")
+STEMS = ("bass", "drums", "guitar", "piano")
+QUICK = {"steps": 2, "tracks": 1, "max_chunks": 2, "clips": 2, "seconds": 3.0}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _common(p: argparse.ArgumentParser, split: str = "test") -> None:
+    p.add_argument("--data", default="data/synthslakh", help="a Slakh-format data set (default data/synthslakh)")
+    p.add_argument("--split", default=split, help=f"the split to evaluate on (default {split})")
+    p.add_argument("--stems", nargs="+", default=list(STEMS), help="the stem classes (default bass drums guitar piano)")
+    p.add_argument("--results", type=Path, default=None,
+                   help=f"where result JSON files go (default {RESULTS}; {QUICK_RESULTS} with --quick)")
+    p.add_argument("--checkpoint", nargs="*", default=[], metavar="MODEL=PATH",
+                   help="checkpoint of a model (gmsdi, msdm, weak-msdm); default its file in assets/")
+    p.add_argument("--quick", action="store_true",
+                   help="a couple of windows, a tiny untrained model built in code, few steps (a smoke test)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default torch's)")
+    p.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _sampling(p: argparse.ArgumentParser) -> None:
+    from gmsdi.sampling import SAMPLERS
+
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the pipeline's)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help="default: the pipeline's")
+    p.add_argument("--churn", type=float, default=None, dest="s_churn", help="S_churn (default: the pipeline's)")
+    p.add_argument("--resamples", type=int, default=None, help="MSDM's correction passes per step (default 1)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="negative-prompt guidance weight (default: the method's; 1 = off)")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """The `python -m gmsdi.eval` argument parser."""
+    from gmsdi.eval.methods import MODELS, SEPARATION_METHODS
+    from gmsdi.eval.runner import SINGLE_SOURCE_VARIANTS
+
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(prog="python -m gmsdi.eval", description=__doc__.split("\n\n")[0], epilog=__doc__,
+                     formatter_class=fmt)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("separation", help="SI-SDRi of separation methods (MSDM protocol)", formatter_class=fmt)
+    p.add_argument("--method", nargs="+", default=[m for m in SEPARATION_METHODS if m != "gmsdi-ensemble"],
+                   choices=list(SEPARATION_METHODS),
+                   help="methods to run (default all but gmsdi-ensemble, which the report derives from the "
+                        "separator's and extractor's windows and assets/ensemble.json; name it to run it)")
+    p.add_argument("--tracks", type=int, default=None, help="this many tracks spread over the split (default all)")
+    p.add_argument("--max-chunks", type=int, default=None, help="at most this many chunks per track (default all)")
+    p.add_argument("--chunk-seconds", type=float, default=None,
+                   help="chunk of the references irm / mixture (default: the GMSDI window, else 2.048 s)")
+    p.add_argument("--tag", default="", help="suffix of the result file, for variants (e.g. w1)")
+    p.add_argument("--ensemble-results", default=None, help="ensemble choice file (default assets/ensemble.json)")
+    p.add_argument("--irm-n-fft", type=int, default=1024, help="IRM STFT size in samples (default 1024)")
+    p.add_argument("--irm-hop", type=int, default=256, help="IRM STFT hop in samples (default 256)")
+    p.add_argument("--irm-power", type=float, default=1.0, help="IRM mask exponent (1 magnitude, 2 power)")
+    p.add_argument("--no-cache", action="store_true", help="do not reuse or write per-track scores")
+    _sampling(p)
+    _common(p)
+
+    p = sub.add_parser("fad", help="FAD of generation, sub-FAD of accompaniment, single-source FAD",
+                       formatter_class=fmt)
+    p.add_argument("--task", nargs="+", default=["generation", "accompaniment", "single-source"],
+                   choices=["generation", "accompaniment", "single-source"], help="which FADs (default all)")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), help="default all")
+    p.add_argument("--clips", type=int, default=128,
+                   help="generated clips per set (default 128: 256 patches of 6 s clips, > 200 dimensions)")
+    p.add_argument("--seconds", type=float, default=6.0,
+                   help="clip length (default 6 s = two 3 s musicnn patches)")
+    p.add_argument("--subsets", nargs="+", default=list(STEMS), metavar="STEM[+STEM]",
+                   help="accompaniment: the generated stems of each sub-FAD, the others given "
+                        "(default: each stem given the other three)")
+    p.add_argument("--variants", nargs="+", default=list(SINGLE_SOURCE_VARIANTS),
+                   choices=list(SINGLE_SOURCE_VARIANTS), help="single-source settings (default all)")
+    p.add_argument("--real-tracks", type=int, default=None, help="tracks of the real sets (default all)")
+    p.add_argument("--hop-frames", type=int, default=187,
+                   help="musicnn patch hop in mel frames (default 187: 3 s patches without overlap)")
+    _sampling(p)
+    _common(p)
+
+    p = sub.add_parser("sweep", help="γ_x / γ_y sweep: mixture consistency and FAD", formatter_class=fmt)
+    p.add_argument("--model", default="gmsdi", choices=[m for m, s in MODELS.items() if s.kind == "gmsdi"])
+    p.add_argument("--gammas", nargs="+", type=float, default=[0.5, 1.0, 2.0, 4.0, math.inf],
+                   help="relative γ values (γ = g·σ; inf = uncoupled); default 0.5 1 2 4 inf")
+    p.add_argument("--axes", nargs="+", default=["x", "y"], choices=["x", "y", "both"],
+                   help="vary γ_x (γ_y default), γ_y (γ_x default), or both together (default x y)")
+    p.add_argument("--clips", type=int, default=64, help="generated clips per setting (default 64)")
+    p.add_argument("--seconds", type=float, default=6.0, help="clip length (default 6 s)")
+    p.add_argument("--real-tracks", type=int, default=None, help="tracks of the real set (default all)")
+    p.add_argument("--hop-frames", type=int, default=47,
+                   help="musicnn patch hop in mel frames (default 47: 4 overlapping patches per 6 s clip, "
+                        "so that 64 clips give more patches than the 200 dimensions)")
+    _sampling(p)
+    _common(p)
+
+    p = sub.add_parser("steps", help="steps vs separation quality (and time)", formatter_class=fmt)
+    p.add_argument("--method", nargs="+", default=["gmsdi-separator", "msdm"], choices=list(SEPARATION_METHODS),
+                   help="default gmsdi-separator msdm")
+    p.add_argument("--steps-list", nargs="+", type=int, default=[4, 8, 16, 32, 64, 128], help="step counts")
+    p.add_argument("--tracks", type=int, default=10, help="tracks spread over the split (default 10)")
+    p.add_argument("--max-chunks", type=int, default=None, help="chunks per track (default all)")
+    p.add_argument("--sampler", default=None, help="default: the pipeline's")
+    p.add_argument("--churn", type=float, default=None, dest="s_churn")
+    p.add_argument("--guidance", type=float, default=None)
+    _common(p)
+
+    p = sub.add_parser("ensemble-choice", help="per stem, separator or extractor, chosen on validation",
+                       formatter_class=fmt)
+    p.add_argument("--tracks", type=int, default=None, help="validation tracks (default all)")
+    p.add_argument("--max-chunks", type=int, default=None, help="chunks per track (default all)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the file GMSDIPipeline.ensemble reads (default assets/ensemble.json; "
+                        f"{QUICK_RESULTS}/ensemble.json with --quick)")
+    _sampling(p)
+    _common(p, split="validation")
+
+    p = sub.add_parser("report", help="docs/RESULTS.md and its plots from the result files", formatter_class=fmt)
+    p.add_argument("--results", type=Path, default=None, help=f"result JSON folder (default {RESULTS})")
+    p.add_argument("--out", type=Path, default=None, help="default docs/RESULTS.md (--quick: runs/eval-quick/)")
+    p.add_argument("--plots", type=Path, default=None, help="plot folder (default docs/results/)")
+    p.add_argument("--quick", action="store_true", help="write the quick report (runs/eval-quick/)")
+    return parser
+
+
+# -- helpers ----------------------------------------------------------------------------------------------
+
+
+def _results_dir(args: argparse.Namespace) -> Path:
+    return args.results if args.results is not None else (QUICK_RESULTS if args.quick else RESULTS)
+
+
+def _checkpoints(items: Sequence[str]) -> dict[str, str]:
+    from gmsdi.eval.methods import MODELS
+
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or name not in MODELS:
+            raise ValueError(f"--checkpoint takes MODEL=PATH with MODEL in {sorted(MODELS)}, got {item!r}")
+        out[name] = path
+    return out
+
+
+def _header(kind: str, args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    import torch
+
+    import gmsdi
+
+    return {"kind": kind, "command": "python -m gmsdi.eval " + shlex.join(argv), "quick": bool(args.quick),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "gmsdi_version": gmsdi.__version__,
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "device": args.device,
+            "machine": platform.machine(), "seed": args.seed}
+
+
+def _data_info(root: str, split: str, stems: Sequence[str], tracks_used: int | None = None) -> dict[str, Any]:
+    from gmsdi.data.slakh import list_tracks
+
+    tracks = list_tracks(root, split)
+    return {"root": str(root), "split": split, "tracks_in_split": len(tracks),
+            "tracks_used": tracks_used if tracks_used is not None else len(tracks),
+            "seconds_in_split": round(sum(t.duration_s for t in tracks), 1),
+            "mixture": "sum of the " + ", ".join(stems) + " stems"}
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("steps", "sampler", "s_churn", "resamples", "guidance")
+    out = {k: getattr(args, k, None) for k in keys}
+    if args.quick and out["steps"] is None:
+        out["steps"] = QUICK["steps"]
+    return out
+
+
+def _write(folder: Path, name: str, data: dict[str, Any]) -> Path:
+    path = folder / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, default=_json_default, allow_nan=True) + "\n")
+    return path
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")
+
+
+def _load(name: str, args: argparse.Namespace, cache: dict[str, Any]):
+    """The loaded model `name`, or None (with a note) when its checkpoint is missing."""
+    from gmsdi.eval.methods import CheckpointMissing, load_model
+
+    if name not in cache:
+        try:
+            cache[name] = load_model(name, _checkpoints(args.checkpoint).get(name), quick=args.quick,
+                                     device=args.device, stems=args.stems)
+        except CheckpointMissing as e:
+            print(f"skipped: {e}", file=sys.stderr)
+            cache[name] = None
+    return cache[name]
+
+
+def _chunk(model: Any, args: argparse.Namespace) -> int:
+    """Chunk length in samples: the model's window; for the references --chunk-seconds or the GMSDI
+    model's window when it exists (so every method scores the same samples), else 2.048 s."""
+    if model is not None:
+        return int(model.pipeline.config.segment_samples)
+    seconds = getattr(args, "chunk_seconds", None)
+    if seconds is None:
+        from gmsdi.eval.methods import MODELS
+
+        if args.quick:
+            from gmsdi.models import model_config
+
+            return model_config("tiny").segment_samples
+        path = MODELS["gmsdi"].checkpoint_path
+        if path.is_file():
+            from gmsdi.models import load_config
+
+            return int(load_config(path).segment_samples)
+        seconds = 2.048
+    return int(round(seconds * 16000))
+
+
+def _separation(method: str, args: argparse.Namespace, models: dict[str, Any], split: str,
+                settings: dict[str, Any], ensemble_results: str | None = None) -> dict[str, Any] | None:
+    """Runs one separation method over the split; the JSON-ready result, or None when not trained."""
+    from gmsdi.eval.methods import SEPARATION_METHODS, make_separator
+    from gmsdi.eval.runner import run_separation, split_dataset
+
+    spec = SEPARATION_METHODS[method]
+    model = _load(spec.model, args, models) if spec.model else None
+    if spec.model and model is None:
+        return None
+    irm = {"n_fft": getattr(args, "irm_n_fft", 1024), "hop_length": getattr(args, "irm_hop", 256),
+           "power": getattr(args, "irm_power", 1.0)}
+    separator = make_separator(method, model, args.stems, settings, ensemble_results, irm)
+    sr = model.pipeline.sample_rate if model is not None else 16000
+    ds = split_dataset(args.data, split, args.stems, sr)
+    chunk = _chunk(model, args)
+    tracks = QUICK["tracks"] if args.quick and args.tracks is None else args.tracks
+    max_chunks = QUICK["max_chunks"] if args.quick and args.max_chunks is None else args.max_chunks
+    key = {"method": method, "sha": model.sha256 if model else None, "quick": args.quick, "settings": settings,
+           "irm": irm if method == "irm" else None, "data": str(Path(args.data).resolve()), "split": split,
+           "stems": list(args.stems), "ensemble": ensemble_results}
+    cache = None if getattr(args, "no_cache", False) else _results_dir(args) / "cache"
+    run = run_separation(separator, ds, chunk, tracks=tracks, max_chunks=max_chunks, seed=args.seed,
+                         cache_dir=cache, cache_key=key, progress=not args.quiet)
+    return {"method": method, "label": spec.label, "model": model.describe() if model else None,
+            "settings": {**settings, **({"irm": irm} if method == "irm" else {})}, "chunk_samples": chunk,
+            "stems": list(args.stems), "data": _data_info(args.data, split, args.stems, len(run.tracks)),
+            "results": run.summary()}
+
+
+# -- commands ---------------------------------------------------------------------------------------------
+
+
+def cmd_separation(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
+    folder, models, written = _results_dir(args), {}, []
+    settings = _settings(args)
+    for method in args.method:
+        t0 = time.perf_counter()
+        out = _separation(method, args, models, args.split, settings, args.ensemble_results)
+        if out is None:
+            continue
+        data = {**_header("separation", args, argv), **out, "wall_seconds": round(time.perf_counter() - t0, 2)}
+        name = f"separation-{method}" + (f"-{args.tag}" if args.tag else "")
+        written.append(_write(folder, name, data))
+        s = data["results"]["sisdri"]
+        print(f"{method}: SI-SDRi " + ", ".join(f"{k} {v:.2f}" for k, v in s.items()) +
+              f" dB over {data['results']['windows']} windows")
+    return written
+
+
+def _real(args: argparse.Namespace, seconds: float, folder: Path, fad: Any) -> dict[str, Any]:
+    """The real clips of the split (`clip_dataset`), the ones used, and their FAD statistics per set
+    ("mix" and each stem), cached under the results folder."""
+    from gmsdi.eval.runner import clip_dataset, clip_indices, real_stats
+
+    tracks = QUICK["tracks"] if args.quick and args.real_tracks is None else args.real_tracks
+    ds = clip_dataset(args.data, args.split, args.stems, seconds)
+    indices = clip_indices(ds, tracks, 8 if args.quick else None)
+    key = {"data": str(Path(args.data).resolve()), "split": args.split, "seconds": seconds, "tracks": tracks,
+           "stems": list(args.stems), "clips": len(indices)}
+    with warnings.catch_warnings():
+        if args.quick:  # a handful of patches: singular covariances are expected
+            warnings.simplefilter("ignore")
+        stats, counts = real_stats(fad, ds, indices, None if args.quick else folder / "cache", key)
+    return {"stats": stats, "counts": counts, "tracks": tracks, "dataset": ds, "indices": indices}
+
+
+def cmd_fad(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
+    import numpy as np
+
+    from gmsdi.eval.fad import FrechetAudioDistance
+    from gmsdi.eval.runner import (
+        SINGLE_SOURCE_VARIANTS,
+        accompaniment_clips,
+        accompany_mixes,
+        fad_or_nan,
+        generate_mixes,
+        single_source_stems,
+    )
+
+    folder, models, written = _results_dir(args), {}, []
+    settings = _settings(args)
+    clips_n = QUICK["clips"] if args.quick else args.clips
+    seconds = QUICK["seconds"] if args.quick else args.seconds
+    fad = FrechetAudioDistance(hop_frames=args.hop_frames, device=args.device)
+    real = _real(args, seconds, folder, fad)
+    data = _data_info(args.data, args.split, args.stems, real["tracks"])
+    data["real_clips"] = real["counts"]
+    progress = not args.quiet
+    nan = float("nan")
+    for name in args.models:
+        model = _load(name, args, models)
+        if model is None:
+            continue
+        base = {**_header("fad", args, argv), "model": model.describe(), "label": model.spec.label,
+                "settings": settings, "clips": clips_n, "seconds": seconds, "data": data,
+                "embedding": {"network": "musicnn MTT (torch port)", "layer": fad.layer, "hop_frames": fad.hop_frames}}
+        if "generation" in args.task:
+            t0 = time.perf_counter()
+            gen = generate_mixes(model, args.stems, clips_n, seconds, args.seed, settings, progress)
+            score = fad_or_nan(fad, [r.mix for r in gen], real["stats"]["mix"]) if "mix" in real["stats"] else nan
+            consistency = [float(np.linalg.norm(r.mixture_chain - r.mix) / max(np.linalg.norm(r.mixture_chain), 1e-12))
+                           for r in gen if r.mixture_chain is not None]
+            out = {**base, "task": "generation", "results": {
+                "fad": score, "mixture_consistency": float(np.mean(consistency)) if consistency else None,
+                "wall_seconds": round(time.perf_counter() - t0, 2)}}
+            written.append(_write(folder, f"fad-generation-{name}", out))
+            print(f"{name}: generation FAD {score:.3f} ({clips_n} clips of {seconds:g} s)")
+        if "accompaniment" in args.task:
+            t0 = time.perf_counter()
+            rows = {}
+            for subset in args.subsets[:1] if args.quick else args.subsets:
+                generated = subset.split("+")
+                bad = [s for s in generated if s not in args.stems]
+                if bad:
+                    raise ValueError(f"--subsets: {bad} are not stems of {args.stems}")
+                given = [s for s in args.stems if s not in generated]
+                chosen = accompaniment_clips(real["dataset"], real["indices"], given, clips_n)
+                if not chosen:
+                    rows[subset] = {"sub_fad": nan, "clips": 0, "given": given}
+                    continue
+                mixes = accompany_mixes(model, chosen, args.stems, generated, args.seed, settings, progress)
+                score = fad_or_nan(fad, mixes, real["stats"]["mix"]) if "mix" in real["stats"] else nan
+                rows[subset] = {"sub_fad": score, "clips": len(chosen), "given": given}
+                print(f"{name}: sub-FAD generating {subset} given {'+'.join(given)}: {score:.3f}")
+            written.append(_write(folder, f"fad-accompaniment-{name}", {
+                **base, "task": "accompaniment", "results": {"subsets": rows,
+                                                             "wall_seconds": round(time.perf_counter() - t0, 2)}}))
+        if "single-source" in args.task and model.spec.kind == "gmsdi":
+            t0 = time.perf_counter()
+            rows = {}
+            for stem in args.stems[:1] if args.quick else args.stems:
+                others = [s for s in args.stems if s != stem]
+                rows[stem] = {}
+                for variant in args.variants:
+                    gen = single_source_stems(model, stem, others, variant, clips_n, seconds, args.seed, settings,
+                                              progress)
+                    score = fad_or_nan(fad, gen, real["stats"][stem]) if stem in real["stats"] else nan
+                    rows[stem][variant] = score
+                    print(f"{name}: single-source FAD {stem}, {variant}: {score:.3f}")
+            written.append(_write(folder, f"fad-single-source-{name}", {
+                **base, "task": "single-source",
+                "variants": {v: {"negative": SINGLE_SOURCE_VARIANTS[v][0] or "(null prompt)",
+                                 "guidance": SINGLE_SOURCE_VARIANTS[v][1]} for v in args.variants},
+                "results": {"fad": rows, "wall_seconds": round(time.perf_counter() - t0, 2)}}))
+    return written
+
+
+def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
+    import numpy as np
+
+    from gmsdi.eval.fad import FrechetAudioDistance
+    from gmsdi.eval.metrics import mixture_consistency_error
+    from gmsdi.eval.runner import fad_or_nan, generate_mixes
+
+    folder, models = _results_dir(args), {}
+    model = _load(args.model, args, models)
+    if model is None:
+        return []
+    settings = _settings(args)
+    clips_n = QUICK["clips"] if args.quick else args.clips
+    seconds = QUICK["seconds"] if args.quick else args.seconds
+    gammas = [1.0, math.inf] if args.quick else args.gammas
+    fad = FrechetAudioDistance(hop_frames=args.hop_frames, device=args.device)
+    real = _real(args, seconds, folder, fad)
+    rows = []
+    t0 = time.perf_counter()
+    for axis in args.axes:
+        for g in gammas:
+            kw = {"gamma_x": g if axis in ("x", "both") else None, "gamma_y": g if axis in ("y", "both") else None}
+            gen = generate_mixes(model, args.stems, clips_n, seconds, args.seed, {**settings, **kw}, not args.quiet)
+            err = [float(mixture_consistency_error(r.mixture_chain, np.stack(list(r.stems.values())), relative=True))
+                   for r in gen]
+            score = fad_or_nan(fad, [r.mix for r in gen], real["stats"]["mix"]) if "mix" in real["stats"] else math.nan
+            defaults = gen[0].settings
+            rows.append({"axis": axis, "gamma": g, "gamma_x": defaults["gamma_x"], "gamma_y": defaults["gamma_y"],
+                         "consistency": float(np.mean(err)), "consistency_std": float(np.std(err)), "fad": score})
+            print(f"γ_{axis} = {g:g}: consistency {np.mean(err):.4f}, FAD {score:.3f}")
+    data = {**_header("sweep", args, argv), "model": model.describe(), "label": model.spec.label,
+            "settings": settings, "clips": clips_n, "seconds": seconds,
+            "data": {**_data_info(args.data, args.split, args.stems, real["tracks"]), "real_clips": real["counts"]},
+            "gamma_mode": "relative", "results": {"rows": rows, "wall_seconds": round(time.perf_counter() - t0, 2)}}
+    return [_write(folder, f"sweep-{args.model}", data)]
+
+
+def cmd_steps(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
+    folder, models, written = _results_dir(args), {}, []
+    steps_list = [1, 2] if args.quick else args.steps_list
+    if args.quick and args.tracks == 10:
+        args.tracks = QUICK["tracks"]
+    for method in args.method:
+        rows = []
+        for steps in steps_list:
+            settings = {"steps": steps, "sampler": args.sampler, "s_churn": args.s_churn, "guidance": args.guidance}
+            args.no_cache = False
+            out = _separation(method, args, models, args.split, settings)
+            if out is None:
+                break
+            r = out["results"]
+            rows.append({"steps": steps, "sisdri": r["sisdri"], "windows": r["windows"], "seconds": r["seconds"],
+                         "wall_seconds": r["wall_seconds"], "real_time_factor": r["real_time_factor"]})
+            print(f"{method}, {steps} steps: SI-SDRi All {r['sisdri']['All']:.2f} dB, RTF {r['real_time_factor']}")
+        if rows:
+            data = {**_header("steps", args, argv), "method": method, "label": out["label"], "model": out["model"],
+                    "stems": list(args.stems), "data": out["data"], "chunk_samples": out["chunk_samples"],
+                    "results": {"rows": rows}}
+            written.append(_write(folder, f"steps-{method}", data))
+    return written
+
+
+def cmd_ensemble_choice(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
+    folder, models = _results_dir(args), {}
+    settings = _settings(args)
+    runs = {}
+    for method in ("gmsdi-separator", "gmsdi-extractor"):
+        out = _separation(method, args, models, args.split, settings)
+        if out is None:
+            return []
+        runs[method] = out
+    sep, ext = runs["gmsdi-separator"]["results"]["sisdri"], runs["gmsdi-extractor"]["results"]["sisdri"]
+    stems = [s for s in args.stems if math.isfinite(sep[s]) and math.isfinite(ext[s])]
+    choice = {s: "separator" if sep[s] > ext[s] else "extractor" for s in stems}
+    model = runs["gmsdi-separator"]["model"]
+    ensemble = {"metric": "si_sdri_db", "separator": {s: round(sep[s], 3) for s in stems},
+                "extractor": {s: round(ext[s], 3) for s in stems}, "choice": choice,
+                "split": args.split, "data": runs["gmsdi-separator"]["data"],
+                "windows": runs["gmsdi-separator"]["results"]["windows"],
+                "checkpoint": model["checkpoint"], "checkpoint_sha256": model["checkpoint_sha256"],
+                "command": "python -m gmsdi.eval " + shlex.join(argv), "quick": bool(args.quick)}
+    out_path = args.out if args.out is not None else (
+        folder / "ensemble.json" if args.quick else REPO_ROOT / "assets" / "ensemble.json")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(ensemble, indent=1) + "\n")
+    print(f"wrote {out_path}: " + ", ".join(f"{s} {m}" for s, m in choice.items()))
+    data = {**_header("ensemble-choice", args, argv), "model": model, "ensemble_file": str(out_path),
+            "choice": choice, "data": runs["gmsdi-separator"]["data"], "settings": settings,
+            "results": {m: r["results"] for m, r in runs.items()}}
+    return [out_path, _write(folder, "ensemble-choice", data)]
+
+
+def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
+    from gmsdi.eval.report import write_report
+
+    results = args.results if args.results is not None else (QUICK_RESULTS if args.quick else RESULTS)
+    default = QUICK_RESULTS / "RESULTS.md" if args.quick else Path("docs/RESULTS.md")
+    out = args.out if args.out is not None else default
+    plots = args.plots if args.plots is not None else (out.parent / "results")
+    return write_report(results, out, plots, quick=args.quick)
+
+
+COMMANDS = {"separation": cmd_separation, "fad": cmd_fad, "sweep": cmd_sweep, "steps": cmd_steps,
+            "ensemble-choice": cmd_ensemble_choice, "report": cmd_report}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs a subcommand; 0 ok, 2 bad input, 130 interrupted."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = get_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        paths = COMMANDS[args.command](args, argv)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    for p in paths:
+        print(f"wrote {p}")
+    return 0
+
+
+__all__ = ["COMMANDS", "get_parser", "main"]

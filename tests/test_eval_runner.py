@@ -1,0 +1,145 @@
+"""`python -m gmsdi.eval`: every subcommand in --quick mode on a four-stem set built in code, the result
+files, the ensemble choice that the pipeline reads, and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from eval_fixtures import make_four_stem_set
+
+from gmsdi.eval import cli
+from gmsdi.eval.methods import quick_model
+from gmsdi.eval.report import SEPARATION_HEADER
+from gmsdi.inference.ensemble import load_choices
+
+STEMS = ["bass", "drums", "guitar", "piano"]
+# --quick FAD sets have a few patches of 200 dimensions: their FAD is NaN by design.
+pytestmark = [pytest.mark.filterwarnings("ignore:FAD not computed"),
+              pytest.mark.filterwarnings("ignore:.*embeddings of dimension 200")]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_four_stem_set(tmp_path_factory.mktemp("four"))
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, data: Path) -> Path:
+    """One quick run of each subcommand into one results folder (shared by the tests below)."""
+    out = tmp_path_factory.mktemp("results")
+    common = ["--quick", "--data", str(data), "--results", str(out), "--quiet"]
+    assert cli.main(["separation", "--method", "irm", "mixture", "msdm", "gmsdi-separator", *common]) == 0
+    assert cli.main(["fad", "--models", "gmsdi", "msdm", *common]) == 0
+    assert cli.main(["sweep", "--axes", "x", *common]) == 0
+    assert cli.main(["steps", "--method", "gmsdi-separator", *common]) == 0
+    assert cli.main(["ensemble-choice", *common]) == 0
+    return out
+
+
+def test_separation_results(results: Path, data: Path) -> None:
+    irm = json.loads((results / "separation-irm.json").read_text())
+    assert irm["command"].startswith("python -m gmsdi.eval separation --method irm")
+    assert irm["data"]["split"] == "test" and irm["data"]["tracks_used"] == 1 and irm["quick"] is True
+    r = irm["results"]
+    assert r["windows"] > 0 and set(r["sisdri"]) == {*STEMS, "All"} and r["sisdri"]["All"] > 15.0
+    assert len(r["per_window"]["sisdr"]) == r["windows"]
+    # every stem plays in every window of this set, so the two averages agree
+    assert r["windows_active"] == dict.fromkeys(STEMS, r["windows"])
+    assert r["sisdri_active"]["All"] == pytest.approx(r["sisdri"]["All"])
+    floor = json.loads((results / "separation-mixture.json").read_text())["results"]["sisdri"]
+    assert all(v == pytest.approx(0.0, abs=1e-9) for v in floor.values())
+    msdm = json.loads((results / "separation-msdm.json").read_text())
+    assert msdm["model"]["checkpoint"] is None and msdm["model"]["model"] == "msdm"
+    assert msdm["results"]["windows"] == r["windows"]  # every method scores the same windows
+
+
+def test_separation_resumes_from_its_cache(results: Path, data: Path, capsys) -> None:
+    before = json.loads((results / "separation-gmsdi-separator.json").read_text())["results"]
+    assert cli.main(["separation", "--method", "gmsdi-separator", "--quick", "--data", str(data), "--results",
+                     str(results), "--quiet"]) == 0
+    after = json.loads((results / "separation-gmsdi-separator.json").read_text())["results"]
+    assert after["sisdri"] == before["sisdri"] and after["wall_seconds"] == before["wall_seconds"]
+
+
+def test_missing_checkpoint_is_reported_not_invented(tmp_path: Path, data: Path, capsys) -> None:
+    assert cli.main(["separation", "--method", "msdm", "--checkpoint", f"msdm={tmp_path / 'none.safetensors'}",
+                     "--data", str(data), "--results", str(tmp_path), "--quiet"]) == 0
+    assert "not trained yet" in capsys.readouterr().err
+    assert not list(tmp_path.glob("separation-*.json"))
+    assert cli.main(["separation", "--checkpoint", "nomodel=x", "--quick", "--data", str(data)]) == 2
+    assert cli.main(["separation", "--quick", "--data", str(tmp_path / "nothing"), "--method", "irm"]) == 2
+
+
+def test_other_result_files(results: Path) -> None:
+    gen = json.loads((results / "fad-generation-gmsdi.json").read_text())
+    assert gen["task"] == "generation" and gen["clips"] == 2 and "fad" in gen["results"]
+    assert gen["data"]["real_clips"]["mix"] > 0
+    acc = json.loads((results / "fad-accompaniment-msdm.json").read_text())
+    assert acc["results"]["subsets"]["bass"]["given"] == ["drums", "guitar", "piano"]
+    single = json.loads((results / "fad-single-source-gmsdi.json").read_text())
+    assert len(single["results"]["fad"]["bass"]) == 3  # the three guidance settings
+    assert not (results / "fad-single-source-msdm.json").exists()  # MSDM has no prompt
+    rows = json.loads((results / "sweep-gmsdi.json").read_text())["results"]["rows"]
+    assert [r["gamma"] for r in rows] == [1.0, float("inf")] and all(r["consistency"] >= 0 for r in rows)
+    steps = json.loads((results / "steps-gmsdi-separator.json").read_text())["results"]["rows"]
+    assert [r["steps"] for r in steps] == [1, 2]
+
+
+def test_ensemble_choice_is_read_by_the_pipeline(results: Path) -> None:
+    path = results / "ensemble.json"
+    data = json.loads(path.read_text())
+    assert data["split"] == "validation" and set(data["choice"]) == set(STEMS)
+    for s in STEMS:
+        better = "separator" if data["separator"][s] > data["extractor"][s] else "extractor"
+        assert data["choice"][s] == better
+    choices, source = load_choices(path)
+    assert source == str(path) and {k: choices[k] for k in STEMS} == data["choice"]
+    pipe = quick_model("gmsdi")
+    mix = (0.3 * np.random.default_rng(0).standard_normal(2048)).astype(np.float32)
+    r = pipe.ensemble(mix, STEMS, results=path, steps=1, seed=0)
+    assert r.settings["methods"] == data["choice"] and list(r.stems) == STEMS
+
+
+def test_report(results: Path, tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    assert cli.main(["report", "--quick", "--results", str(results), "--out", str(out)]) == 0
+    text = out.read_text()
+    for heading in (SEPARATION_HEADER, "## Generation: FAD and sub-FAD", "## Negative-prompting ablation",
+                    "## γ_x / γ_y sweep", "## Steps versus quality", "## Speed", "## How to reproduce",
+                    "## The ensemble choice"):
+        assert heading in text
+    assert "**Quick mode.**" in text and "| ideal ratio mask (oracle, upper bound) |" in text
+    assert "| 17.12 | 18.68 | 15.38 | 14.73 | 16.48 |" in text  # the paper's MSDM row beside ours
+    assert (tmp_path / "results" / "sweep-gmsdi.png").is_file() and (tmp_path / "results" / "steps.png").is_file()
+    # A full report ignores --quick results: nothing is invented for untrained or unevaluated models.
+    full = tmp_path / "full.md"
+    assert cli.main(["report", "--results", str(results), "--out", str(full), "--plots", str(tmp_path / "p")]) == 0
+    rows = [line for line in full.read_text().splitlines() if line.startswith("| GMSDI separator |")]
+    assert rows and ("not trained yet" in rows[0] or "not evaluated yet" in rows[0])
+
+
+def test_real_statistics_are_cached(data: Path, tmp_path: Path) -> None:
+    from gmsdi.eval.fad import FrechetAudioDistance
+    from gmsdi.eval.runner import accompaniment_clips, clip_dataset, clip_indices, real_stats
+
+    ds = clip_dataset(data, "test", STEMS, 3.2)
+    fad = FrechetAudioDistance()
+    idx = clip_indices(ds)
+    first, counts = real_stats(fad, ds, idx, tmp_path, {"k": 1})
+    assert counts == dict.fromkeys(["mix", *STEMS], 3) and len(list(tmp_path.glob("real-*.npz"))) == 1
+    again, counts_again = real_stats(fad, ds, idx, tmp_path, {"k": 1})
+    assert counts_again == counts and all(np.array_equal(first[k].sigma, again[k].sigma) for k in first)
+    clips = accompaniment_clips(ds, idx, ["drums", "guitar", "piano"], 2)
+    assert len(clips) == 2 and clips[0].stems.shape == (4, 51200)
