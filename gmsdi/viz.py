@@ -23,13 +23,11 @@ def plot_stems(stems: Mapping[str, np.ndarray], sample_rate: int, path: str | Pa
                title: str | None = None, floor_db: float = -80.0):
     """One spectrogram row per named signal (stems first, then e.g. "mix"), on one dB scale so
     relative levels read true. Returns the matplotlib figure; saves it when `path` is given."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend (e.g. Jupyter) alone
 
     names = list(stems)
-    fig, axes = plt.subplots(len(names), 1, figsize=(10, 1.6 * len(names) + 0.6), sharex=True, squeeze=False)
+    fig = Figure(figsize=(10, 1.6 * len(names) + 0.6))
+    axes = fig.subplots(len(names), 1, sharex=True, squeeze=False)
     im = None
     for ax, name in zip(axes[:, 0], names, strict=True):
         x = np.asarray(stems[name], dtype=np.float64).reshape(-1)
@@ -43,7 +41,6 @@ def plot_stems(stems: Mapping[str, np.ndarray], sample_rate: int, path: str | Pa
     fig.colorbar(im, ax=axes[:, 0].tolist(), label="dBFS", pad=0.01, fraction=0.03)
     if path is not None:
         fig.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(fig)
     return fig
 
 
