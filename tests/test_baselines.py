@@ -28,12 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STEMS = ["bass", "drums", "guitar", "piano"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

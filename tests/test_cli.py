@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from gmsdi.cli import get_parser, main
 from gmsdi.models import build_model, model_config, save_model
@@ -18,12 +17,7 @@ SR = 16000
 FAST = ["--steps", "2", "--window-seconds", "0.064", "--seed", "0", "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from eval_fixtures import make_four_stem_set
 
 from gmsdi.eval import cli
@@ -19,15 +18,9 @@ from gmsdi.inference.ensemble import load_choices
 STEMS = ["bass", "drums", "guitar", "piano"]
 # --quick FAD sets have a few patches of 200 dimensions: their FAD is NaN by design.
 pytestmark = [pytest.mark.filterwarnings("ignore:FAD not computed"),
-              pytest.mark.filterwarnings("ignore:.*embeddings of dimension 200")]
+              pytest.mark.filterwarnings("ignore:.*embeddings of dimension 200"),
+              pytest.mark.usefixtures("one_thread")]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -29,13 +29,7 @@ from gmsdi.pipeline import GMSDIPipeline
 from gmsdi.sampling import get_sigmas_karras
 from gmsdi.text import HashTextEncoder
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -27,14 +27,7 @@ from gmsdi.models.profile import main as profile_main
 from gmsdi.models.profile import profile_model
 from gmsdi.text import HashTextEncoder, TextEmbedding
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run faster on one intra-op thread, and stay fast when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 T = 512  # samples; the tiny preset needs multiples of 32

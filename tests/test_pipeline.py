@@ -21,12 +21,7 @@ SR = 16000
 FAST = {"steps": 2, "window_seconds": 0.064}  # 1024-sample windows: short inputs still span several
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_model():

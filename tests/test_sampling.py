@@ -17,13 +17,7 @@ from gmsdi.sampling import (
     sample_heun,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 V = 0.04  # data variance (σ_d² of the model)

@@ -21,14 +21,7 @@ from gmsdi.text import (
     default_text_encoder_path,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run faster on one intra-op thread, and stay fast when other jobs share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # sentence-transformers' all-MiniLM-L6-v2 embedding of "bass", first 6 dimensions.
