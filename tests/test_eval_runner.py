@@ -33,7 +33,8 @@ def results(tmp_path_factory, data: Path) -> Path:
     """One quick run of each subcommand into one results folder (shared by the tests below)."""
     out = tmp_path_factory.mktemp("results")
     common = ["--quick", "--data", str(data), "--results", str(out), "--quiet"]
-    assert cli.main(["separation", "--method", "irm", "mixture", "msdm", "gmsdi-separator", *common]) == 0
+    assert cli.main(["separation", "--method", "irm", "mixture", "msdm", "gmsdi-separator", "notags-separator",
+                     *common]) == 0
     assert cli.main(["fad", "--models", "gmsdi", "msdm", *common]) == 0
     assert cli.main(["sweep", "--axes", "x", *common]) == 0
     assert cli.main(["steps", "--method", "gmsdi-separator", *common]) == 0
@@ -114,6 +115,7 @@ def test_report(results: Path, tmp_path: Path) -> None:
                     "## The ensemble choice"):
         assert heading in text
     assert "**Quick mode.**" in text and "| ideal ratio mask (oracle, upper bound) |" in text
+    assert "| GMSDI no tags, separator |" in text and "## Contrastive conditioning" in text
     assert "| 17.12 | 18.68 | 15.38 | 14.73 | 16.48 |" in text  # the paper's MSDM row beside ours
     assert (tmp_path / "results" / "sweep-gmsdi.png").is_file() and (tmp_path / "results" / "steps.png").is_file()
     # A full report ignores --quick results: nothing is invented for untrained or unevaluated models.

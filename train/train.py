@@ -58,7 +58,7 @@ from gmsdi.data.classes import PAPER_STEMS  # noqa: E402
 from gmsdi.data.prompts import class_phrase, compose  # noqa: E402
 from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model  # noqa: E402
 from gmsdi.sampling import get_sigmas_karras, sample_heun  # noqa: E402
-from gmsdi.text import build_text_encoder  # noqa: E402
+from gmsdi.text import TextEmbedding, build_text_encoder  # noqa: E402
 
 VAL_SIGMAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 SOURCES = ("mixtures", "stems_joint", "stems_single")
@@ -109,6 +109,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     p_uncond: float = 0.1  # prompt dropout: the null prompt "" for classifier-free guidance
+    # What z is during training (`CONDITIONS`). "tags": the prompt composed from the crop's tags
+    # (METHOD.md §2). "audio": no tags at all; z = E_contr(y), the audio-branch embedding of the
+    # mixture crop itself (issue #8); the model's text encoder must then be a contrastive one
+    # (model.text_encoder: "contrastive:PATH"), whose text branch embeds prompts at inference.
+    condition: str = "tags"
     # Prompts that name a random subset of the crop's instruments. Off by default: it teaches
     # "bass" to mean "a mix with bass in it", which fights single-source parameterisation.
     p_tag_subset: float = 0.0
@@ -218,6 +223,31 @@ class LossModule(nn.Module):
         return self.denoiser.loss(x, sigma, cond, noise=noise)
 
 
+CONDITIONS = ("tags", "audio")
+
+
+def check_condition(cfg: TrainConfig, text_encoder) -> None:
+    """The conditioning mode must fit the data source and the prompt encoder."""
+    if cfg.condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}, got {cfg.condition!r}")
+    if cfg.condition == "audio":
+        if cfg.data.source != "mixtures":
+            raise ValueError("condition=audio trains on mixtures (data.source=mixtures)")
+        if not hasattr(text_encoder, "encode_audio"):
+            raise ValueError("condition=audio needs a contrastive text encoder with an audio branch; set "
+                             "model.text_encoder to 'contrastive' or 'contrastive:PATH' (train one with "
+                             "train/train_contrastive.py)")
+
+
+def conditioning(cfg: TrainConfig, text_encoder, audio: torch.Tensor, prompts: list[str], device) -> TextEmbedding:
+    """z for a batch: the prompts' text embeddings, or with condition=audio E_contr(audio) where the
+    prompt is not the null prompt "" (so prompt dropout still trains the unconditional model)."""
+    if cfg.condition == "tags":
+        return text_encoder.encode(prompts, device=device)
+    drop = torch.tensor([p == "" for p in prompts])
+    return text_encoder.encode_audio(audio, device=device).with_null(drop)
+
+
 def build_model_config(cfg: TrainConfig) -> ModelConfig:
     """The model config of a new run: a preset (`model.preset`) with `model.*` fields overridden;
     the training crop sets `segment_samples` (rounded down to a length the network accepts)."""
@@ -318,7 +348,7 @@ class Validator:
             mixtures = stem_crops(cfg, d.val_split, crop_s, cfg.val_batches * cfg.batch_size, 99)
         batch = slakh.collate_mixtures([mixtures[i] for i in range(len(mixtures))])
         self.mix = batch["audio"]
-        self.mix_cond = text_encoder.encode(batch["prompt"], device=device)
+        self.mix_cond = conditioning(cfg, text_encoder, self.mix, batch["prompt"], device)
         self.mix_noise = torch.randn(self.mix.shape, generator=g)
         self.device = device
         if d.source == "stems_joint":  # unconditional: no prompt to probe
@@ -481,6 +511,7 @@ def train(cfg: TrainConfig) -> dict:
         step = state["step"]
         accelerator.print(f"resumed {run} at step {step}")
     text_encoder = build_text_encoder(model_cfg.text_encoder).to(device)
+    check_condition(cfg, text_encoder)
 
     multiple = model_cfg.unet.length_multiple
     segment = model_cfg.segment_samples
@@ -518,7 +549,7 @@ def train(cfg: TrainConfig) -> dict:
             else:
                 prompts.append(prompt)
         x = batch["audio"].to(device)
-        cond = text_encoder.encode(prompts, device=device)
+        cond = conditioning(cfg, text_encoder, batch["audio"], prompts, device)
         sigma = model.sample_training_sigmas(len(x), generator=gen).to(device)
         noise = torch.randn(x.shape, generator=gen).to(device)
         lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))

@@ -5,6 +5,7 @@
     python -m gmsdi.eval sweep                                                  # γ_x / γ_y sweep
     python -m gmsdi.eval steps                                                  # steps vs quality
     python -m gmsdi.eval ensemble-choice                                        # writes assets/ensemble.json
+    python -m gmsdi.eval retrieval                                              # the contrastive encoder
     python -m gmsdi.eval report                                                 # docs/RESULTS.md + plots
 
 Every subcommand writes a JSON file into --results (default benchmarks/results/eval/) with the
@@ -155,6 +156,15 @@ def get_parser() -> argparse.ArgumentParser:
                         f"{QUICK_RESULTS}/ensemble.json with --quick)")
     _sampling(p)
     _common(p, split="validation")
+
+    p = sub.add_parser("retrieval", help="the contrastive encoder: text/audio retrieval and zero-shot presence",
+                       formatter_class=fmt)
+    p.add_argument("--encoder", type=Path, default=None,
+                   help="a contrastive encoder checkpoint (default assets/contrastive-synthslakh.safetensors)")
+    p.add_argument("--crops", type=int, default=1000, help="random 2.048 s crops per split (default 1000)")
+    p.add_argument("--fit-split", default="validation",
+                   help="split the presence thresholds are fitted on (default validation)")
+    _common(p)
 
     p = sub.add_parser("report", help="docs/RESULTS.md and its plots from the result files", formatter_class=fmt)
     p.add_argument("--results", type=Path, default=None, help=f"result JSON folder (default {RESULTS})")
@@ -507,6 +517,24 @@ def cmd_ensemble_choice(args: argparse.Namespace, argv: Sequence[str]) -> list[P
     return [out_path, _write(folder, "ensemble-choice", data)]
 
 
+def cmd_retrieval(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
+    from gmsdi.eval.methods import file_sha256
+    from gmsdi.eval.retrieval import evaluate_encoder
+    from gmsdi.text.contrastive import BUNDLED_CONTRASTIVE, build_contrastive
+    from gmsdi.text.contrastive import ContrastiveEncoder as Encoder
+
+    if args.quick:  # a tiny untrained encoder on a few crops
+        encoder, path, sha, crops = build_contrastive("tiny", seed=args.seed).train(False), None, None, 32
+    else:
+        path = args.encoder if args.encoder is not None else BUNDLED_CONTRASTIVE
+        encoder, sha, crops = Encoder.from_pretrained(path, device=args.device), file_sha256(path), args.crops
+    result = evaluate_encoder(encoder, args.data, split=args.split, fit_split=args.fit_split, crops=crops,
+                              seed=args.seed)
+    data = {**_header("retrieval", args, argv), "encoder": str(path) if path else None, "encoder_sha256": sha,
+            "data": _data_info(args.data, args.split, args.stems), **result}
+    return [_write(_results_dir(args), "retrieval", data)]
+
+
 def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     from gmsdi.eval.report import write_report
 
@@ -518,7 +546,7 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
 
 
 COMMANDS = {"separation": cmd_separation, "fad": cmd_fad, "sweep": cmd_sweep, "steps": cmd_steps,
-            "ensemble-choice": cmd_ensemble_choice, "report": cmd_report}
+            "ensemble-choice": cmd_ensemble_choice, "retrieval": cmd_retrieval, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -74,6 +74,10 @@ MODELS: dict[str, ModelSpec] = {
                       "separated stems, stacked (bass, drums, guitar, piano)"),
     "weak-msdm": ModelSpec("weak-msdm", "weakly-supervised MSDM", "assets/weak-msdm-synthslakh.safetensors",
                            "train/configs/weak_msdm.yaml", "gmsdi", "isolated stems + their class", guidance=1.0),
+    # Issue #8: the same network trained on mixtures with no tags, conditioned on E_contr(y).
+    "gmsdi-notags": ModelSpec("gmsdi-notags", "GMSDI, no tags (contrastive)",
+                              "assets/gmsdi-notags-synthslakh.safetensors", "train/configs/notags.yaml", "gmsdi",
+                              "mixtures only, z = E_contr(y)"),
 }
 
 
@@ -104,6 +108,8 @@ SEPARATION_METHODS: dict[str, SeparationMethod] = {
     "msdm": SeparationMethod("msdm", "MSDM (Dirac)", "msdm", (17.12, 18.68, 15.38, 14.73, 16.48)),
     "weak-msdm": SeparationMethod("weak-msdm", "weakly-supervised MSDM (Dirac)", "weak-msdm",
                                   (19.36, 20.90, 14.70, 14.13, 17.27)),
+    "notags-separator": SeparationMethod("notags-separator", "GMSDI no tags, separator", "gmsdi-notags"),
+    "notags-extractor": SeparationMethod("notags-extractor", "GMSDI no tags, extractor", "gmsdi-notags"),
     "irm": SeparationMethod("irm", "ideal ratio mask (oracle, upper bound)", None),
     "mixture": SeparationMethod("mixture", "unprocessed mixture (floor)", None),
 }
@@ -253,9 +259,9 @@ def make_separator(
             return np.zeros((k, len(mix)), dtype=np.float32)
         if method == "msdm":
             return stack(pipe.separate(mix, seed=seed, **kw), stems)
-        if method in ("gmsdi-separator", "weak-msdm"):
+        if method in ("gmsdi-separator", "weak-msdm", "notags-separator"):
             return stack(pipe.separate(mix, stems, seed=seed, **kw), stems)
-        if method == "gmsdi-extractor":
+        if method in ("gmsdi-extractor", "notags-extractor"):
             out = []
             for i, stem in enumerate(stems):
                 rest = compose([p for j, p in enumerate(stems) if j != i])

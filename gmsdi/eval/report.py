@@ -46,6 +46,13 @@ python -m gmsdi.eval fad
 python -m gmsdi.eval sweep
 python -m gmsdi.eval steps
 python benchmarks/speed.py --threads 1
+# 3. issue #8: the contrastive encoder, the no-tag model (6000 steps), their figures
+nohup python train/train_contrastive.py --config train/configs/contrastive.yaml > runs/contrastive.log 2>&1 &
+python train/train_contrastive.py --config train/configs/contrastive.yaml \\
+    --export assets/contrastive-synthslakh.safetensors
+nohup python train/train.py --config train/configs/notags.yaml > runs/notags.log 2>&1 &
+python train/train.py --config train/configs/notags.yaml --export assets/gmsdi-notags-synthslakh.safetensors
+python -m gmsdi.eval retrieval
 python -m gmsdi.eval report
 ```
 """
@@ -445,13 +452,46 @@ def speed_section(results: Mapping[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def contrastive_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Issue #8: the contrastive encoder's retrieval and presence figures, and the no-tag model beside
+    the tag-trained one (its separation and FAD rows are in the tables above)."""
+    lines = ["## Contrastive conditioning: training with no tags", "",
+             "A GMSDI model trained on mixtures with **no tags**, conditioned on z = E_contr(y), the embedding of "
+             "the mixture crop by our contrastive text–audio encoder (`gmsdi.text.contrastive`, trained by "
+             "`train/train_contrastive.py`); at inference the encoder's text branch embeds each stem's prompt. "
+             "Its separation rows (\"GMSDI no tags\") and FAD rows (\"GMSDI, no tags\") stand in the tables above "
+             "beside the tag-trained model's.", ""]
+    r = results.get("retrieval")
+    if r is None:
+        return lines + ["The contrastive encoder: not evaluated yet (`python -m gmsdi.eval retrieval`).", ""]
+    rec, pres = r["retrieval"], r["presence"]
+    lines += [f"The encoder on {rec['crops']} random 2.048 s crops of the {r['split']} split ({rec['texts']} distinct "
+              "instrument sets); a text→audio hit is a crop with exactly the queried instrument set, an audio→text "
+              "hit its own set's class-level prompt among all distinct sets (`gmsdi.eval.retrieval`).", "",
+              "| | recall@1 | recall@5 |", "|---|---|---|",
+              f"| text → audio | {_fmt(rec['text_to_audio_r@1'], 3)} | {_fmt(rec['text_to_audio_r@5'], 3)} |",
+              f"| audio → text | {_fmt(rec['audio_to_text_r@1'], 3)} | {_fmt(rec['audio_to_text_r@5'], 3)} |", "",
+              "Zero-shot instrument presence: the cosine similarity of a crop to the class's prompt "
+              f"(\"bass\"); ROC AUC, and accuracy at a per-class threshold fitted on the {r['fit_split']} split.", "",
+              "| class | prevalence | AUC | accuracy | balanced accuracy |", "|---|---|---|---|---|"]
+    for name, m in pres["per_class"].items():
+        lines.append(f"| {name} | {_fmt(m['prevalence'])} | {_fmt(m['auc'], 3)} | {_fmt(m['accuracy'], 3)} | "
+                     f"{_fmt(m['balanced_accuracy'], 3)} |")
+    mean = pres["mean"]
+    lines += [f"| **mean** | | {_fmt(mean['auc'], 3)} | {_fmt(mean['accuracy'], 3)} | "
+              f"{_fmt(mean['balanced_accuracy'], 3)} |", "",
+              f"`{r['command']}` — encoder `{r.get('encoder')}` (sha256 {_short(r.get('encoder_sha256'))}), "
+              f"{r['data']['root']}.", ""]
+    return lines
+
+
 def models_section(status: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines = ["## Models", "", "| model | trained on | config | checkpoint | sha256 |", "|---|---|---|---|---|"]
     for name, spec in MODELS.items():
         st = status[name]
         ck = st["path"] if st["exists"] else f"{st['path']} — not trained yet"
         lines.append(f"| {spec.label} | {spec.data} | {spec.train_config} | {ck} | {_short(st['sha256'])} |")
-    return lines + ["", "All three use the same U-Net family (`gmsdi.models.UNet1d`), the same training set "
+    return lines + ["", "All use the same U-Net family (`gmsdi.models.UNet1d`), the same training set "
                     "(SynthSlakh train split, 1150 tracks), crops of 2.048 s, batch 16 and the same step budget "
                     "(train/configs/). MSDM's network has 4 waveform channels, so its first level is wider "
                     "(256 vs 64) to keep the patch embedding full rank: 5.09 M parameters against 4.82 M, "
@@ -483,6 +523,7 @@ def write_report(results_dir: str | Path, out: str | Path, plots: str | Path, qu
     section, files = steps_section(results, status, plots, out)
     lines += section
     written += files
+    lines += contrastive_section(results, status)
     lines += speed_section(results)
     lines += ["## How to reproduce", "", REPRODUCE.rstrip(), "", *costs_table(),
               "Every evaluation command takes `--tracks N` / `--clips N` for a cheaper subset, `--device cuda`, "
