@@ -245,7 +245,7 @@ def conditioning(cfg: TrainConfig, text_encoder, audio: torch.Tensor, prompts: l
     if cfg.condition == "tags":
         return text_encoder.encode(prompts, device=device)
     drop = torch.tensor([p == "" for p in prompts])
-    return text_encoder.encode_audio(audio, device=device).with_null(drop)
+    return text_encoder.encode_audio(audio, sample_rate=cfg.data.sample_rate, device=device).with_null(drop)
 
 
 def build_model_config(cfg: TrainConfig) -> ModelConfig:
