@@ -118,7 +118,19 @@ def run_tasks(pipe: GMSDIPipeline, quick: bool, window_seconds: float | None = N
     return rows
 
 
+def _cpu_busy_seconds() -> float | None:
+    """CPU seconds all processes of the machine have spent busy (Linux /proc/stat), or None."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(x) for x in fields]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def bench(device: torch.device, quick: bool, window_seconds: float | None = None) -> dict:
+    busy0, own0, t0 = _cpu_busy_seconds(), time.process_time(), time.perf_counter()
     pipe, model_name = load_pipeline(device)
     window = pipe.config.segment_samples
     if window_seconds is not None:
@@ -131,9 +143,15 @@ def bench(device: torch.device, quick: bool, window_seconds: float | None = None
         r["network_audio_s_per_s"] = audio_s / r["wall_s"]
         r["network_gflops"] = fps * r["network_samples"] / r["wall_s"] / 1e9
         r["fraction_of_matmul"] = r["network_gflops"] / gflops
+    # How much CPU other processes took during the run: a fair figure needs this near 0.
+    busy1, own1, t1 = _cpu_busy_seconds(), time.process_time(), time.perf_counter()
+    others = None
+    if busy0 is not None and busy1 is not None:
+        others = max(0.0, (busy1 - busy0) - (own1 - own0)) / ((t1 - t0) * (os.cpu_count() or 1))
     return {
         "device": str(device), "model": model_name, "threads": torch.get_num_threads(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "cpu_cores": os.cpu_count(), "other_processes_cpu_share": others,
         "window_samples": window, "sample_rate": pipe.sample_rate, "gflop_per_window_row": fps * window / 1e9,
         "matmul_gflops": gflops, "quick": quick, "tasks": rows,
         "mixed_precision": str(pipe.autocast_dtype) if pipe.autocast_dtype else "no",
@@ -145,10 +163,15 @@ def to_markdown(runs: list[dict], command: str = "python benchmarks/speed.py") -
              f"`{command}` on {platform.processor() or platform.machine()}, "
              f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}.", ""]
     for run in runs:
-        load = run["load_average"]
-        lines += [f"## {run['device']} — {run['model']}", "",
-                  f"{run['threads']} threads; load average {load[0]:.1f} at the end (other jobs share the CPU: "
-                  "figures are contended)." if load else f"{run['threads']} threads.",
+        others = run.get("other_processes_cpu_share")
+        if others is None:
+            busy = f"{run['threads']} threads."
+        else:
+            verdict = ("the machine was otherwise idle" if others < 0.05 else
+                       "other jobs shared the CPU, so these figures are contended")
+            busy = (f"{run['threads']} threads on {run['cpu_cores']} cores; other processes used "
+                    f"{100 * others:.0f} % of the CPU during the run ({verdict}).")
+        lines += [f"## {run['device']} — {run['model']}", "", busy,
                   f"Window {run['window_samples']} samples at {run['sample_rate']} Hz; "
                   f"{run['gflop_per_window_row']:.2f} GFLOP per window and row; "
                   f"float32 matmul {run['matmul_gflops']:.0f} GFLOP/s; mixed precision {run['mixed_precision']}."
