@@ -53,7 +53,7 @@ from gmsdi.data.classes import PAPER_STEMS
 from gmsdi.data.prompts import compose
 from gmsdi.inference import ensemble as ensemble_mod
 from gmsdi.inference.chunking import chunk_starts, continuation_spans, overlap_add, window_samples
-from gmsdi.inference.constraints import GAMMA_MODES, LOCKED_NOISE, check_gamma
+from gmsdi.inference.constraints import GAMMA_MODES, LOCKED_NOISE, check_coupling, check_gamma
 from gmsdi.inference.guidance import GuidedDenoiser, default_negative_prompts
 from gmsdi.inference.msdm import JointDenoiser, msdm_generate, msdm_separate
 from gmsdi.inference.tasks import generate_sources, separate_sources
@@ -514,6 +514,8 @@ class GMSDIPipeline(BasePipeline):
         gamma_y = s.gamma_y if s.gamma_y is not None else (g_auto if s.gamma_mode == "relative" else None)
         if gamma_x is None or gamma_y is None:
             raise ValueError("with gamma_mode='absolute' give gamma_x and gamma_y (waveform units, e.g. 0.5)")
+        sigmas = self._sigmas(s)
+        check_coupling(sigmas, gamma_x, gamma_y, s.gamma_mode, k - n_locked, s.sampler, s.s_churn)
         window, overlap = self._window(s)
         spans = continuation_spans(length, window, overlap, self.length_multiple)
         total = spans[-1][1]
@@ -522,7 +524,6 @@ class GMSDIPipeline(BasePipeline):
         if locked is not None:
             locked_t = torch.zeros(1, n_locked, total, device=self.device)
             locked_t[0, :, : locked.shape[1]] = torch.from_numpy(locked).to(self.device)
-        sigmas = self._sigmas(s)
         chains = prompts + ["mix"]
         for j, (a, b) in enumerate(spans):
             w = b - a

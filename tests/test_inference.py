@@ -147,6 +147,43 @@ def test_eq2_mix_approaches_sum_as_gamma_shrinks(gaussian_pipe) -> None:
     assert res_abs[1] < res_abs[0]
 
 
+def test_coupling_growth_flags_gammas_that_blow_up(gaussian_pipe) -> None:
+    from gmsdi.inference import check_coupling, coupling_growth
+    from gmsdi.sampling import get_sigmas_karras
+
+    for steps in (4, 32, 200):
+        sigmas = get_sigmas_karras(steps, 1e-4, 1.0)
+        for moving in (1, 4, 7):  # the default γ = √(G+1) never overshoots
+            g = math.sqrt(moving + 1)
+            assert coupling_growth(sigmas, g, g, "relative", moving) == 1.0
+            assert coupling_growth(sigmas, g, g, "relative", moving, "euler", s_churn=20) == 1.0
+    sigmas = get_sigmas_karras(32, 1e-4, 1.0)
+    assert coupling_growth(sigmas, 0.8, 0.8, "relative", 4) > 1e5  # measured: the stems reach ~1e6
+    assert coupling_growth(sigmas, math.inf, math.inf, "relative", 4) == 1.0
+    with pytest.raises(ValueError, match="too tight") as err:
+        check_coupling(sigmas, 0.5, 0.5, "relative", 4)
+    suggested = float(str(err.value).split("Use gamma_x=")[1].split(",")[0])
+    assert 0.5 < suggested < math.sqrt(5) and check_coupling(sigmas, suggested, suggested, "relative", 4) <= 10
+    # with a closed-form denoiser (unit-variance Gaussian chains): the rejected γ blows up, the
+    # suggested one does not, and the pipeline refuses the rejected one before sampling
+    from gmsdi.inference.tasks import generate_sources
+
+    sigmas = get_sigmas_karras(8, 1e-3, 1.0)
+    with pytest.raises(ValueError, match="too tight for 8 heun steps") as err:
+        check_coupling(sigmas, 0.3, 0.3, "relative", 2)
+    ok = float(str(err.value).split("Use gamma_x=")[1].split(",")[0])
+
+    def peak(g: float) -> float:
+        out = generate_sources(lambda x, s: x / (1 + s[:, None, None] ** 2), 2, 512, sigmas, gamma_x=g, gamma_y=g,
+                               generator=torch.Generator().manual_seed(0))
+        return float(out.abs().max())
+
+    assert not peak(0.3) < 1e6 and peak(ok) < 20
+    with pytest.raises(ValueError, match="too tight for 8 heun steps"):
+        gaussian_pipe.generate(["a", "b"], seconds=0.25, guidance=1.0, steps=8, seed=0, window_seconds=0.25,
+                               gamma_x=0.05, gamma_y=0.05)
+
+
 def test_coupling_in_denoised_form() -> None:
     """D'_k = D_k + (σ²/γ_x²)·r and D'_y = D_y − (σ²/γ_y²)·r, r = y − Σx; relative γ = g·σ."""
     x = torch.randn(2, 3, 16)

@@ -204,6 +204,8 @@ def test_from_pretrained(tmp_path, monkeypatch) -> None:
     (lambda p: p.accompany({"a": _tone(0.1)}, ["x"] * 8), "9 stems requested"),
     (lambda p: p.generate(["bass"], gamma_x=0.0), "gamma_x must be positive"),
     (lambda p: p.generate(["bass"], gamma_y=-1.0), "gamma_y must be positive"),
+    (lambda p: p.generate(["a", "b", "c", "d"], gamma_x=0.5, gamma_y=0.5, steps=32, seconds=0.1),
+     r"too tight for 32 heun steps with 4 generated source\(s\).*Use gamma_x=\d"),
     (lambda p: p.generate(["bass"], gamma_mode="log"), "unknown gamma mode"),
     (lambda p: p.generate(["bass"], steps=0), "steps must be a whole number from 1 to 1000"),
     (lambda p: p.generate(["bass"], steps=2.5), "steps must be a whole number"),

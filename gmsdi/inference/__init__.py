@@ -16,7 +16,15 @@ Layers, bottom up:
 """
 
 from gmsdi.inference.chunking import chunk_starts, continuation_spans, overlap_add, round_up, window_samples
-from gmsdi.inference.constraints import GAMMA_MODES, LOCKED_NOISE, DiracConstraint, KnownValues, MixtureCoupling
+from gmsdi.inference.constraints import (
+    GAMMA_MODES,
+    LOCKED_NOISE,
+    DiracConstraint,
+    KnownValues,
+    MixtureCoupling,
+    check_coupling,
+    coupling_growth,
+)
 from gmsdi.inference.gaussian import GaussianDenoiser
 from gmsdi.inference.guidance import GuidedDenoiser, default_negative_prompts
 from gmsdi.inference.msdm import JointDenoiser, joint_config, msdm_generate, msdm_separate
@@ -31,6 +39,8 @@ __all__ = [
     "JointDenoiser",
     "KnownValues",
     "MixtureCoupling",
+    "check_coupling",
+    "coupling_growth",
     "chunk_starts",
     "continuation_spans",
     "default_negative_prompts",
