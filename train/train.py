@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import dataclasses
 import math
 import os
@@ -59,6 +58,7 @@ from gmsdi.data.prompts import class_phrase, compose  # noqa: E402
 from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model  # noqa: E402
 from gmsdi.sampling import get_sigmas_karras, sample_heun  # noqa: E402
 from gmsdi.text import TextEmbedding, build_text_encoder  # noqa: E402
+from gmsdi.training import append_csv, run_parser, save_checkpoint  # noqa: E402
 
 VAL_SIGMAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 SOURCES = ("mixtures", "stems_joint", "stems_single")
@@ -409,24 +409,6 @@ class Validator:
         return losses, sens
 
 
-def _append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
-
-
-def save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temporary file, then an atomic rename: a kill never leaves a torn file."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def export(cfg: TrainConfig, out: str | Path) -> Path:
     """Write the run's EMA weights and model config as an inference checkpoint (safetensors)."""
     ckpt = cfg.run_dir / "ckpt.pt"
@@ -576,7 +558,7 @@ def train(cfg: TrainConfig) -> dict:
             now = time.perf_counter()
             last = {"step": step, "loss": loss_acc / n_acc, "lr": lr, "grad_norm": float(grad_norm),
                     "sec_per_step": (now - t_last) / n_acc, "time": time.time()}
-            _append_csv(run / "train.csv", last)
+            append_csv(run / "train.csv", last)
             bar.set_postfix(loss=f"{last['loss']:.4f}", s_per_step=f"{last['sec_per_step']:.2f}")
             t_last, loss_acc, n_acc = now, 0.0, 0
         if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
@@ -586,9 +568,9 @@ def train(cfg: TrainConfig) -> dict:
                 "ema": ema.state_dict(), "optimizer": opt.state_dict()})
         if step % cfg.val_every == 0 or step == cfg.max_steps:
             losses, sens = validator.run(ema)
-            _append_csv(run / "val.csv", {"step": step, **{f"loss@{s}": v for s, v in losses.items()}})
+            append_csv(run / "val.csv", {"step": step, **{f"loss@{s}": v for s, v in losses.items()}})
             for s, kinds in sens.items():
-                _append_csv(run / "sensitivity.csv", {
+                append_csv(run / "sensitivity.csv", {
                     "step": step, "sigma": s, **kinds,
                     "wrong_over_own": kinds.get("wrong", math.nan) / max(kinds.get("own", math.nan), 1e-12),
                     "null_over_own": kinds.get("null", math.nan) / max(kinds.get("own", math.nan), 1e-12)})
@@ -604,13 +586,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--config", type=Path, help="a YAML file in train/configs/")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
-    p.add_argument("--export", type=Path, metavar="OUT.safetensors",
-                   help="write the run's EMA weights as an inference checkpoint and exit")
-    return p
+    return run_parser(__doc__, "write the run's EMA weights as an inference checkpoint and exit")
 
 
 def main(argv: list[str] | None = None) -> int:

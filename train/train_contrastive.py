@@ -22,7 +22,6 @@ with a random gain of ±gain_db applied per crop and step. Outputs in runs/<name
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
 import sys
@@ -40,6 +39,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from gmsdi.eval import retrieval  # noqa: E402
 from gmsdi.text.contrastive import ContrastiveEncoder, build_contrastive, contrastive_loss  # noqa: E402
+from gmsdi.training import append_csv, run_parser, save_checkpoint  # noqa: E402
 
 
 @dataclass
@@ -81,21 +81,6 @@ def load_config(path: Path | None, overrides: list[str]) -> ContrastiveTrainConf
     return ContrastiveTrainConfig(**data)
 
 
-def _append_csv(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
-
-
-def _save_atomic(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 @torch.no_grad()
 def features(encoder: ContrastiveEncoder, cfg: ContrastiveTrainConfig, split: str, n: int, seed: int,
              cache: Path) -> dict:
@@ -115,7 +100,7 @@ def features(encoder: ContrastiveEncoder, cfg: ContrastiveTrainConfig, split: st
     bar.close()
     # The base text encoder is frozen, so its pooled vectors are computed once here.
     out = {"logmel": torch.cat(mels), "tags": tags, "prompts": prompts, "text_base": torch.cat(pooled)}
-    _save_atomic(cache, out)
+    save_checkpoint(cache, out)
     return out
 
 
@@ -196,15 +181,15 @@ def train(cfg: ContrastiveTrainConfig) -> Path:
             now = time.perf_counter()
             row = {"step": step, "loss": acc / count, "lr": lr, "temperature": encoder.logit_scale.exp().item(),
                    "sec_per_step": (now - t_last) / count, "time": time.time()}
-            _append_csv(run / "train.csv", row)
+            append_csv(run / "train.csv", row)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
             t_last, acc, count = now, 0.0, 0
         if step % cfg.val_every == 0 or step == cfg.max_steps:
             metrics = validate(encoder, val)
-            _append_csv(run / "val.csv", {"step": step, **metrics})
+            append_csv(run / "val.csv", {"step": step, **metrics})
             bar.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
         if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
-            _save_atomic(ckpt_path, {"config": asdict(cfg), "step": step, "optimizer": opt.state_dict(),
+            save_checkpoint(ckpt_path, {"config": asdict(cfg), "step": step, "optimizer": opt.state_dict(),
                                      "encoder": {k: v for k, v in encoder.state_dict().items()
                                                  if not k.startswith("text_base.")}})
     bar.close()
@@ -214,7 +199,7 @@ def train(cfg: ContrastiveTrainConfig) -> Path:
 def export(cfg: ContrastiveTrainConfig, out: Path) -> Path:
     ckpt_path = Path(cfg.out_dir) / cfg.name / "ckpt.pt"
     if not ckpt_path.exists():
-        raise SystemExit(f"error: no checkpoint at {ckpt_path}; train first")
+        raise FileNotFoundError(f"no checkpoint at {ckpt_path}; train first")
     state = torch.load(ckpt_path, weights_only=False)
     cfg = ContrastiveTrainConfig(**state["config"])
     enc_cfg = dict(cfg.encoder)
@@ -226,22 +211,20 @@ def export(cfg: ContrastiveTrainConfig, out: Path) -> Path:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--config", type=Path, help="a YAML file in train/configs/")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
-    p.add_argument("--export", type=Path, metavar="OUT.safetensors",
-                   help="write the trained encoder (safetensors + config) instead of training")
-    return p
+    return run_parser(__doc__, "write the trained encoder (safetensors + config) instead of training")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     cfg = load_config(args.config, args.set)
-    if args.export:
-        export(cfg, args.export)
-    else:
-        train(cfg)
+    try:
+        if args.export:
+            export(cfg, args.export)
+        else:
+            train(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

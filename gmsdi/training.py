@@ -1,0 +1,50 @@
+"""What the training scripts in train/ share: their command line, CSV logs and atomic checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def run_parser(doc: str, export_help: str) -> argparse.ArgumentParser:
+    """The command line of a training script: --config YAML, --set KEY=VALUE ..., --export OUT.
+
+    Args:
+        doc: the script's docstring (its first paragraph is the description, all of it the epilog).
+        export_help: what --export writes.
+    """
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, help="a YAML file in train/configs/")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config fields")
+    p.add_argument("--export", type=Path, metavar="OUT.safetensors", help=export_help)
+    return p
+
+
+def append_csv(path: str | os.PathLike[str], row: dict[str, Any]) -> None:
+    """Appends one row to a CSV log, writing the header (the row's keys) when the file is new."""
+    path = Path(path)
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """torch.save to a temporary file, fsync, then an atomic rename: a kill never leaves a torn file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+__all__ = ["append_csv", "run_parser", "save_checkpoint"]
