@@ -205,6 +205,19 @@ def test_train_contrastive_script_then_notags_model_through_the_pipeline(tmp_pat
     sep = pipe.separate(mix, sample_rate=16000, prompts=["bass", "drums"], steps=3, seed=0)
     assert np.allclose(sum(sep.stems.values()), sep.mix, atol=1e-4)
 
+    # ... and through the app's handlers, as a user of `python app.py --checkpoint ...` would
+    from gmsdi.app import AppConfig, AppTasks
+
+    tasks = AppTasks(pipe, AppConfig(max_seconds=2.0, seconds=1.0, generate_steps=2, separate_steps=2),
+                     workdir=tmp_path / "app")
+    out = tasks.generate(["bass", "drums"], seconds=1.0, steps=2, seed=0)
+    assert out.names == ["bass", "drums"] and all(Path(f).is_file() for f in out.stems)
+    import soundfile as sf
+
+    sf.write(tmp_path / "mix.wav", mix, 16000)
+    out = tasks.separate(str(tmp_path / "mix.wav"), "bass, drums", steps=2, seed=0)
+    assert out.names == ["bass", "drums"]
+
     # a text-only encoder cannot give E_contr(y)
     capsys.readouterr()
     assert tr.main([*args, "name=bad", "model.text_encoder=hash", "model.text_dim=384", "max_steps=1"]) != 0
