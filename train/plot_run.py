@@ -1,5 +1,6 @@
-"""Plot a run's logs for train/RUNS.md: the loss curve (train and validation per σ) and the prompt
-sensitivity (denoising error on isolated stems under a wrong prompt ÷ under their own prompt).
+"""Plot a run's logs for train/RUNS.md: the loss curve (train and validation per σ), the prompt
+sensitivity (denoising error on isolated stems under a wrong prompt ÷ under their own prompt), and
+for a contrastive encoder's run its validation retrieval recall.
 
     python train/plot_run.py runs/default --out train/plots/default
 """
@@ -62,6 +63,23 @@ def plot_run(run: str | Path, out_prefix: str | Path) -> list[Path]:
         ax.legend(fontsize=7, ncol=3)
         ax.set_title(f"{run.name}: prompt sensitivity on isolated validation stems (>1: the prompt matters)")
         path = Path(f"{out_prefix}_sensitivity.png")
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        written.append(path)
+
+    recall = [k for k in (val[0] if val else {}) if "_r@" in k or k == "presence_auc"]
+    if recall:  # a contrastive encoder's run (train/train_contrastive.py)
+        fig, ax = plt.subplots(figsize=(8, 4))
+        for key in recall:
+            ax.plot([r["step"] for r in val], [r[key] for r in val], marker="o", ms=3,
+                    label=key.replace("_", " ").replace("r@", "recall@"))
+        ax.set_xlabel("step")
+        ax.set_ylabel("on the validation crops")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2)
+        ax.set_title(f"{run.name}: retrieval recall and zero-shot presence AUC")
+        path = Path(f"{out_prefix}_retrieval.png")
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
