@@ -248,6 +248,9 @@ class ContrastiveEncoder(CachedPromptEncoder):
         meta = {**(metadata or {}), CONFIG_KEY: json.dumps(asdict(self.config)), FORMAT_KEY: FORMAT}
         tmp = path.with_name(path.name + ".tmp")
         save_file(state, str(tmp), metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file's permissions, whatever the writer used
         os.replace(tmp, path)
         return path
 
