@@ -4,6 +4,7 @@ files, the ensemble choice that the pipeline reads, and the report."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ def results(tmp_path_factory, data: Path) -> Path:
     assert cli.main(["sweep", "--axes", "x", *common]) == 0
     assert cli.main(["steps", "--method", "gmsdi-separator", *common]) == 0
     assert cli.main(["ensemble-choice", *common]) == 0
+    assert cli.main(["sensitivity", "--models", "gmsdi", "gmsdi-notags", *common]) == 0
     return out
 
 
@@ -86,7 +88,10 @@ def test_other_result_files(results: Path) -> None:
     assert len(single["results"]["fad"]["bass"]) == 3  # the three guidance settings
     assert not (results / "fad-single-source-msdm.json").exists()  # MSDM has no prompt
     rows = json.loads((results / "sweep-gmsdi.json").read_text())["results"]["rows"]
-    assert [r["gamma"] for r in rows] == [1.0, float("inf")] and all(r["consistency"] >= 0 for r in rows)
+    assert [r["gamma"] for r in rows] == [0.3, 2.0, float("inf")]
+    assert all(r["consistency"] >= 0 and "refused" not in r for r in rows[1:])
+    # 8 Heun steps cannot hold γ_x = 0.3·σ with four stems: refused up front, not sampled into NaN
+    assert "too tight for 8 heun steps" in rows[0]["refused"] and math.isnan(rows[0]["consistency"])
     steps = json.loads((results / "steps-gmsdi-separator.json").read_text())["results"]["rows"]
     assert [r["steps"] for r in steps] == [1, 2]
 
@@ -116,6 +121,7 @@ def test_report(results: Path, tmp_path: Path) -> None:
         assert heading in text
     assert "**Quick mode.**" in text and "| ideal ratio mask (oracle, upper bound) |" in text
     assert "| GMSDI no tags, separator |" in text and "## Contrastive conditioning" in text
+    assert "## Prompt sensitivity" in text and "| GMSDI, no tags (contrastive) | " in text
     assert "| 17.12 | 18.68 | 15.38 | 14.73 | 16.48 |" in text  # the paper's MSDM row beside ours
     assert (tmp_path / "results" / "sweep-gmsdi.png").is_file() and (tmp_path / "results" / "steps.png").is_file()
     # A full report ignores --quick results: nothing is invented for untrained or unevaluated models.
@@ -138,3 +144,27 @@ def test_real_statistics_are_cached(data: Path, tmp_path: Path) -> None:
     assert counts_again == counts and all(np.array_equal(first[k].sigma, again[k].sigma) for k in first)
     clips = accompaniment_clips(ds, idx, ["drums", "guitar", "piano"], 2)
     assert len(clips) == 2 and clips[0].stems.shape == (4, 51200)
+
+
+def test_prompt_sensitivity(results: Path, data: Path) -> None:
+    r = json.loads((results / "sensitivity-gmsdi.json").read_text())
+    assert 1 <= r["items"] <= 8 and set(r["results"]) == {"0.003", "0.01", "0.03", "0.1", "0.3", "1.0"}
+    assert all(v["own"] > 0 and v["wrong_over_own"] == pytest.approx(v["wrong"] / v["own"])
+               for v in r["results"].values())
+    # a model that ignores its prompt has a ratio of exactly 1; one whose prior follows the prompt does not
+    import torch
+
+    from gmsdi.eval.sensitivity import probe_set, prompt_sensitivity
+    from gmsdi.inference import GaussianDenoiser
+    from gmsdi.text import HashTextEncoder
+
+    from gmsdi.models import model_config
+
+    probe = probe_set(data, "test", 6, model_config("tiny").segment_samples, seed=5)
+    enc = HashTextEncoder(dim=16)
+    blind = prompt_sensitivity(lambda x, s, c: x / (1 + s[:, None, None] ** 2 / 0.01), enc, probe, device="cpu")
+    assert all(v["wrong_over_own"] == 1.0 for v in blind.values())
+    level = float(probe.stems.pow(2).mean())
+    prior = GaussianDenoiser(dict.fromkeys(set(probe.own), level), enc, default_variance=level * 100)
+    seeing = prompt_sensitivity(prior, enc, probe, device="cpu")
+    assert seeing[0.1]["wrong_over_own"] > 1.5 and not torch.isnan(torch.tensor(seeing[0.1]["null"]))

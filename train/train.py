@@ -55,6 +55,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from gmsdi.data import slakh  # noqa: E402
 from gmsdi.data.classes import PAPER_STEMS  # noqa: E402
 from gmsdi.data.prompts import class_phrase, compose  # noqa: E402
+from gmsdi.eval.sensitivity import probe_set, prompt_sensitivity  # noqa: E402
 from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model  # noqa: E402
 from gmsdi.sampling import get_sigmas_karras, sample_heun  # noqa: E402
 from gmsdi.text import TextEmbedding, build_text_encoder  # noqa: E402
@@ -351,35 +352,14 @@ class Validator:
         self.mix_cond = conditioning(cfg, text_encoder, self.mix, batch["prompt"], device)
         self.mix_noise = torch.randn(self.mix.shape, generator=g)
         self.device = device
+        self.text_encoder, self.probe = text_encoder, None
         if d.source == "stems_joint":  # unconditional: no prompt to probe
-            self.stems, self.conds = torch.zeros(0, 1, segment), {}
             return
         # Isolated validation stems (read only here), one class active at a time.
         classes = _all_classes(d.root, d.val_split)
-        stems = slakh.StemsDataset(d.root, d.val_split, classes=classes, sample_rate=d.sample_rate,
-                                   crop_seconds=crop_s, hop_seconds=crop_s, seed=0)
-        rng = np.random.default_rng(5)
-        xs, own, wrong = [], [], []
-        for i in rng.permutation(len(stems)):
-            item = stems[int(i)]
-            for k in np.flatnonzero(item["active"].numpy()):
-                x = item["stems"][k]
-                if x.abs().max() < 0.01:
-                    continue
-                others = [c for c in classes if c != classes[k]]
-                if not others:  # a split with one class has no wrong prompt to probe with
-                    break
-                xs.append(x[None])
-                own.append(class_phrase(classes[k]))
-                wrong.append(class_phrase(others[int(rng.integers(len(others)))]))
-                break
-            if len(xs) >= cfg.sensitivity_items:
-                break
-        self.stems = torch.stack(xs) if xs else torch.zeros(0, 1, segment)
-        self.stem_noise = torch.randn(self.stems.shape, generator=g)
-        self.conds = {name: text_encoder.encode(p, device=device) for name, p in
-                      (("own", own), ("wrong", wrong), ("null", [""] * len(own)))} if xs else {}
-        self.device = device
+        if len(classes) > 1:  # a split with one class has no wrong prompt to probe with
+            self.probe = probe_set(d.root, d.val_split, cfg.sensitivity_items, segment, d.sample_rate, seed=5,
+                                   classes=classes, generator=g)
 
     @torch.no_grad()
     def run(self, model: nn.Module, chunk: int = 16) -> tuple[dict, dict]:
@@ -394,17 +374,8 @@ class Validator:
                 vals.append(model.loss(x, torch.full((len(x),), s, device=dev), self.mix_cond[i:i + chunk],
                                        noise=self.mix_noise[i:i + chunk].to(dev)))
             losses[s] = torch.cat(vals).mean().item()
-        sens: dict = {}
-        for s in VAL_SIGMAS:
-            sens[s] = {}
-            for kind, cond in self.conds.items():
-                errs = []
-                for i in range(0, len(self.stems), chunk):
-                    x = self.stems[i:i + chunk].to(dev)
-                    xn = x + s * self.stem_noise[i:i + chunk].to(dev)
-                    d = model(xn, torch.full((len(x),), s, device=dev), cond[i:i + chunk])
-                    errs.append((d - x).pow(2).flatten(1).mean(1))
-                sens[s][kind] = torch.cat(errs).mean().item()
+        sens = (prompt_sensitivity(model, self.text_encoder, self.probe, VAL_SIGMAS, chunk, dev)
+                if self.probe is not None else {})
         model.train()
         return losses, sens
 
@@ -570,11 +541,8 @@ def train(cfg: TrainConfig) -> dict:
             losses, sens = validator.run(ema)
             append_csv(run / "val.csv", {"step": step, **{f"loss@{s}": v for s, v in losses.items()}})
             for s, kinds in sens.items():
-                append_csv(run / "sensitivity.csv", {
-                    "step": step, "sigma": s, **kinds,
-                    "wrong_over_own": kinds.get("wrong", math.nan) / max(kinds.get("own", math.nan), 1e-12),
-                    "null_over_own": kinds.get("null", math.nan) / max(kinds.get("own", math.nan), 1e-12)})
-            ratio = np.mean([k["wrong"] / k["own"] for k in sens.values()]) if validator.conds else math.nan
+                append_csv(run / "sensitivity.csv", {"step": step, "sigma": s, **kinds})
+            ratio = np.mean([k["wrong_over_own"] for k in sens.values()]) if sens else math.nan
             tqdm.write(f"step {step}: val loss {np.mean(list(losses.values())):.4f}, "
                        f"prompt sensitivity wrong/own {ratio:.3f}")
             last.update({"val_loss": float(np.mean(list(losses.values()))), "wrong_over_own": float(ratio)})

@@ -5,6 +5,7 @@
     python -m gmsdi.eval sweep                                                  # γ_x / γ_y sweep
     python -m gmsdi.eval steps                                                  # steps vs quality
     python -m gmsdi.eval ensemble-choice                                        # writes assets/ensemble.json
+    python -m gmsdi.eval sensitivity                                            # wrong ÷ own prompt error
     python -m gmsdi.eval retrieval                                              # the contrastive encoder
     python -m gmsdi.eval report                                                 # docs/RESULTS.md + plots
 
@@ -156,6 +157,14 @@ def get_parser() -> argparse.ArgumentParser:
                         f"{QUICK_RESULTS}/ensemble.json with --quick)")
     _sampling(p)
     _common(p, split="validation")
+
+    p = sub.add_parser("sensitivity", help="prompt sensitivity on isolated test stems (wrong ÷ own prompt error)",
+                       formatter_class=fmt)
+    p.add_argument("--models", nargs="+", default=[m for m, s in MODELS.items() if s.kind == "gmsdi"],
+                   choices=[m for m, s in MODELS.items() if s.kind == "gmsdi"],
+                   help="the text-conditioned models (default all)")
+    p.add_argument("--items", type=int, default=96, help="isolated stems (default 96)")
+    _common(p)
 
     p = sub.add_parser("retrieval", help="the contrastive encoder: text/audio retrieval and zero-shot presence",
                        formatter_class=fmt)
@@ -439,7 +448,9 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     settings = _settings(args)
     clips_n = QUICK["clips"] if args.quick else args.clips
     seconds = QUICK["seconds"] if args.quick else args.seconds
-    gammas = [1.0, math.inf] if args.quick else args.gammas
+    gammas = [0.3, 2.0, math.inf] if args.quick else args.gammas
+    if args.quick and args.steps is None:
+        settings["steps"] = 8  # two steps hold no coupling but the default; 0.3 is refused even at 8
     fad = FrechetAudioDistance(hop_frames=args.hop_frames, device=args.device)
     real = _real(args, seconds, folder, fad)
     rows = []
@@ -447,7 +458,15 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     for axis in args.axes:
         for g in gammas:
             kw = {"gamma_x": g if axis in ("x", "both") else None, "gamma_y": g if axis in ("y", "both") else None}
-            gen = generate_mixes(model, args.stems, clips_n, seconds, args.seed, {**settings, **kw}, not args.quiet)
+            try:
+                gen = generate_mixes(model, args.stems, clips_n, seconds, args.seed, {**settings, **kw},
+                                     not args.quiet)
+            except ValueError as e:  # too tight for the step count: the pipeline refuses what would diverge
+                rows.append({"axis": axis, "gamma": g, "gamma_x": kw["gamma_x"], "gamma_y": kw["gamma_y"],
+                             "consistency": math.nan, "consistency_std": math.nan, "fad": math.nan,
+                             "refused": str(e)})
+                print(f"γ_{axis} = {g:g}: refused ({str(e).split(':')[0]})")
+                continue
             err = [float(mixture_consistency_error(r.mixture_chain, np.stack(list(r.stems.values())), relative=True))
                    for r in gen]
             score = fad_or_nan(fad, [r.mix for r in gen], real["stats"]["mix"]) if "mix" in real["stats"] else math.nan
@@ -517,6 +536,26 @@ def cmd_ensemble_choice(args: argparse.Namespace, argv: Sequence[str]) -> list[P
     return [out_path, _write(folder, "ensemble-choice", data)]
 
 
+def cmd_sensitivity(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
+    from gmsdi.eval.sensitivity import probe_set, prompt_sensitivity
+
+    folder, cache, written = _results_dir(args), {}, []
+    for name in args.models:
+        model = _load(name, args, cache)
+        if model is None:
+            continue
+        pipe = model.pipeline
+        segment = int(pipe.config.segment_samples)
+        probe = probe_set(args.data, args.split, 8 if args.quick else args.items, segment, pipe.sample_rate,
+                          seed=args.seed + 5)
+        sens = prompt_sensitivity(pipe.model, pipe.text_encoder, probe, device=pipe.device)
+        data = {**_header("sensitivity", args, argv), "model": model.describe(), "items": len(probe),
+                "data": _data_info(args.data, args.split, sorted(set(probe.own))),
+                "results": {str(k): v for k, v in sens.items()}}
+        written.append(_write(folder, f"sensitivity-{name}", data))
+    return written
+
+
 def cmd_retrieval(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     from gmsdi.eval.methods import file_sha256
     from gmsdi.eval.retrieval import evaluate_encoder
@@ -546,7 +585,8 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
 
 
 COMMANDS = {"separation": cmd_separation, "fad": cmd_fad, "sweep": cmd_sweep, "steps": cmd_steps,
-            "ensemble-choice": cmd_ensemble_choice, "retrieval": cmd_retrieval, "report": cmd_report}
+            "ensemble-choice": cmd_ensemble_choice, "sensitivity": cmd_sensitivity,
+            "retrieval": cmd_retrieval, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -53,6 +53,7 @@ python train/train_contrastive.py --config train/configs/contrastive.yaml \\
 nohup python train/train.py --config train/configs/notags.yaml > runs/notags.log 2>&1 &
 python train/train.py --config train/configs/notags.yaml --export assets/gmsdi-notags-synthslakh.safetensors
 python -m gmsdi.eval retrieval
+python -m gmsdi.eval sensitivity
 python -m gmsdi.eval report
 ```
 """
@@ -353,8 +354,10 @@ def sweep_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, 
         lines += [f"**{spec.label}** ({r['clips']} clips of {r['seconds']:g} s per point)", "",
                   "| varied | g | γ_x | γ_y | consistency | FAD |", "|---|---|---|---|---|---|"]
         for row in rows:
-            lines.append(f"| γ_{row['axis']} | {row['gamma']:g} | {row['gamma_x']:g} | {row['gamma_y']:g} | "
-                         f"{_fmt(row['consistency'], 4)} | {_fmt(row['fad'], 3)} |")
+            gx, gy = (("default" if v is None else f"{v:g}") for v in (row["gamma_x"], row["gamma_y"]))
+            result = ("refused: too tight for the step count | " if row.get("refused") else
+                      f"{_fmt(row['consistency'], 4)} | ")
+            lines.append(f"| γ_{row['axis']} | {row['gamma']:g} | {gx} | {gy} | {result}{_fmt(row['fad'], 3)} |")
 
         def draw(plt, rows=rows, label=spec.label):
             fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -452,6 +455,32 @@ def speed_section(results: Mapping[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def sensitivity_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Prompt sensitivity per model and σ: the first sign that a model can stand for one instrument."""
+    lines = ["## Prompt sensitivity", "",
+             "On isolated test stems (one instrument each, the same stems and noise for every model), the denoising "
+             "error under a wrong instrument's prompt ÷ under the stem's own prompt, per noise level σ "
+             "(`gmsdi.eval.sensitivity`). 1 means the prompt does not matter; everything GMSDI does with one model "
+             "per prompt needs it well above 1.", ""]
+    rows = [(name, spec, results.get(f"sensitivity-{name}")) for name, spec in MODELS.items() if spec.kind == "gmsdi"]
+    sigmas = next((list(r["results"]) for _, _, r in rows if r is not None), None)
+    if sigmas is None:
+        return lines + ["Not measured yet (`python -m gmsdi.eval sensitivity`).", ""]
+    lines += ["| model | " + " | ".join(f"σ = {float(x):g}" for x in sigmas) + " | null ÷ own, σ = 1 |",
+              "|---" * (len(sigmas) + 2) + "|"]
+    for name, spec, r in rows:
+        if r is None:
+            lines.append(f"| {spec.label} | {_missing(name, status)} |" + " |" * len(sigmas))
+            continue
+        res = r["results"]
+        top = res.get(sigmas[-1], {})
+        lines.append(f"| {spec.label} | " + " | ".join(_fmt(res[x]["wrong_over_own"], 3) for x in sigmas)
+                     + f" | {_fmt(top.get('null_over_own'), 3)} |")
+    lines.append("")
+    lines += [f"- {spec.label}: {_provenance(r, status)}; {r['items']} stems." for _, spec, r in rows if r is not None]
+    return lines + [""]
+
+
 def contrastive_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Issue #8: the contrastive encoder's retrieval and presence figures, and the no-tag model beside
     the tag-trained one (its separation and FAD rows are in the tables above)."""
@@ -523,6 +552,7 @@ def write_report(results_dir: str | Path, out: str | Path, plots: str | Path, qu
     section, files = steps_section(results, status, plots, out)
     lines += section
     written += files
+    lines += sensitivity_section(results, status)
     lines += contrastive_section(results, status)
     lines += speed_section(results)
     lines += ["## How to reproduce", "", REPRODUCE.rstrip(), "", *costs_table(),
