@@ -156,9 +156,8 @@ def test_prompt_sensitivity(results: Path, data: Path) -> None:
 
     from gmsdi.eval.sensitivity import probe_set, prompt_sensitivity
     from gmsdi.inference import GaussianDenoiser
-    from gmsdi.text import HashTextEncoder
-
     from gmsdi.models import model_config
+    from gmsdi.text import HashTextEncoder
 
     probe = probe_set(data, "test", 6, model_config("tiny").segment_samples, seed=5)
     enc = HashTextEncoder(dim=16)
