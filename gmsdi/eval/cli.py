@@ -517,6 +517,9 @@ def cmd_ensemble_choice(args: argparse.Namespace, argv: Sequence[str]) -> list[P
         runs[method] = out
     sep, ext = runs["gmsdi-separator"]["results"]["sisdri"], runs["gmsdi-extractor"]["results"]["sisdri"]
     stems = [s for s in args.stems if math.isfinite(sep[s]) and math.isfinite(ext[s])]
+    if not stems:  # nothing scored: writing an empty choice would replace the documented default
+        raise ValueError(f"no window of the {runs['gmsdi-separator']['results']['windows']} scored had two or more "
+                         "stems playing, so there is nothing to choose from; use more --tracks or --max-chunks")
     choice = {s: "separator" if sep[s] > ext[s] else "extractor" for s in stems}
     model = runs["gmsdi-separator"]["model"]
     ensemble = {"metric": "si_sdri_db", "separator": {s: round(sep[s], 3) for s in stems},
