@@ -26,6 +26,26 @@ def run_parser(doc: str, export_help: str) -> argparse.ArgumentParser:
     return p
 
 
+def ensure_synthslakh(root: str | os.PathLike[str], split: str, tracks: int, seed: int = 0,
+                      seconds: float = 12.0, sample_rate: int = 16000) -> None:
+    """Renders `tracks` SynthSlakh tracks into `root` when it has no `split` and `tracks` > 0.
+
+    Raises the loader's error (no tracks) when the folder is empty and `tracks` is 0.
+    """
+    from gmsdi.data import slakh
+
+    try:
+        slakh.list_tracks(root, split)
+        return
+    except (FileNotFoundError, ValueError):
+        if tracks <= 0:
+            raise
+    from gmsdi.data.synth import SynthConfig, render_dataset
+
+    print(f"rendering {tracks} SynthSlakh tracks into {root}", flush=True)
+    render_dataset(root, tracks, seed, SynthConfig(sample_rate=sample_rate, seconds=seconds), progress=False)
+
+
 def append_csv(path: str | os.PathLike[str], row: dict[str, Any]) -> None:
     """Appends one row to a CSV log, writing the header (the row's keys) when the file is new."""
     path = Path(path)
@@ -47,4 +67,4 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     os.replace(tmp, path)
 
 
-__all__ = ["append_csv", "run_parser", "save_checkpoint"]
+__all__ = ["append_csv", "ensure_synthslakh", "run_parser", "save_checkpoint"]

@@ -59,7 +59,7 @@ from gmsdi.eval.sensitivity import probe_set, prompt_sensitivity  # noqa: E402
 from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model  # noqa: E402
 from gmsdi.sampling import get_sigmas_karras, sample_heun  # noqa: E402
 from gmsdi.text import TextEmbedding, build_text_encoder  # noqa: E402
-from gmsdi.training import append_csv, run_parser, save_checkpoint  # noqa: E402
+from gmsdi.training import append_csv, ensure_synthslakh, run_parser, save_checkpoint  # noqa: E402
 
 VAL_SIGMAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 SOURCES = ("mixtures", "stems_joint", "stems_single")
@@ -321,17 +321,7 @@ def _all_classes(root: str, split: str) -> tuple[str, ...]:
 def ensure_data(cfg: TrainConfig) -> None:
     """Render a small SynthSlakh set into `data.root` when it is empty and the config asks for it."""
     d = cfg.data
-    try:
-        slakh.list_tracks(d.root, d.train_split)
-        return
-    except (FileNotFoundError, ValueError):
-        if d.render_tracks <= 0:
-            raise
-    from gmsdi.data.synth import SynthConfig, render_dataset
-
-    print(f"rendering {d.render_tracks} SynthSlakh tracks into {d.root}", flush=True)
-    render_dataset(d.root, d.render_tracks, d.render_seed,
-                   SynthConfig(sample_rate=d.sample_rate, seconds=d.render_seconds), progress=False)
+    ensure_synthslakh(d.root, d.train_split, d.render_tracks, d.render_seed, d.render_seconds, d.sample_rate)
 
 
 class Validator:

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from gmsdi.eval import retrieval  # noqa: E402
 from gmsdi.text.contrastive import ContrastiveEncoder, build_contrastive, contrastive_loss  # noqa: E402
-from gmsdi.training import append_csv, run_parser, save_checkpoint  # noqa: E402
+from gmsdi.training import append_csv, ensure_synthslakh, run_parser, save_checkpoint  # noqa: E402
 
 
 @dataclass
@@ -111,22 +111,10 @@ def validate(encoder: ContrastiveEncoder, val: dict) -> dict:
     rec = retrieval.retrieval_recall(emb, val["tags"], encoder)
     classes = sorted({c for t in val["tags"] for c in t})
     scores = retrieval.presence_scores(emb, classes, encoder)
-    aucs = [retrieval.roc_auc(scores[:, c], np.array([classes[c] in t for t in val["tags"]]))
-            for c in range(len(classes))]
-    aucs = [a for a in aucs if not math.isnan(a)]  # a class present in every crop (or none) has no AUC
-    auc = float(np.mean(aucs)) if aucs else float("nan")
+    # the mean AUC over the classes that have one (the thresholds do not enter it)
+    auc = retrieval.presence_metrics(scores, val["tags"], classes, np.zeros(len(classes)))["mean"]["auc"]
     encoder.train(True)
     return {**{k: v for k, v in rec.items() if "@" in k}, "presence_auc": auc}
-
-
-def render_if_missing(cfg: ContrastiveTrainConfig) -> None:
-    root = Path(cfg.root)
-    if cfg.render_tracks <= 0 or (root / "train").is_dir():
-        return
-    from gmsdi.data.synth import SynthConfig, render_dataset
-
-    print(f"rendering {cfg.render_tracks} SynthSlakh tracks into {root}", flush=True)
-    render_dataset(root, cfg.render_tracks, 0, SynthConfig(seconds=12.0), progress=False)
 
 
 def train(cfg: ContrastiveTrainConfig) -> Path:
@@ -136,7 +124,7 @@ def train(cfg: ContrastiveTrainConfig) -> Path:
     # A rerun resumes with the config it is given (e.g. a larger max_steps); the encoder's shape
     # must match the checkpoint's.
     state = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else None
-    render_if_missing(cfg)
+    ensure_synthslakh(cfg.root, "train", cfg.render_tracks)
     enc_cfg = dict(cfg.encoder)
     encoder = build_contrastive(enc_cfg.pop("preset", "default"), seed=cfg.seed, **enc_cfg)
     params = [p for n, p in encoder.named_parameters() if not n.startswith("text_base.")]

@@ -290,6 +290,15 @@ TEXT_ENCODERS: dict[str, Callable[..., CachedPromptEncoder]] = {
 }
 
 
+def _local_path(path: str) -> str:
+    """`path` as given when it exists or is absolute, else from the repository root if it exists there
+    (model configs name files such as assets/... relative to the repository)."""
+    if Path(path).exists() or Path(path).is_absolute():
+        return path
+    candidate = Path(__file__).resolve().parents[2] / path
+    return str(candidate) if candidate.exists() else path
+
+
 def build_text_encoder(name: str, **kwargs: Any) -> CachedPromptEncoder:
     """The prompt encoder registered as `name`, or a `TextEncoder` for a local model directory.
 
@@ -310,10 +319,7 @@ def build_text_encoder(name: str, **kwargs: Any) -> CachedPromptEncoder:
         from gmsdi.text.contrastive import ContrastiveEncoder
 
         path = name.partition(":")[2] or None
-        if path is not None and not Path(path).is_file() and not Path(path).is_absolute():
-            candidate = Path(__file__).resolve().parents[2] / path
-            path = str(candidate) if candidate.is_file() else path
-        return ContrastiveEncoder.from_pretrained(path, **kwargs)
+        return ContrastiveEncoder.from_pretrained(_local_path(path) if path else None, **kwargs)
     if name.startswith("clap:"):
         # LAION-CLAP (gmsdi.text.clap) from local files; relative paths as for "contrastive:PATH".
         from gmsdi.text.clap import LaionClapEncoder
@@ -321,10 +327,7 @@ def build_text_encoder(name: str, **kwargs: Any) -> CachedPromptEncoder:
         path = name.partition(":")[2]
         if not path:
             raise ValueError("'clap:PATH' needs a path: a local Hugging Face CLAP directory or a LAION .pt checkpoint")
-        if not Path(path).exists() and not Path(path).is_absolute():
-            candidate = Path(__file__).resolve().parents[2] / path
-            path = str(candidate) if candidate.exists() else path
-        return LaionClapEncoder.from_pretrained(path, **kwargs)
+        return LaionClapEncoder.from_pretrained(_local_path(path), **kwargs)
     if Path(name).is_dir():
         return TextEncoder.from_path(name, **kwargs)
     raise ValueError(
