@@ -30,6 +30,13 @@ def plot_run(run: str | Path, out_prefix: str | Path) -> list[Path]:
     run, out_prefix = Path(run), Path(out_prefix)
     out_prefix.parent.mkdir(parents=True, exist_ok=True)
     written = []
+
+    def save(fig, kind: str) -> Path:
+        path = Path(f"{out_prefix}_{kind}.png")
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        return path
+
     train, val = _rows(run / "train.csv"), _rows(run / "val.csv")
     fig, ax = plt.subplots(figsize=(8, 4))
     if train:
@@ -42,10 +49,7 @@ def plot_run(run: str | Path, out_prefix: str | Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(f"{run.name}: loss")
-    path = Path(f"{out_prefix}_loss.png")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    written.append(path)
+    written.append(save(fig, "loss"))
 
     sens = _rows(run / "sensitivity.csv")
     if sens:
@@ -62,10 +66,7 @@ def plot_run(run: str | Path, out_prefix: str | Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=3)
         ax.set_title(f"{run.name}: prompt sensitivity on isolated validation stems (>1: the prompt matters)")
-        path = Path(f"{out_prefix}_sensitivity.png")
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, "sensitivity"))
 
     recall = [k for k in (val[0] if val else {}) if "_r@" in k or k == "presence_auc"]
     if recall:  # a contrastive encoder's run (train/train_contrastive.py)
@@ -79,10 +80,7 @@ def plot_run(run: str | Path, out_prefix: str | Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
         ax.set_title(f"{run.name}: retrieval recall and zero-shot presence AUC")
-        path = Path(f"{out_prefix}_retrieval.png")
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        written.append(path)
+        written.append(save(fig, "retrieval"))
     return written
 
 
