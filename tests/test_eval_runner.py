@@ -87,6 +87,11 @@ def test_other_result_files(results: Path) -> None:
     single = json.loads((results / "fad-single-source-gmsdi.json").read_text())
     assert len(single["results"]["fad"]["bass"]) == 3  # the three guidance settings
     assert not (results / "fad-single-source-msdm.json").exists()  # MSDM has no prompt
+    ref = json.loads((results / "fad-reference.json").read_text())
+    assert ref["reference_split"] == "validation" and ref["clips"] == 2
+    sets = ref["results"]["sets"]
+    assert set(sets) == {"mix", *STEMS, "noise:mix", *(f"noise:{s}" for s in STEMS)}
+    assert sets["noise:bass"]["against"] == "bass" and all(1 <= v["clips"] <= 2 for v in sets.values())
     rows = json.loads((results / "sweep-gmsdi.json").read_text())["results"]["rows"]
     assert [r["gamma"] for r in rows] == [0.3, 2.0, float("inf")]
     assert all(r["consistency"] >= 0 and "refused" not in r for r in rows[1:])
@@ -123,6 +128,7 @@ def test_report(results: Path, tmp_path: Path) -> None:
     assert "| GMSDI no tags, separator |" in text and "## Contrastive conditioning" in text
     assert "## Prompt sensitivity" in text and "| GMSDI, no tags (contrastive) | " in text
     assert "| 17.12 | 18.68 | 15.38 | 14.73 | 16.48 |" in text  # the paper's MSDM row beside ours
+    assert "| *reference: real validation mixtures* |" in text and "| bass | " in text.split("**References**")[1]
     assert (tmp_path / "results" / "sweep-gmsdi.png").is_file() and (tmp_path / "results" / "steps.png").is_file()
     # A full report ignores --quick results: nothing is invented for untrained or unevaluated models.
     full = tmp_path / "full.md"
@@ -144,6 +150,29 @@ def test_real_statistics_are_cached(data: Path, tmp_path: Path) -> None:
     assert counts_again == counts and all(np.array_equal(first[k].sigma, again[k].sigma) for k in first)
     clips = accompaniment_clips(ds, idx, ["drums", "guitar", "piano"], 2)
     assert len(clips) == 2 and clips[0].stems.shape == (4, 51200)
+
+
+def test_reference_sets_are_held_out_clips_and_level_matched_noise(data: Path) -> None:
+    from gmsdi.eval.runner import clip_dataset, reference_sets
+
+    ds = clip_dataset(data, "validation", STEMS, 3.2)
+    sets = reference_sets(ds, 2, seed=0)
+    real = {ds[i]["mix"][0].numpy().tobytes() for i in range(len(ds))}
+    assert len(sets["mix"]) == 2 and all(m.tobytes() in real for m in sets["mix"])
+    for name in ("mix", *STEMS):
+        for x, noise in zip(sets[name], sets[f"noise:{name}"], strict=True):
+            assert noise.shape == x.shape and noise.dtype == np.float32
+            assert np.sqrt(np.mean(noise**2)) == pytest.approx(np.sqrt(np.mean(x**2)), rel=0.05)
+            assert abs(np.corrcoef(noise, x)[0, 1]) < 0.05
+    again = reference_sets(ds, 2, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(sets["noise:mix"], again["noise:mix"], strict=True))
+
+
+def test_reference_split_must_be_held_out(data: Path, tmp_path: Path) -> None:
+    argv = ["fad", "--task", "reference", "--reference-split", "test", "--quick", "--data", str(data),
+            "--results", str(tmp_path), "--quiet"]
+    assert cli.main(argv) == 2
+    assert not (tmp_path / "fad-reference.json").exists()
 
 
 def test_prompt_sensitivity(results: Path, data: Path) -> None:

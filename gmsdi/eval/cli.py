@@ -104,8 +104,12 @@ def get_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fad", help="FAD of generation, sub-FAD of accompaniment, single-source FAD",
                        formatter_class=fmt)
-    p.add_argument("--task", nargs="+", default=["generation", "accompaniment", "single-source"],
-                   choices=["generation", "accompaniment", "single-source"], help="which FADs (default all)")
+    p.add_argument("--task", nargs="+", default=["reference", "generation", "accompaniment", "single-source"],
+                   choices=["reference", "generation", "accompaniment", "single-source"],
+                   help="which FADs (default all); reference: real held-out clips and level-matched noise, "
+                        "scored with --clips clips like a model, to read the other numbers against")
+    p.add_argument("--reference-split", default="validation",
+                   help="the held-out split of the reference sets (default validation)")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), help="default all")
     p.add_argument("--clips", type=int, default=128,
                    help="generated clips per set (default 128: 256 patches of 6 s clips, > 200 dimensions)")
@@ -361,8 +365,10 @@ def cmd_fad(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
         SINGLE_SOURCE_VARIANTS,
         accompaniment_clips,
         accompany_mixes,
+        clip_dataset,
         fad_or_nan,
         generate_mixes,
+        reference_sets,
         single_source_stems,
     )
 
@@ -376,6 +382,25 @@ def cmd_fad(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     data["real_clips"] = real["counts"]
     progress = not args.quiet
     nan = float("nan")
+    if "reference" in args.task:
+        if args.reference_split == args.split:
+            raise ValueError(f"--reference-split must differ from --split ({args.split}): the reference "
+                             "clips must be held out from the real statistics")
+        t0 = time.perf_counter()
+        held = clip_dataset(args.data, args.reference_split, args.stems, seconds)
+        sets = reference_sets(held, clips_n, args.seed)
+        rows = {}
+        for set_name, clips in sets.items():
+            target = set_name.removeprefix("noise:")
+            ok = clips and target in real["stats"]
+            rows[set_name] = {"fad": fad_or_nan(fad, clips, real["stats"][target]) if ok else nan,
+                              "clips": len(clips), "against": target}
+        written.append(_write(folder, "fad-reference", {
+            **_header("fad", args, argv), "task": "reference", "clips": clips_n, "seconds": seconds, "data": data,
+            "reference_split": args.reference_split,
+            "embedding": {"network": "musicnn MTT (torch port)", "layer": fad.layer, "hop_frames": fad.hop_frames},
+            "results": {"sets": rows, "wall_seconds": round(time.perf_counter() - t0, 2)}}))
+        print("reference FAD: " + ", ".join(f"{k} {v['fad']:.3f}" for k, v in rows.items()))
     for name in args.models:
         model = _load(name, args, models)
         if model is None:

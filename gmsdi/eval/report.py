@@ -273,6 +273,15 @@ def fad_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, An
         lines.append(f"| {spec.label} | {_fmt(res['fad'], 3)} | {_fmt(res.get('mixture_consistency'), 4)} | "
                      f"{r['clips']} × {r['seconds']:g} | {_short((r.get('model') or {}).get('checkpoint_sha256'))} |")
         notes.append(f"- {spec.label}: {_provenance(r, status)}.")
+    ref = results.get("fad-reference")
+    if ref is not None:
+        sets = ref["results"]["sets"]
+        for key, label in (("mix", f"*reference: real {ref['reference_split']} mixtures*"),
+                           ("noise:mix", "*reference: white noise at their RMS*")):
+            if key in sets:
+                row = sets[key]
+                lines.append(f"| {label} | {_fmt(row['fad'], 3)} | | {row['clips']} × {ref['seconds']:g} | |")
+        notes.append(_reference_note(ref))
     lines += ["", *notes, ""]
     subsets: list[str] = []
     for name in MODELS:
@@ -293,6 +302,11 @@ def fad_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, An
             f"{_fmt(rows[s]['sub_fad'], 3)} ({rows[s]['clips']})" if s in rows else "–" for s in subsets) + " |")
         notes.append(f"- {spec.label}: {_provenance(r, status)}.")
     return lines + ["", "(clips in parentheses: real clips in which every given stem plays.)", "", *notes, ""]
+
+
+def _reference_note(ref: Mapping[str, Any]) -> str:
+    return (f"- References: {ref['clips']} clips of {ref['seconds']:g} s from the {ref['reference_split']} split "
+            f"(held out from the real statistics), `{ref['command']}` ({ref['date']}).")
 
 
 def ablation_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -317,6 +331,17 @@ def ablation_section(results: Mapping[str, Any], status: Mapping[str, Mapping[st
         means = [_nanmean([rows[s].get(v, math.nan) for s in rows]) for v in used]
         lines.append("| mean | " + " | ".join(_fmt(m, 3) for m in means) + " |")
         lines += ["", f"{r['clips']} clips of {r['seconds']:g} s per cell; {_provenance(r, status)}.", ""]
+    ref = results.get("fad-reference")
+    if ref is not None:
+        sets = ref["results"]["sets"]
+        stems = [s for s in STEMS if s in sets]
+        lines += ["**References** (what a perfect generator and one that learned only the level score with the same "
+                  "number of clips):", "",
+                  "| stem | real " + ref["reference_split"] + " stems | white noise at their RMS |", "|---|---|---|"]
+        for s in stems:
+            noise = sets.get(f"noise:{s}", {}).get("fad", math.nan)
+            lines.append(f"| {s} | {_fmt(sets[s]['fad'], 3)} ({sets[s]['clips']}) | {_fmt(noise, 3)} |")
+        lines += ["", _reference_note(ref).removeprefix("- "), ""]
     w1 = results.get("separation-gmsdi-separator-w1")
     full = results.get("separation-gmsdi-separator")
     if w1 is not None and full is not None:

@@ -368,6 +368,36 @@ def accompany_mixes(model: LoadedModel, clips: Sequence[Clip], stems: Sequence[s
     return out
 
 
+def reference_sets(ds: StemsDataset, n: int, seed: int = 0) -> dict[str, list[np.ndarray]]:
+    """The FAD reference sets drawn from a held-out split `ds` (not the one the real statistics come
+    from), visiting its clips in a seeded random order so they spread over its tracks:
+    "mix" -> `n` audible clip mixtures; each stem class -> `n` clips where it is active (MIDI) and
+    audible; "noise:<set>" -> white Gaussian noise at the RMS of each clip of <set>. Real held-out clips score
+    what a perfect generator scores with `n` clips (FAD's small-set bias included); noise scores a
+    generator that learned nothing but the level. A set may hold fewer than `n` clips if the split
+    runs out.
+
+    Returns:
+        {set name: list of float32 [T] clips}.
+    """
+    rng = np.random.default_rng(seed)
+    clips: dict[str, list[np.ndarray]] = {name: [] for name in ("mix", *ds.row_names)}
+    for i in rng.permutation(len(ds)):
+        if all(len(v) >= n for v in clips.values()):
+            break
+        c = load_clip(ds, int(i))
+        if len(clips["mix"]) < n and _audible(c.mix):
+            clips["mix"].append(c.mix)
+        for k, name in enumerate(ds.row_names):
+            if len(clips[name]) < n and c.active[k] and _audible(c.stems[k]):
+                clips[name].append(c.stems[k])
+    for name in list(clips):
+        clips[f"noise:{name}"] = [
+            (rng.standard_normal(x.shape) * np.sqrt(np.mean(x.astype(np.float64) ** 2))).astype(np.float32)
+            for x in clips[name]]
+    return clips
+
+
 # The single-source FAD settings (the negative-prompting ablation): name -> (negative prompt, guidance),
 # "others" standing for the other instruments' prompts joined.
 SINGLE_SOURCE_VARIANTS: dict[str, tuple[str, float | None]] = {
@@ -400,4 +430,5 @@ def single_source_stems(model: LoadedModel, stem: str, others: Sequence[str], va
 
 __all__ = ["CLIP_MIN_PEAK", "SINGLE_SOURCE_VARIANTS", "Clip", "SeparationRun", "accompaniment_clips", "accompany_mixes",
            "chunk_seed", "clip_dataset", "clip_indices", "fad_or_nan", "generate_mixes", "load_clip", "real_stats",
-           "run_separation", "scores_from_summary", "select_tracks", "single_source_stems", "split_dataset"]
+           "reference_sets", "run_separation", "scores_from_summary", "select_tracks", "single_source_stems",
+           "split_dataset"]
