@@ -401,7 +401,8 @@ def cmd_fad(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
             "embedding": {"network": "musicnn MTT (torch port)", "layer": fad.layer, "hop_frames": fad.hop_frames},
             "results": {"sets": rows, "wall_seconds": round(time.perf_counter() - t0, 2)}}))
         print("reference FAD: " + ", ".join(f"{k} {v['fad']:.3f}" for k, v in rows.items()))
-    for name in args.models:
+    model_tasks = {"generation", "accompaniment", "single-source"} & set(args.task)
+    for name in args.models if model_tasks else []:
         model = _load(name, args, models)
         if model is None:
             continue
