@@ -63,7 +63,8 @@ python -m gmsdi.eval report
 # (step, unit cost, full run).
 COSTS: tuple[tuple[str, str, str], ...] = (
     ("train GMSDI (default.yaml)", "0.77 s/step (2 threads; runs/default/train.csv)", "200k steps ≈ 43 h"),
-    ("train MSDM (msdm.yaml)", "2.1 s/step", "200k steps ≈ 117 h"),
+    ("train MSDM (msdm.yaml)", "1.3 s/step on one thread alone, 1.6 beside another job (runs/msdm/train.csv)",
+     "200k steps ≈ 72–89 h (6000: 2.5 h)"),
     ("train weakly-supervised MSDM (weak_msdm.yaml)", "as GMSDI (the same network)", "≈ 43 h"),
     ("`ensemble-choice` (60 validation tracks, 900 chunks of 2.048 s)",
      "separator 11.6 s + extractor 4 × 5.9 s per chunk", "≈ 8.8 h (`--tracks 20`: 2.9 h)"),
