@@ -302,7 +302,8 @@ def fad_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, An
         lines.append(f"| {spec.label} | " + " | ".join(
             f"{_fmt(rows[s]['sub_fad'], 3)} ({rows[s]['clips']})" if s in rows else "–" for s in subsets) + " |")
         notes.append(f"- {spec.label}: {_provenance(r, status)}.")
-    return lines + ["", "(clips in parentheses: real clips in which every given stem plays.)", "", *notes, ""]
+    return lines + ["", "(clips in parentheses: real test clips in which at least one given stem plays; the given "
+                    "stems are whatever the clip holds.)", "", *notes, ""]
 
 
 def _reference_note(ref: Mapping[str, Any]) -> str:
