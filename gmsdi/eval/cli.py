@@ -382,6 +382,7 @@ def cmd_fad(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     data["real_clips"] = real["counts"]
     progress = not args.quiet
     nan = float("nan")
+    embedding = {"network": "musicnn MTT (torch port)", "layer": fad.layer, "hop_frames": fad.hop_frames}
     if "reference" in args.task:
         if args.reference_split == args.split:
             raise ValueError(f"--reference-split must differ from --split ({args.split}): the reference "
@@ -398,7 +399,7 @@ def cmd_fad(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
         written.append(_write(folder, "fad-reference", {
             **_header("fad", args, argv), "task": "reference", "clips": clips_n, "seconds": seconds, "data": data,
             "reference_split": args.reference_split,
-            "embedding": {"network": "musicnn MTT (torch port)", "layer": fad.layer, "hop_frames": fad.hop_frames},
+            "embedding": embedding,
             "results": {"sets": rows, "wall_seconds": round(time.perf_counter() - t0, 2)}}))
         print("reference FAD: " + ", ".join(f"{k} {v['fad']:.3f}" for k, v in rows.items()))
     model_tasks = {"generation", "accompaniment", "single-source"} & set(args.task)
@@ -408,7 +409,7 @@ def cmd_fad(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
             continue
         base = {**_header("fad", args, argv), "model": model.describe(), "label": model.spec.label,
                 "settings": settings, "clips": clips_n, "seconds": seconds, "data": data,
-                "embedding": {"network": "musicnn MTT (torch port)", "layer": fad.layer, "hop_frames": fad.hop_frames}}
+                "embedding": embedding}
         if "generation" in args.task:
             t0 = time.perf_counter()
             gen = generate_mixes(model, args.stems, clips_n, seconds, args.seed, settings, progress)
