@@ -69,6 +69,23 @@ def test_separation_resumes_from_its_cache(results: Path, data: Path, capsys) ->
     assert after["sisdri"] == before["sisdri"] and after["wall_seconds"] == before["wall_seconds"]
 
 
+def test_sweep_keeps_measured_settings_and_adds_new_ones(results: Path, data: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    (folder / "sweep-gmsdi.json").write_text((results / "sweep-gmsdi.json").read_text())
+    before = json.loads((folder / "sweep-gmsdi.json").read_text())["results"]["rows"]
+    common = ["--quick", "--data", str(data), "--results", str(folder), "--quiet"]
+    assert cli.main(["sweep", "--axes", "x", "y", *common]) == 0
+    rows = json.loads((folder / "sweep-gmsdi.json").read_text())["results"]["rows"]
+    assert rows[:3] == before  # the γ_x rows are kept as measured (same wall time), not sampled again
+    assert [(r["axis"], r["gamma"]) for r in rows[3:]] == [("y", 0.3), ("y", 2.0), ("y", float("inf"))]
+    assert not list(folder.glob("*.tmp"))
+    # another setting (here: the step count) starts afresh instead of mixing rows of two protocols
+    assert cli.main(["sweep", "--axes", "y", "--steps", "10", *common]) == 0
+    rows = json.loads((folder / "sweep-gmsdi.json").read_text())["results"]["rows"]
+    assert [r["axis"] for r in rows] == ["y"] * 3
+
+
 def test_missing_checkpoint_is_reported_not_invented(tmp_path: Path, data: Path, capsys) -> None:
     assert cli.main(["separation", "--method", "msdm", "--checkpoint", f"msdm={tmp_path / 'none.safetensors'}",
                      "--data", str(data), "--results", str(tmp_path), "--quiet"]) == 0

@@ -238,7 +238,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 def _write(folder: Path, name: str, data: dict[str, Any]) -> Path:
     path = folder / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, default=_json_default, allow_nan=True) + "\n")
+    tmp = path.with_suffix(".json.tmp")  # atomic: a killed run leaves the previous file whole
+    tmp.write_text(json.dumps(data, indent=1, default=_json_default, allow_nan=True) + "\n")
+    os.replace(tmp, path)
     return path
 
 
@@ -462,6 +464,8 @@ def cmd_fad(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
 
 
 def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
+    """One row per (axis, γ), written as each setting finishes. A rerun with the same model,
+    settings, clips and real set keeps the rows it finds (resume, or add an axis or a γ later)."""
     import numpy as np
 
     from gmsdi.eval.fad import FrechetAudioDistance
@@ -480,11 +484,29 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
         settings["steps"] = 8  # two steps hold no coupling but the default; 0.3 is refused even at 8
     fad = FrechetAudioDistance(hop_frames=args.hop_frames, device=args.device)
     real = _real(args, seconds, folder, fad)
+    key = {"model": model.describe(), "settings": settings, "clips": clips_n, "seconds": seconds, "seed": args.seed,
+           "stems": list(args.stems), "hop_frames": args.hop_frames,
+           "real": {"split": args.split, "tracks": real["tracks"], "clips": real["counts"]}}
+    key = json.loads(json.dumps(key, default=_json_default))  # as it reads back from the file
+    path = folder / f"sweep-{args.model}.json"
     rows = []
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("resume_key") == key:
+            rows = old["results"]["rows"]
+            print(f"resuming {path}: {len(rows)} setting(s) already measured")
+    done = {(r["axis"], float(r["gamma"])) for r in rows}
+    header = {**_header("sweep", args, argv), "model": model.describe(), "label": model.spec.label,
+              "settings": settings, "clips": clips_n, "seconds": seconds,
+              "data": {**_data_info(args.data, args.split, args.stems, real["tracks"]), "real_clips": real["counts"]},
+              "gamma_mode": "relative", "resume_key": key}
     t0 = time.perf_counter()
     for axis in args.axes:
         for g in gammas:
+            if (axis, float(g)) in done:
+                continue
             kw = {"gamma_x": g if axis in ("x", "both") else None, "gamma_y": g if axis in ("y", "both") else None}
+            t1 = time.perf_counter()
             try:
                 gen = generate_mixes(model, args.stems, clips_n, seconds, args.seed, {**settings, **kw},
                                      not args.quiet)
@@ -493,19 +515,21 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
                              "consistency": math.nan, "consistency_std": math.nan, "fad": math.nan,
                              "refused": str(e)})
                 print(f"γ_{axis} = {g:g}: refused ({str(e).split(':')[0]})")
-                continue
-            err = [float(mixture_consistency_error(r.mixture_chain, np.stack(list(r.stems.values())), relative=True))
-                   for r in gen]
-            score = fad_or_nan(fad, [r.mix for r in gen], real["stats"]["mix"]) if "mix" in real["stats"] else math.nan
-            defaults = gen[0].settings
-            rows.append({"axis": axis, "gamma": g, "gamma_x": defaults["gamma_x"], "gamma_y": defaults["gamma_y"],
-                         "consistency": float(np.mean(err)), "consistency_std": float(np.std(err)), "fad": score})
-            print(f"γ_{axis} = {g:g}: consistency {np.mean(err):.4f}, FAD {score:.3f}")
-    data = {**_header("sweep", args, argv), "model": model.describe(), "label": model.spec.label,
-            "settings": settings, "clips": clips_n, "seconds": seconds,
-            "data": {**_data_info(args.data, args.split, args.stems, real["tracks"]), "real_clips": real["counts"]},
-            "gamma_mode": "relative", "results": {"rows": rows, "wall_seconds": round(time.perf_counter() - t0, 2)}}
-    return [_write(folder, f"sweep-{args.model}", data)]
+            else:
+                err = [float(mixture_consistency_error(r.mixture_chain, np.stack(list(r.stems.values())),
+                                                       relative=True)) for r in gen]
+                score = (fad_or_nan(fad, [r.mix for r in gen], real["stats"]["mix"]) if "mix" in real["stats"]
+                         else math.nan)
+                defaults = gen[0].settings
+                rows.append({"axis": axis, "gamma": g, "gamma_x": defaults["gamma_x"], "gamma_y": defaults["gamma_y"],
+                             "consistency": float(np.mean(err)), "consistency_std": float(np.std(err)), "fad": score,
+                             "wall_seconds": round(time.perf_counter() - t1, 2)})
+                print(f"γ_{axis} = {g:g}: consistency {np.mean(err):.4f}, FAD {score:.3f}")
+            _write(folder, f"sweep-{args.model}", {**header, "results": {
+                "rows": rows, "wall_seconds": round(time.perf_counter() - t0, 2)}})
+    if not path.is_file():  # nothing to measure and nothing before: still leave the header
+        _write(folder, f"sweep-{args.model}", {**header, "results": {"rows": rows, "wall_seconds": 0.0}})
+    return [path]
 
 
 def cmd_steps(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:

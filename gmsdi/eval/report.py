@@ -379,7 +379,7 @@ def sweep_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, 
             if spec.kind == "gmsdi" and name == "gmsdi":
                 lines += [f"{spec.label}: {_missing(name, status)}.", ""]
             continue
-        rows = r["results"]["rows"]
+        rows = sorted(r["results"]["rows"], key=lambda row: (row["axis"], row["gamma"]))  # resumed runs append
         lines += [f"**{spec.label}** ({r['clips']} clips of {r['seconds']:g} s per point)", "",
                   "| varied | g | γ_x | γ_y | consistency | FAD |", "|---|---|---|---|---|---|"]
         for row in rows:
