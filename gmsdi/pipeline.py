@@ -53,10 +53,10 @@ from gmsdi.data.classes import PAPER_STEMS
 from gmsdi.data.prompts import compose
 from gmsdi.inference import ensemble as ensemble_mod
 from gmsdi.inference.chunking import chunk_starts, continuation_spans, overlap_add, window_samples
-from gmsdi.inference.constraints import GAMMA_MODES, LOCKED_NOISE, check_coupling, check_gamma
+from gmsdi.inference.constraints import DIRAC_MODES, GAMMA_MODES, LOCKED_NOISE, check_coupling, check_gamma
 from gmsdi.inference.guidance import GuidedDenoiser, default_negative_prompts
 from gmsdi.inference.msdm import JointDenoiser, msdm_generate, msdm_separate
-from gmsdi.inference.tasks import generate_sources, separate_sources
+from gmsdi.inference.tasks import check_dirac_steps, generate_sources, separate_sources
 from gmsdi.sampling.samplers import SAMPLERS, Callback, get_sigmas_karras
 from gmsdi.text.embedding import PromptEncoder
 
@@ -91,6 +91,10 @@ class Settings:
         window_seconds: model window; None = the training crop (`ModelConfig.segment_samples`).
         overlap: fraction of the window shared by neighbouring windows of long audio.
         constrained: the Dirac separator's constrained source (index or prompt); None = the last.
+        dirac: the separator's form: "constrained" (MSDM, METHOD.md §3.3: one source is the mix
+            minus the others; few steps or many stems are refused when they would not converge,
+            `check_dirac_steps`) or "projected" (all sources on the plane Σx = y, stable at any
+            step count; `ProjectedDirac`).
     """
 
     sampler: str
@@ -109,6 +113,7 @@ class Settings:
     window_seconds: float | None = None
     overlap: float = 0.25
     constrained: int | str | None = None
+    dirac: str = "constrained"
 
 
 # Step counts are set for a real-time factor of about 4 for 4 s of 4 stems on a 2-core CPU with
@@ -332,6 +337,8 @@ class BasePipeline:
             raise ValueError(f"unknown gamma mode {s.gamma_mode!r}; valid names are {sorted(GAMMA_MODES)}")
         if s.locked_noise not in LOCKED_NOISE:
             raise ValueError(f"unknown locked noise {s.locked_noise!r}; valid names are {sorted(LOCKED_NOISE)}")
+        if s.dirac not in DIRAC_MODES:
+            raise ValueError(f"unknown dirac form {s.dirac!r}; valid names are {list(DIRAC_MODES)}")
         for name in ("gamma_x", "gamma_y"):
             if getattr(s, name) is not None:
                 check_gamma(getattr(s, name), name)
@@ -356,6 +363,14 @@ class BasePipeline:
     def _sigmas(self, s: Settings) -> torch.Tensor:
         lo, hi = self._sigma_range(s)
         return get_sigmas_karras(s.steps, lo, hi, s.rho, device=self.device)
+
+    def _check_dirac(self, s: Settings, n_sources: int) -> None:
+        """MSDM's Dirac form diverges with too few steps for its stem count: say so up front."""
+        if s.dirac != "constrained":
+            return
+        check_dirac_steps(self._sigmas(s).cpu(), n_sources, self.config.edm.sigma_data, sampler=s.sampler,
+                          s_churn=s.s_churn, resamples=s.resamples, max_steps=MAX_STEPS,
+                          schedule=lambda n: self._sigmas(dataclasses.replace(s, steps=n)).cpu())
 
     def _window(self, s: Settings) -> tuple[int, int]:
         """Window and overlap in samples, multiples of the network's length multiple."""
@@ -695,6 +710,7 @@ class GMSDIPipeline(BasePipeline):
                part: int = 0, parts: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
         """Dirac separation of a model-level mix [T] into [K, T], overlap-added over windows."""
         k = len(prompts)
+        self._check_dirac(s, k)
         guided = self._guided(prompts, negatives, weights)
         window, overlap = self._window(s)
         sigmas = self._sigmas(s)
@@ -707,8 +723,9 @@ class GMSDIPipeline(BasePipeline):
             j = next(chunk)
             cb = self._part_callback(callback, part * n_chunks + j, parts * n_chunks,
                                      {"task": task, "chunk": j, "chunks": n_chunks, "chains": free})
-            return separate_sources(guided, segment, k, sigmas, constrained=constrained, sampler=s.sampler,
-                                    s_churn=s.s_churn, resamples=s.resamples, callback=cb, generator=generator)
+            return separate_sources(guided, segment, k, sigmas, constrained=constrained, dirac=s.dirac,
+                                    sampler=s.sampler, s_churn=s.s_churn, resamples=s.resamples, callback=cb,
+                                    generator=generator)
 
         y = torch.from_numpy(mix).to(self.device)[None]
         out = overlap_add(run, y, window, overlap, self.length_multiple)[0].float().cpu().numpy()
@@ -722,6 +739,7 @@ class GMSDIPipeline(BasePipeline):
         negative_prompts: Sequence[str | None] | None = None,
         *,
         constrained: int | str | None = None,
+        dirac: str | None = None,
         sample_rate: int | None = None,
         guidance: float | Sequence[float] | None = None,
         steps: int | None = None,
@@ -743,6 +761,7 @@ class GMSDIPipeline(BasePipeline):
             prompts: the K ≥ 2 stems it contains, e.g. ["bass", "drums", "guitar", "piano"].
             negative_prompts: one per stem; None = the other stems' prompts.
             constrained: the stem set to mix − Σ others (prompt or index); None = the last.
+            dirac: "constrained" (default, MSDM) or "projected" (no stem singled out; `Settings`).
             sample_rate: the rate of an array `mix` (None = the model's).
             others: as `generate`; defaults from `SEPARATION` (Euler with churn, as MSDM).
 
@@ -752,9 +771,9 @@ class GMSDIPipeline(BasePipeline):
         """
         prompts = _check_prompts(prompts, minimum=2)
         _check_count(len(prompts))
-        s = self._settings(SEPARATION, constrained=constrained, guidance=guidance, steps=steps, sampler=sampler,
-                           s_churn=s_churn, resamples=resamples, window_seconds=window_seconds, overlap=overlap,
-                           sigma_min=sigma_min, sigma_max=sigma_max)
+        s = self._settings(SEPARATION, constrained=constrained, dirac=dirac, guidance=guidance, steps=steps,
+                           sampler=sampler, s_churn=s_churn, resamples=resamples, window_seconds=window_seconds,
+                           overlap=overlap, sigma_min=sigma_min, sigma_max=sigma_max)
         c = self._constrained(s.constrained, prompts)
         y, gain = self._mix_input(mix, sample_rate)
         weights = _per_source(s.guidance, len(prompts), "guidance")
@@ -764,7 +783,8 @@ class GMSDIPipeline(BasePipeline):
         out, details = self._dirac(y * gain, prompts, negatives, weights, c, s, gen, callback, "separate")
         window, overlap_n = self._window(s)
         settings = {**self._base_settings("separate", s, seed, window, overlap_n), "prompts": prompts,
-                    "negative_prompts": negatives, "guidance": weights, "constrained": prompts[c],
+                    "negative_prompts": negatives, "guidance": weights,
+                    "constrained": prompts[c] if s.dirac == "constrained" else None,
                     "input_gain_db": round(20 * math.log10(gain), 3), "seconds": len(y) / self.sample_rate,
                     **details, "wall_seconds": round(time.perf_counter() - t0, 3)}
         return Result(dict(zip(_unique(prompts), out / gain, strict=True)), y, self.sample_rate, settings)
@@ -782,6 +802,7 @@ class GMSDIPipeline(BasePipeline):
         prompt: str,
         rest_prompt: str | None = None,
         *,
+        dirac: str | None = None,
         sample_rate: int | None = None,
         guidance: float | None = None,
         steps: int | None = None,
@@ -804,7 +825,7 @@ class GMSDIPipeline(BasePipeline):
             rest_prompt: what else plays ("drums, guitar, piano"). None = "not the target": the
                 rest chain is guided away from `prompt` (null prompt as positive, `prompt` as
                 negative) and the target's negative is the null prompt.
-            others: as `separate`; the rest is the constrained source.
+            others: as `separate`; the rest is the constrained source (with dirac="constrained").
 
         Returns:
             `Result` with stems {prompt: target, "rest": mix − target}.
@@ -815,7 +836,7 @@ class GMSDIPipeline(BasePipeline):
         prompt = prompt[0]
         if rest_prompt is not None and not isinstance(rest_prompt, str):
             raise ValueError(f"rest_prompt must be a string or None, got {type(rest_prompt).__name__}")
-        s = self._settings(SEPARATION, guidance=guidance, steps=steps, sampler=sampler, s_churn=s_churn,
+        s = self._settings(SEPARATION, dirac=dirac, guidance=guidance, steps=steps, sampler=sampler, s_churn=s_churn,
                            resamples=resamples, window_seconds=window_seconds, overlap=overlap, sigma_min=sigma_min,
                            sigma_max=sigma_max)
         y, gain = self._mix_input(mix, sample_rate)
@@ -838,6 +859,7 @@ class GMSDIPipeline(BasePipeline):
         prompts: str | Sequence[str],
         *,
         results: str | os.PathLike[str] | None = None,
+        dirac: str | None = None,
         sample_rate: int | None = None,
         guidance: float | None = None,
         steps: int | None = None,
@@ -862,7 +884,7 @@ class GMSDIPipeline(BasePipeline):
         _check_count(len(prompts))
         choices, source = ensemble_mod.load_choices(results)
         methods = ensemble_mod.choose(prompts, choices)
-        s = self._settings(SEPARATION, guidance=guidance, steps=steps, sampler=sampler, s_churn=s_churn,
+        s = self._settings(SEPARATION, dirac=dirac, guidance=guidance, steps=steps, sampler=sampler, s_churn=s_churn,
                            resamples=resamples, window_seconds=window_seconds, overlap=overlap)
         y, gain = self._mix_input(mix, sample_rate)
         gen, seed = self._generator(seed, generator)
@@ -960,6 +982,7 @@ class MSDMPipeline(BasePipeline):
         mix: AudioSource,
         *,
         constrained: int | str | None = None,
+        dirac: str | None = None,
         sample_rate: int | None = None,
         steps: int | None = None,
         sampler: str | None = None,
@@ -975,7 +998,8 @@ class MSDMPipeline(BasePipeline):
     ) -> Result:
         """MSDM's Dirac separator (METHOD.md §3.3 with the joint score): one stem per channel, summing
         exactly to `mix`. Arguments as `GMSDIPipeline.separate` (defaults from `SEPARATION`)."""
-        s = self._settings(MSDM_SEPARATION, constrained=constrained, steps=steps, sampler=sampler, s_churn=s_churn,
+        s = self._settings(MSDM_SEPARATION, constrained=constrained, dirac=dirac, steps=steps, sampler=sampler,
+                           s_churn=s_churn,
                            resamples=resamples, window_seconds=window_seconds, overlap=overlap, sigma_min=sigma_min,
                            sigma_max=sigma_max)
         c = self._constrained(s.constrained, self.stems)
@@ -986,6 +1010,7 @@ class MSDMPipeline(BasePipeline):
         sigmas = self._sigmas(s)
         denoiser = self._denoiser()
         k = len(self.stems)
+        self._check_dirac(s, k)
         n_chunks = 1 if len(y) <= window else len(chunk_starts(len(y), window, overlap_n))
         chunk = iter(range(n_chunks))
         t0 = time.perf_counter()
@@ -994,13 +1019,13 @@ class MSDMPipeline(BasePipeline):
             j = next(chunk)
             cb = self._part_callback(callback, j, n_chunks, {"task": "separate", "chunk": j, "chunks": n_chunks,
                                                              "chains": [p for i, p in enumerate(self.stems) if i != c]})
-            return msdm_separate(denoiser, segment, k, sigmas, constrained=c, sampler=s.sampler, s_churn=s.s_churn,
-                                 resamples=s.resamples, callback=cb, generator=gen)
+            return msdm_separate(denoiser, segment, k, sigmas, constrained=c, dirac=s.dirac, sampler=s.sampler,
+                                 s_churn=s.s_churn, resamples=s.resamples, callback=cb, generator=gen)
 
         x = torch.from_numpy(y * gain).to(self.device)[None]
         out = overlap_add(run, x, window, overlap_n, self.length_multiple)[0].float().cpu().numpy()
         settings = {**self._base_settings("separate", s, seed, window, overlap_n), "model": "msdm",
-                    "prompts": self.stems, "constrained": self.stems[c],
+                    "prompts": self.stems, "constrained": self.stems[c] if s.dirac == "constrained" else None,
                     "input_gain_db": round(20 * math.log10(gain), 3), "seconds": len(y) / self.sample_rate,
                     "chunks": n_chunks, "network_calls": denoiser.calls, "network_rows": denoiser.rows,
                     "network_samples": denoiser.samples, "wall_seconds": round(time.perf_counter() - t0, 3)}

@@ -38,7 +38,7 @@ from gmsdi.sampling import Cancelled  # noqa: E402
 SR = 16000
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword")
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = AppConfig(max_seconds=3.0, seconds=1.0, generate_steps=2, separate_steps=2, max_file_size="1mb")
+CONFIG = AppConfig(max_seconds=3.0, seconds=1.0, generate_steps=2, separate_steps=12, max_file_size="1mb")
 
 
 def _free_port() -> int:
@@ -121,20 +121,20 @@ def test_generate_and_accompany(client, tmp_path) -> None:
 
 def test_separate_extract_ensemble(client, tmp_path) -> None:
     mix = gradio_client.handle_file(str(_wav(tmp_path / "mix.wav", _mix(1.0))))
-    out = client.predict(mix=mix, prompts="bass, drums, piano", method="separator", steps=2, seed=0,
+    out = client.predict(mix=mix, prompts="bass, drums, piano", method="separator", steps=12, seed=0,
                          api_name="/separate")
     settings = _check(out, ["bass", "drums", "piano"], 1.0)
     assert settings["task"] == "separate"
     total = sum(sf.read(p, dtype="float32")[0] for p in out[0])
     np.testing.assert_allclose(total, _mix(1.0), atol=1e-4)  # the Dirac separator sums to the mix
 
-    out = client.predict(mix=mix, prompt="bass", steps=2, seed=0, api_name="/extract")
+    out = client.predict(mix=mix, prompt="bass", steps=12, seed=0, api_name="/extract")
     assert _check(out, ["bass", "rest"], 1.0)["task"] == "extract"
 
     ogg = REPO / "assets" / "examples" / "synthslakh_test_1.ogg"  # a bundled example, 8 s: cut to fit
     short = _wav(tmp_path / "short.wav", sf.read(ogg, dtype="float32")[0][: SR // 2])
     out = client.predict(mix=gradio_client.handle_file(str(short)), prompts="bass, guitar", method="ensemble",
-                         steps=1, seed=0, api_name="/separate")
+                         steps=12, seed=0, api_name="/separate")
     assert _check(out, ["bass", "guitar"], 0.5)["task"] == "ensemble"
 
 
@@ -189,6 +189,20 @@ def test_separate_errors(client, tmp_path) -> None:
     _error(client, "at least two stems", mix=mix, prompts="bass", api_name="/separate")
     _error(client, "one stem name", mix=mix, prompt="bass, drums", api_name="/extract")
     _error(client, "Upload the mix first", mix=None, prompts="bass, drums", api_name="/separate")
+    _error(client, r"too few for MSDM's Dirac separator with 3 stems.*dirac='projected'", mix=mix,
+           prompts="bass, drums, piano", steps=2, api_name="/separate")
+
+
+def test_separator_form(pipe, tmp_path) -> None:
+    """The "Separator form" radio: projected runs at 2 steps, where MSDM's form is refused."""
+    tasks = AppTasks(pipe, CONFIG, workdir=tmp_path)
+    mix = str(_wav(tmp_path / "mix.wav", _mix(0.5)))
+    out = tasks.separate(mix, "bass, drums, piano", steps=2, seed=0, dirac="projected")
+    assert out.result.settings["dirac"] == "projected"
+    with pytest.raises(gr.Error, match="too few"):
+        tasks.separate(mix, "bass, drums, piano", steps=2, seed=0, dirac="constrained")
+    with pytest.raises(gr.Error, match="Unknown separator form 'exact'"):
+        tasks.separate(mix, "bass, drums", steps=2, seed=0, dirac="exact")
 
 
 # -- cancel -------------------------------------------------------------------------------------------

@@ -139,6 +139,10 @@ def test_msdm_pipeline_tasks(msdm_pipe: MSDMPipeline) -> None:
     rng = np.random.default_rng(0)
     mix = (0.3 * rng.standard_normal(5000)).astype(np.float32)
     fast = {"steps": 2, "window_seconds": 0.128, "seed": 0}
+    with pytest.raises(ValueError, match="too few for MSDM's Dirac separator with 4 stems"):
+        msdm_pipe.separate(mix, **fast)
+    assert msdm_pipe.separate(mix, dirac="projected", **fast).settings["dirac"] == "projected"
+    fast["steps"] = 12  # where MSDM's own form converges
     r = msdm_pipe.separate(mix, **fast)
     assert list(r.stems) == STEMS and r.settings["chunks"] > 1 and r.settings["constrained"] == "piano"
     np.testing.assert_allclose(sum(r.stems.values()), mix, atol=1e-5)

@@ -24,6 +24,8 @@ from gmsdi.inference import (
     separate_sources,
 )
 from gmsdi.inference import ensemble as ens
+from gmsdi.inference.constraints import ProjectedDirac
+from gmsdi.inference.tasks import MAX_DIRAC_ERROR, check_dirac_steps, dirac_error
 from gmsdi.models import build_model
 from gmsdi.pipeline import GMSDIPipeline
 from gmsdi.sampling import get_sigmas_karras
@@ -275,6 +277,48 @@ def test_dirac_checks() -> None:
         DiracConstraint(lambda x, s: x, torch.zeros(1, 8), 0, 1)
     with pytest.raises(ValueError, match="constrained must be a source index"):
         DiracConstraint(lambda x, s: x, torch.zeros(1, 8), 3, 3)
+
+
+@pytest.mark.parametrize("steps", [2, 20])
+def test_projected_dirac_sums_to_mixture(encoder, steps: int) -> None:
+    model = GaussianDenoiser({"a": 0.01, "b": 0.02, "c": 0.03}, encoder)
+    guided = GuidedDenoiser.from_prompts(model, encoder, ["a", "b", "c"], ["b, c", "a, c", "a, b"], [2.0] * 3)
+    mix = 0.25 * torch.randn(2, 1000, generator=torch.Generator().manual_seed(0))
+    out = separate_sources(guided, mix, 3, get_sigmas_karras(steps, 1e-4, 1.0), constrained=0, dirac="projected",
+                           s_churn=20.0, generator=torch.Generator().manual_seed(1))
+    assert out.shape == (2, 3, 1000)
+    torch.testing.assert_close(out.sum(dim=1), mix, rtol=0, atol=1e-6)
+    # every denoised estimate is on the plane, and the start is y/K plus noise with no component off it
+    plane = ProjectedDirac(lambda x, s: 3 * x, mix, 3)
+    x0 = plane.initial_state(torch.randn(2, 3, 1000), 1.0)
+    torch.testing.assert_close(x0.sum(dim=1), mix, rtol=0, atol=1e-5)
+    torch.testing.assert_close(plane(x0, torch.ones(2)).sum(dim=1), mix, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown Dirac form 'other'"):
+        separate_sources(guided, mix, 3, get_sigmas_karras(2, 1e-4, 1.0), constrained=0, dirac="other")
+
+
+def test_constrained_dirac_keeps_the_noise_with_few_steps_and_projected_does_not() -> None:
+    """The failure the check guards against, shown on Gaussian sources with their exact denoiser:
+    MSDM's form at 4 or 8 Euler steps (churn 20) lands hundreds of posterior spreads away from the
+    posterior mean, and the projected form does not at any step count; with enough steps both
+    converge, and the projected Heun ODE reaches the posterior's own spread (the exact flow)."""
+    sigmas = {n: get_sigmas_karras(n, 1e-4, 1.0) for n in (4, 8, 16, 64)}
+    for n in (4, 8):
+        assert dirac_error(sigmas[n], 4, 0.2) > 100
+        assert dirac_error(sigmas[n], 4, 0.2, dirac="projected") < 1.5
+    assert dirac_error(sigmas[64], 4, 0.2) < 1.5 and dirac_error(sigmas[16], 4, 0.2) < 1.5
+    exact = dirac_error(sigmas[64], 4, 0.2, dirac="projected", sampler="heun", s_churn=0.0)
+    assert exact == pytest.approx(1.0, abs=0.05)
+
+
+def test_check_dirac_steps_names_the_fix() -> None:
+    schedule = lambda n: get_sigmas_karras(n, 1e-4, 1.0)  # noqa: E731
+    with pytest.raises(ValueError, match=r"8 euler steps \(churn 20\) are too few .* 4 stems.*use steps=12 or more, "
+                                         r"or use dirac='projected'"):
+        check_dirac_steps(schedule(8), 4, 0.2, schedule=schedule)
+    # the separator's defaults (64 Euler steps, churn 20) hold for every stem count the pipeline takes
+    for k in range(2, 9):
+        assert check_dirac_steps(schedule(64), k, 0.2) <= MAX_DIRAC_ERROR
 
 
 # -- chunking -------------------------------------------------------------------------------------

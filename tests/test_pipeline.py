@@ -19,6 +19,8 @@ from gmsdi.text import HashTextEncoder
 
 SR = 16000
 FAST = {"steps": 2, "window_seconds": 0.064}  # 1024-sample windows: short inputs still span several
+# MSDM's Dirac form refuses fewer steps than converge (`check_dirac_steps`): 12 Euler steps hold up to 4 stems
+SEP_FAST = {**FAST, "steps": 12}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,7 +101,7 @@ def test_accompany_resamples_locked_input(pipe) -> None:
 @pytest.mark.parametrize("seconds", [0.05, 0.15])
 def test_separate_sums_to_mix(pipe, seconds: float) -> None:
     mix = _mix(seconds)
-    r = pipe.separate(mix, ["bass", "drums", "piano"], seed=0, **FAST)
+    r = pipe.separate(mix, ["bass", "drums", "piano"], seed=0, **SEP_FAST)
     assert list(r.stems) == ["bass", "drums", "piano"] and all(a.shape == mix.shape for a in r.stems.values())
     np.testing.assert_array_equal(r.mix, mix)
     np.testing.assert_allclose(sum(r.stems.values()), mix, atol=1e-5)
@@ -108,19 +110,36 @@ def test_separate_sums_to_mix(pipe, seconds: float) -> None:
 
 def test_separate_downmixes_and_resamples(pipe) -> None:
     stereo = np.stack([_mix(0.1, 22050), 0.5 * _mix(0.1, 22050)])  # [C, T]
-    r = pipe.separate((stereo.T, 22050), ["bass", "drums"], constrained="bass", seed=0, **FAST)  # [T, C]
+    r = pipe.separate((stereo.T, 22050), ["bass", "drums"], constrained="bass", seed=0, **SEP_FAST)  # [T, C]
     assert len(r.mix) == round(0.1 * SR)
     np.testing.assert_allclose(r.mix, load_audio(stereo.mean(axis=0), SR, 22050), atol=1e-6)
     np.testing.assert_allclose(sum(r.stems.values()), r.mix, atol=1e-5)
 
 
+def test_separate_projected_and_the_step_check(pipe) -> None:
+    mix = _mix(0.15)
+    r = pipe.separate(mix, ["bass", "drums", "piano"], dirac="projected", seed=0, **FAST)  # stable at 2 steps
+    np.testing.assert_allclose(sum(r.stems.values()), mix, atol=1e-5)
+    assert r.settings["dirac"] == "projected" and r.settings["constrained"] is None
+    again = pipe.separate(mix, ["bass", "drums", "piano"], dirac="projected", seed=0, **FAST)
+    assert all(np.array_equal(again.stems[k], r.stems[k]) for k in r.stems)
+    assert pipe.separate(mix, ["bass", "drums", "piano"], seed=0, **SEP_FAST).settings["dirac"] == "constrained"
+    with pytest.raises(ValueError, match=r"2 euler steps \(churn 20\) are too few for MSDM's Dirac separator with 3 "
+                                         r"stems.*use steps=\d+ or more, or use dirac='projected'"):
+        pipe.separate(mix, ["bass", "drums", "piano"], seed=0, **FAST)
+    with pytest.raises(ValueError, match="too few"):
+        pipe.extract(mix, "bass", seed=0, steps=1)
+    with pytest.raises(ValueError, match="unknown dirac form 'exact'"):
+        pipe.separate(mix, ["bass", "drums"], dirac="exact", **SEP_FAST)
+
+
 def test_extract(pipe) -> None:
     mix = _mix(0.1)
-    r = pipe.extract(mix, "bass", seed=0, **FAST)
+    r = pipe.extract(mix, "bass", seed=0, **SEP_FAST)
     assert list(r.stems) == ["bass", "rest"] and r.settings["rest_prompt"] == ""
     assert r.settings["negative_prompts"] == ["", "bass"]
     np.testing.assert_allclose(r.stems["bass"] + r.stems["rest"], mix, atol=1e-5)
-    r = pipe.extract(mix, "bass", "drums, piano", seed=0, **FAST)
+    r = pipe.extract(mix, "bass", "drums, piano", seed=0, **SEP_FAST)
     assert r.settings["negative_prompts"] == ["drums, piano", "bass"]
 
 
@@ -128,12 +147,12 @@ def test_ensemble(pipe, tmp_path, monkeypatch) -> None:
     from gmsdi.inference import ensemble
 
     monkeypatch.setattr(ensemble, "ENSEMBLE_PATH", tmp_path / "none.json")
-    r = pipe.ensemble(_mix(0.05), ["drums", "bass", "piano"], seed=0, steps=2)
+    r = pipe.ensemble(_mix(0.05), ["drums", "bass", "piano"], seed=0, steps=12)
     assert r.settings["methods"] == {"drums": "separator", "bass": "extractor", "piano": "extractor"}
     assert list(r.stems) == ["drums", "bass", "piano"] and all(len(a) == len(r.mix) for a in r.stems.values())
     f = tmp_path / "ens.json"
     f.write_text(json.dumps({"choice": {"bass": "separator", "drums": "separator", "piano": "separator"}}))
-    r = pipe.ensemble(_mix(0.05), ["drums", "bass", "piano"], results=f, seed=0, steps=2)
+    r = pipe.ensemble(_mix(0.05), ["drums", "bass", "piano"], results=f, seed=0, steps=12)
     assert set(r.settings["methods"].values()) == {"separator"}
     np.testing.assert_allclose(sum(r.stems.values()), r.mix, atol=1e-5)
 
@@ -146,14 +165,14 @@ def test_callback_progress_and_cancel(pipe) -> None:
     assert {i["chunk"] for i in seen} == {0, 1, 2} and seen[0]["chains"] == ["bass", "drums", "mix"]
     assert seen[0]["x"].shape == (1, 3, 1024)
     with pytest.raises(Cancelled):
-        pipe.separate(_mix(0.1), ["bass", "drums"], seed=0, callback=lambda info: True, **FAST)
+        pipe.separate(_mix(0.1), ["bass", "drums"], seed=0, callback=lambda info: True, **SEP_FAST)
 
 
 def test_levels_keep_relative_loudness(pipe) -> None:
     """Scaling the input scales every output stem by the same factor."""
     mix = _mix(0.05)
-    a = pipe.separate(mix, ["bass", "drums"], seed=0, steps=2)
-    b = pipe.separate(0.1 * mix, ["bass", "drums"], seed=0, steps=2)
+    a = pipe.separate(mix, ["bass", "drums"], seed=0, steps=12)
+    b = pipe.separate(0.1 * mix, ["bass", "drums"], seed=0, steps=12)
     for k in a.stems:
         np.testing.assert_allclose(b.stems[k], 0.1 * a.stems[k], rtol=1e-3, atol=1e-6)
     assert b.settings["input_gain_db"] == pytest.approx(a.settings["input_gain_db"] + 20, abs=1e-3)

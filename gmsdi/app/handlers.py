@@ -33,6 +33,7 @@ import gradio as gr
 import numpy as np
 
 from gmsdi import audio as audio_io
+from gmsdi.inference.constraints import DIRAC_MODES
 from gmsdi.pipeline import GENERATION, MAX_STEMS, SEPARATION, GMSDIPipeline, Result
 from gmsdi.sampling import SAMPLERS, Cancelled
 
@@ -512,10 +513,14 @@ class AppTasks:
 
     def separate(self, mix: Any, prompts: Sequence[str] | str, method: str = "separator", rest_prompt: str = "",
                  steps: Any = None, guidance: Any = 2.0, seed: Any = None, churn: Any = None,
-                 progress: Progress | None = None, flag: threading.Event | None = None) -> Output:
-        """Separates (`separator`), extracts (`extractor`: one stem and the rest) or ensembles."""
+                 progress: Progress | None = None, flag: threading.Event | None = None,
+                 dirac: str | None = None) -> Output:
+        """Separates (`separator`), extracts (`extractor`: one stem and the rest) or ensembles.
+        dirac: the separator's form, "constrained" (MSDM; None) or "projected" (`Settings.dirac`)."""
         if method not in METHODS:
             raise app_error(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+        if dirac not in (None, "", *DIRAC_MODES):
+            raise app_error(f"Unknown separator form {dirac!r}; choose one of {', '.join(DIRAC_MODES)}.")
         prompts = split_prompts(prompts)
         if method == "extractor":
             if len(prompts) != 1:
@@ -528,7 +533,7 @@ class AppTasks:
         audio = check_upload(mix, "mix", self.sample_rate, self.config.max_seconds)
         kwargs = self._common(steps if steps is not None else self.config.separate_steps, guidance, seed, None,
                               churn)
-        kwargs.update(mix=audio, sample_rate=self.sample_rate)
+        kwargs.update(mix=audio, sample_rate=self.sample_rate, dirac=dirac or None)
         if method == "extractor":
             kwargs.update(prompt=prompts[0], rest_prompt=(rest_prompt or "").strip() or None)
             return self._run("extract", self.pipeline.extract, kwargs, progress, flag)

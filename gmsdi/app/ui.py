@@ -208,6 +208,9 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                 sep_steps = gr.Slider(1, config.max_steps, value=config.separate_steps, step=1, label="Steps")
                 sep_guidance = gr.Slider(1.0, 10.0, value=config.guidance, step=0.1, label="Guidance weight")
                 sep_churn = gr.Slider(0, 50, value=SEPARATION.s_churn, step=1, label="Churn (S_churn)")
+                sep_dirac = gr.Radio(["constrained", "projected"], value=SEPARATION.dirac, label="Separator form",
+                                     info="constrained: MSDM's (one stem is the mix minus the others; needs enough "
+                                          "steps); projected: no stem singled out, works at any step count")
                 sep_seed = gr.Textbox(label="Seed", placeholder="empty = random", max_lines=1)
             with gr.Row():
                 sep_btn = gr.Button("Separate", variant="primary", elem_id="separate-btn")
@@ -376,10 +379,10 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
         method.change(method_changed, [method], [sep_prompts, rest, sep_btn], queue=False, api_visibility="private")
 
         def ui_separate(mix: Any, prompts: str, how: str, rest_prompt: str, steps: float, guidance: float,
-                        churn: float, seed: str, token: dict,
+                        churn: float, dirac: str, seed: str, token: dict,
                         progress: gr.Progress = gr.Progress()) -> list[Any]:
             out = tasks.separate(mix, prompts, how, rest_prompt, steps, guidance, seed, churn,
-                                 progress=_progress(progress), flag=new_run(token))
+                                 progress=_progress(progress), flag=new_run(token), dirac=dirac)
             k = len(out.names)
             return [*[gr.update(visible=i < k) for i in range(m)],
                     *[gr.update(value=str(out.stems[i]), label=out.names[i]) if i < k else None for i in range(m)],
@@ -388,8 +391,8 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                     out.summary(tasks.device)]
 
         sep_event = sep_btn.click(
-            ui_separate, [sep_mix_in, sep_prompts, method, rest, sep_steps, sep_guidance, sep_churn, sep_seed,
-                          cancel_sep],
+            ui_separate, [sep_mix_in, sep_prompts, method, rest, sep_steps, sep_guidance, sep_churn, sep_dirac,
+                          sep_seed, cancel_sep],
             [*sep_groups, *sep_audio, *sep_images, sep_mix, sep_mix_image, sep_zip, sep_seed_used, sep_settings,
              sep_status], api_visibility="private", show_progress_on=[sep_mix], **model_run)
         sep_stop.click(request_cancel, [cancel_sep], None, cancels=[sep_event], queue=False, api_visibility="private")

@@ -39,7 +39,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path("benchmarks/results/eval")
 QUICK_RESULTS = Path("runs/eval-quick")
 STEMS = ("bass", "drums", "guitar", "piano")
-QUICK = {"steps": 2, "tracks": 1, "max_chunks": 2, "clips": 2, "seconds": 3.0}
+# separation_steps: the fewest where MSDM's Dirac form converges for four stems (`check_dirac_steps`)
+QUICK = {"steps": 2, "separation_steps": 12, "tracks": 1, "max_chunks": 2, "clips": 2, "seconds": 3.0}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,6 +75,14 @@ def _sampling(p: argparse.ArgumentParser) -> None:
                    help="negative-prompt guidance weight (default: the method's; 1 = off)")
 
 
+def _dirac(p: argparse.ArgumentParser) -> None:
+    from gmsdi.inference.constraints import DIRAC_MODES
+
+    p.add_argument("--dirac", choices=list(DIRAC_MODES), default=None,
+                   help="the separator's form (default: the pipeline's, constrained as MSDM; projected: no stem "
+                        "singled out)")
+
+
 def get_parser() -> argparse.ArgumentParser:
     """The `python -m gmsdi.eval` argument parser."""
     from gmsdi.eval.methods import MODELS, SEPARATION_METHODS
@@ -100,6 +109,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--irm-power", type=float, default=1.0, help="IRM mask exponent (1 magnitude, 2 power)")
     p.add_argument("--no-cache", action="store_true", help="do not reuse or write per-track scores")
     _sampling(p)
+    _dirac(p)
     _common(p)
 
     p = sub.add_parser("fad", help="FAD of generation, sub-FAD of accompaniment, single-source FAD",
@@ -150,6 +160,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default=None, help="default: the pipeline's")
     p.add_argument("--churn", type=float, default=None, dest="s_churn")
     p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--tag", default="", help="suffix of the result file, for variants (e.g. projected)")
+    _dirac(p)
     _common(p)
 
     p = sub.add_parser("ensemble-choice", help="per stem, separator or extractor, chosen on validation",
@@ -160,6 +172,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="the file GMSDIPipeline.ensemble reads (default assets/ensemble.json; "
                         f"{QUICK_RESULTS}/ensemble.json with --quick)")
     _sampling(p)
+    _dirac(p)
     _common(p, split="validation")
 
     p = sub.add_parser("sensitivity", help="prompt sensitivity on isolated test stems (wrong ÷ own prompt error)",
@@ -230,8 +243,11 @@ def _data_info(root: str, split: str, stems: Sequence[str], tracks_used: int | N
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("steps", "sampler", "s_churn", "resamples", "guidance")
     out = {k: getattr(args, k, None) for k in keys}
+    if getattr(args, "dirac", None) is not None:  # separation commands only; absent keeps older cache keys
+        out["dirac"] = args.dirac
     if args.quick and out["steps"] is None:
-        out["steps"] = QUICK["steps"]
+        separation = getattr(args, "command", None) in ("separation", "ensemble-choice")
+        out["steps"] = QUICK["separation_steps"] if separation else QUICK["steps"]
     return out
 
 
@@ -534,26 +550,34 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
 
 def cmd_steps(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     folder, models, written = _results_dir(args), {}, []
-    steps_list = [1, 2] if args.quick else args.steps_list
+    steps_list = [2, QUICK["separation_steps"]] if args.quick else args.steps_list  # 2: refused (constrained)
     if args.quick and args.tracks == 10:
         args.tracks = QUICK["tracks"]
     for method in args.method:
-        rows = []
+        rows, out = [], None
         for steps in steps_list:
             settings = {"steps": steps, "sampler": args.sampler, "s_churn": args.s_churn, "guidance": args.guidance}
+            if args.dirac is not None:
+                settings["dirac"] = args.dirac
             args.no_cache = False
-            out = _separation(method, args, models, args.split, settings)
+            try:
+                out = _separation(method, args, models, args.split, settings)
+            except ValueError as e:  # a step count the separator refuses (it would not converge)
+                rows.append({"steps": steps, "refused": str(e)})
+                print(f"{method}, {steps} steps: refused ({str(e).split(':')[0]})")
+                continue
             if out is None:
                 break
             r = out["results"]
             rows.append({"steps": steps, "sisdri": r["sisdri"], "windows": r["windows"], "seconds": r["seconds"],
                          "wall_seconds": r["wall_seconds"], "real_time_factor": r["real_time_factor"]})
             print(f"{method}, {steps} steps: SI-SDRi All {r['sisdri']['All']:.2f} dB, RTF {r['real_time_factor']}")
-        if rows:
+        if rows and out is not None:
             data = {**_header("steps", args, argv), "method": method, "label": out["label"], "model": out["model"],
+                    "dirac": args.dirac or "constrained",
                     "stems": list(args.stems), "data": out["data"], "chunk_samples": out["chunk_samples"],
                     "results": {"rows": rows}}
-            written.append(_write(folder, f"steps-{method}", data))
+            written.append(_write(folder, f"steps-{method}" + (f"-{args.tag}" if args.tag else ""), data))
     return written
 
 

@@ -4,7 +4,8 @@ Layers, bottom up:
 - `guidance.GuidedDenoiser`: negative-prompt guidance for every chain of a stack [B, N, T] in
   one batched network call.
 - `constraints`: wrappers that turn it into the denoiser a sampler needs — `MixtureCoupling`
-  (Eq. 2), `KnownValues` (locked stems, continuation context), `DiracConstraint` (separation).
+  (Eq. 2), `KnownValues` (locked stems, continuation context), `DiracConstraint` and
+  `ProjectedDirac` (separation: MSDM's form and ours).
 - `tasks`: `generate_sources` and `separate_sources` build those wrappers and run a sampler.
 - `chunking`: `overlap_add` (separation, extraction) and `continuation_spans` (generation,
   accompaniment) for audio longer than the model's window.
@@ -17,20 +18,29 @@ Layers, bottom up:
 
 from gmsdi.inference.chunking import chunk_starts, continuation_spans, overlap_add, round_up, window_samples
 from gmsdi.inference.constraints import (
+    DIRAC_MODES,
     GAMMA_MODES,
     LOCKED_NOISE,
     DiracConstraint,
     KnownValues,
     MixtureCoupling,
+    ProjectedDirac,
     check_coupling,
     coupling_growth,
 )
 from gmsdi.inference.gaussian import GaussianDenoiser
 from gmsdi.inference.guidance import GuidedDenoiser, default_negative_prompts
 from gmsdi.inference.msdm import JointDenoiser, joint_config, msdm_generate, msdm_separate
-from gmsdi.inference.tasks import generate_sources, sample_stack, separate_sources
+from gmsdi.inference.tasks import (
+    check_dirac_steps,
+    dirac_error,
+    generate_sources,
+    sample_stack,
+    separate_sources,
+)
 
 __all__ = [
+    "DIRAC_MODES",
     "GAMMA_MODES",
     "LOCKED_NOISE",
     "DiracConstraint",
@@ -39,11 +49,14 @@ __all__ = [
     "JointDenoiser",
     "KnownValues",
     "MixtureCoupling",
+    "ProjectedDirac",
     "check_coupling",
+    "check_dirac_steps",
     "coupling_growth",
     "chunk_starts",
     "continuation_spans",
     "default_negative_prompts",
+    "dirac_error",
     "generate_sources",
     "joint_config",
     "msdm_generate",

@@ -8,6 +8,8 @@ A score s enters a sampler through its denoised form `x + σ²·s` (EDM: s = (D 
   accompaniment §3.2; the context of the previous chunk when continuing long audio).
 - `DiracConstraint`: MSDM's Dirac likelihood for separation (§3.3); the constrained source is the
   mixture minus the free ones.
+- `ProjectedDirac`: the same Dirac likelihood with no source singled out: all K sources move on
+  the plane Σ_k x_k = y (ours; stable at any step count, see `gmsdi.inference.tasks.dirac_error`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ StackDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 GAMMA_MODES: tuple[str, ...] = ("relative", "absolute")
 LOCKED_NOISE: tuple[str, ...] = ("fixed", "fresh")
+DIRAC_MODES: tuple[str, ...] = ("constrained", "projected")
 
 
 def check_gamma(value: float, name: str) -> float:
@@ -231,3 +234,44 @@ class DiracConstraint:
         correction = (x[:, self.c] - d[:, self.c])[:, None]
         d_free = torch.cat([d[:, : self.c], d[:, self.c + 1:]], dim=1)
         return d_free + correction
+
+
+class ProjectedDirac:
+    """The Dirac likelihood Σ_k x_k = y with every source free, over the stack [B, K, T].
+
+    The K sources start on the plane Σ_k x_k = y (y/K plus noise projected onto it) and move
+    along the score projected onto the plane: in denoised form D'_k = D_k + (y − Σ_l D_l)/K, so
+    every denoised estimate sums to y and an Euler/Heun step keeps the sum where it is or pulls
+    it back to y. MSDM's form (`DiracConstraint`) gives the constrained source the negated sum
+    of the others' noise, √(K−1)·σ instead of σ, which makes the sum direction of its update
+    K times stiffer than the rest: few steps, or many sources, overshoot and keep the starting
+    noise (`gmsdi.inference.tasks.dirac_error`). Here that direction is no stiffer than any
+    other, and for Gaussian sources the probability-flow ODE ends at the exact posterior
+    (tests/test_inference.py).
+
+    Args:
+        denoiser: the per-chain (guided) denoiser over all K sources [B, K, T].
+        mixture: [B, T] the mixture y.
+        n_sources: K (at least 2).
+    """
+
+    def __init__(self, denoiser: StackDenoiser, mixture: torch.Tensor, n_sources: int) -> None:
+        if n_sources < 2:
+            raise ValueError(f"the Dirac separator needs at least 2 sources, got {n_sources}")
+        if mixture.ndim != 2:
+            raise ValueError(f"mixture must be [B, T], got {tuple(mixture.shape)}")
+        self.denoiser = denoiser
+        self.mixture = mixture
+        self.k = n_sources
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, K, T] moved onto the plane Σ_k x_k = y (the smallest move: equal shares)."""
+        return x + ((self.mixture - x.sum(dim=1)) / self.k)[:, None]
+
+    def initial_state(self, noise: torch.Tensor, sigma_max: float) -> torch.Tensor:
+        """y/K + σ_max·ε projected onto the plane. noise: ε [B, K, T]."""
+        return self.project(sigma_max * noise)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """x: [B, K, T]; sigma: [B]. Returns the denoised sources [B, K, T], summing to y."""
+        return self.project(self.denoiser(x, sigma))

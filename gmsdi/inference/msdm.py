@@ -84,6 +84,7 @@ def msdm_separate(
     sigmas: torch.Tensor,
     *,
     constrained: int,
+    dirac: str = "constrained",
     sampler: str = "euler",
     s_churn: float = 20.0,
     resamples: int = 1,
@@ -96,8 +97,9 @@ def msdm_separate(
     s_k − s_c (MSDM Eq. 10, METHOD.md §3.3), which is what `DiracConstraint` computes from the
     K channels of one `JointDenoiser` call. Arguments as `separate_sources`.
     """
-    return separate_sources(denoiser, mixture, n_sources, sigmas, constrained=constrained, sampler=sampler,
-                            s_churn=s_churn, resamples=resamples, callback=callback, generator=generator)
+    return separate_sources(denoiser, mixture, n_sources, sigmas, constrained=constrained, dirac=dirac,
+                            sampler=sampler, s_churn=s_churn, resamples=resamples, callback=callback,
+                            generator=generator)
 
 
 @torch.no_grad()
