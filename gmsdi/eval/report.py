@@ -380,6 +380,7 @@ def sweep_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, 
                 lines += [f"{spec.label}: {_missing(name, status)}.", ""]
             continue
         rows = sorted(r["results"]["rows"], key=lambda row: (row["axis"], row["gamma"]))  # resumed runs append
+        default = _sweep_default(r, results.get(f"fad-generation-{name}"))
         lines += [f"**{spec.label}** ({r['clips']} clips of {r['seconds']:g} s per point)", "",
                   "| varied | g | γ_x | γ_y | consistency | FAD |", "|---|---|---|---|---|---|"]
         for row in rows:
@@ -387,14 +388,21 @@ def sweep_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, 
             result = ("refused: too tight for the step count | " if row.get("refused") else
                       f"{_fmt(row['consistency'], 4)} | ")
             lines.append(f"| γ_{row['axis']} | {row['gamma']:g} | {gx} | {gy} | {result}{_fmt(row['fad'], 3)} |")
+        if default is not None:
+            lines.append(f"| neither (the default, from the generation FAD run) | {default['gamma']:.3g} | "
+                         f"{default['gamma']:.3g} | {default['gamma']:.3g} | {_fmt(default['consistency'], 4)} | "
+                         f"{_fmt(default['fad'], 3)} |")
 
-        def draw(plt, rows=rows, label=spec.label):
+        def draw(plt, rows=rows, label=spec.label, default=default):
             fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
             for axis in sorted({row["axis"] for row in rows}):
                 pts = [row for row in rows if row["axis"] == axis]
                 xs = [min(row["gamma"], 1e3) for row in pts]
                 axes[0].plot(xs, [row["consistency"] for row in pts], "o-", label=f"vary γ_{axis}")
                 axes[1].plot(xs, [row["fad"] for row in pts], "o-", label=f"vary γ_{axis}")
+            if default is not None:
+                for ax, key in zip(axes, ["consistency", "fad"], strict=True):
+                    ax.plot([default["gamma"]], [default[key]], "k*", markersize=10, label="default γ_x = γ_y")
             for ax, title in zip(axes, ["mixture consistency ‖y − Σx‖/‖y‖", "FAD (generated mixes)"], strict=True):
                 ax.set_xscale("log")
                 ax.set_xlabel("g (γ = g·σ; inf drawn at 1e3)")
@@ -414,6 +422,25 @@ def _rel(path: Path, out: Path) -> str:
         return str(path.resolve().relative_to(out.parent.resolve()))
     except ValueError:
         return str(path)
+
+
+def _sweep_default(sweep: Mapping[str, Any], gen: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """The sweep's reference point: the generation FAD run at the default γ (√(G+1) for G stems),
+    when it used the same model, clips, seed, sampler settings, patch hop and real set."""
+    if gen is None or gen.get("quick") or sweep.get("quick"):
+        return None
+    key = sweep.get("resume_key") or {}
+    same = (gen["model"].get("checkpoint_sha256") == sweep["model"].get("checkpoint_sha256")
+            and gen["clips"] == sweep["clips"] and gen["seconds"] == sweep["seconds"]
+            and gen.get("seed") == sweep.get("seed") and gen["settings"] == sweep["settings"]
+            and gen["embedding"].get("hop_frames") == key.get("hop_frames")
+            and gen["data"].get("split") == sweep["data"].get("split")
+            and gen["data"].get("tracks_used") == sweep["data"].get("tracks_used"))
+    if not same:
+        return None
+    k = len(key.get("stems", STEMS))
+    return {"gamma": math.sqrt(k + 1), "fad": gen["results"]["fad"],
+            "consistency": gen["results"]["mixture_consistency"]}
 
 
 def steps_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, Any]], plots: Path,
