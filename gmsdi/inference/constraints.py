@@ -195,6 +195,13 @@ class KnownValues:
         return torch.where(self.mask, self.known, self.denoiser(x, sigma))
 
 
+def _check_dirac(mixture: torch.Tensor, n_sources: int) -> None:
+    if n_sources < 2:
+        raise ValueError(f"the Dirac separator needs at least 2 sources, got {n_sources}")
+    if mixture.ndim != 2:
+        raise ValueError(f"mixture must be [B, T], got {tuple(mixture.shape)}")
+
+
 class DiracConstraint:
     """MSDM's Dirac separator (METHOD.md §3.3) over the free sources [B, K−1, T].
 
@@ -211,12 +218,9 @@ class DiracConstraint:
     """
 
     def __init__(self, denoiser: StackDenoiser, mixture: torch.Tensor, constrained: int, n_sources: int) -> None:
-        if n_sources < 2:
-            raise ValueError(f"the Dirac separator needs at least 2 sources, got {n_sources}")
+        _check_dirac(mixture, n_sources)
         if not 0 <= constrained < n_sources:
             raise ValueError(f"constrained must be a source index in 0..{n_sources - 1}, got {constrained}")
-        if mixture.ndim != 2:
-            raise ValueError(f"mixture must be [B, T], got {tuple(mixture.shape)}")
         self.denoiser = denoiser
         self.mixture = mixture
         self.c = constrained
@@ -256,10 +260,7 @@ class ProjectedDirac:
     """
 
     def __init__(self, denoiser: StackDenoiser, mixture: torch.Tensor, n_sources: int) -> None:
-        if n_sources < 2:
-            raise ValueError(f"the Dirac separator needs at least 2 sources, got {n_sources}")
-        if mixture.ndim != 2:
-            raise ValueError(f"mixture must be [B, T], got {tuple(mixture.shape)}")
+        _check_dirac(mixture, n_sources)
         self.denoiser = denoiser
         self.mixture = mixture
         self.k = n_sources
