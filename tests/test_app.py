@@ -191,6 +191,10 @@ def test_separate_errors(client, tmp_path) -> None:
     _error(client, "Upload the mix first", mix=None, prompts="bass, drums", api_name="/separate")
     _error(client, r"too few for MSDM's Dirac separator with 3 stems.*dirac='projected'", mix=mix,
            prompts="bass, drums, piano", steps=2, api_name="/separate")
+    out = client.predict(mix=mix, prompts="bass, drums, piano", steps=2, seed=0, dirac="projected",
+                         api_name="/separate")
+    assert _check(out, ["bass", "drums", "piano"], 0.5)["dirac"] == "projected"
+    _error(client, "Unknown separator form 'exact'", mix=mix, prompt="bass", dirac="exact", api_name="/extract")
 
 
 def test_separator_form(pipe, tmp_path) -> None:

@@ -54,7 +54,7 @@ stems, mix, zip_path, settings = client.predict(
     steps=32, guidance=2.0, gamma_x=None, gamma_y=None, seed=1, api_name="/accompany")
 stems, mix, zip_path, settings = client.predict(
     mix=handle_file("song.wav"), prompts="bass, drums, guitar, piano", method="separator",
-    steps=64, guidance=2.0, seed=0, api_name="/separate")   # method: separator or ensemble
+    steps=64, guidance=2.0, seed=0, dirac="constrained", api_name="/separate")  # or "ensemble", "projected"
 stems, mix, zip_path, settings = client.predict(
     mix=handle_file("song.wav"), prompt="bass", rest_prompt="", steps=64, guidance=2.0, seed=0,
     api_name="/extract")'''
@@ -258,6 +258,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                 "locked_prompts": gr.Textbox(label="locked_prompts"),
                 "mix": gr.File(label="mix"), "method": gr.Textbox("separator", label="method"),
                 "prompt": gr.Textbox(label="prompt"), "rest_prompt": gr.Textbox("", label="rest_prompt"),
+                "dirac": gr.Textbox(SEPARATION.dirac, label="dirac"),
             }
             api_out = [gr.File(file_count="multiple", label="stems"), gr.File(label="mix"), gr.File(label="zip"),
                        gr.JSON(label="settings")]
@@ -429,31 +430,32 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                                               progress=_progress(progress)))
 
         def separate(mix: str | None, prompts: str, method: str = "separator", steps: float | None = None,
-                     guidance: float = config.guidance, seed: float | None = None,
+                     guidance: float = config.guidance, seed: float | None = None, dirac: str = SEPARATION.dirac,
                      progress: gr.Progress = gr.Progress()):
             """Separates the mix into the named stems ("bass, drums, guitar, piano"); method: separator or
-            ensemble. Returns (stem files, the mix as the model heard it, zip, settings)."""
+            ensemble; dirac: "constrained" (MSDM's form) or "projected" (any step count). Returns (stem files,
+            the mix as the model heard it, zip, settings)."""
             if method not in ("separator", "ensemble"):
                 raise app_error(f"method must be 'separator' or 'ensemble' (got {method!r}); for one stem call "
                                 "/extract.")
             return api_result(tasks.separate(mix, prompts, method, "", steps, guidance, seed,
-                                             progress=_progress(progress)))
+                                             progress=_progress(progress), dirac=dirac))
 
         def extract(mix: str | None, prompt: str, rest_prompt: str = "", steps: float | None = None,
-                    guidance: float = config.guidance, seed: float | None = None,
+                    guidance: float = config.guidance, seed: float | None = None, dirac: str = SEPARATION.dirac,
                     progress: gr.Progress = gr.Progress()):
             """Extracts one stem (prompt="bass") and the rest; rest_prompt optionally names what else plays.
             Returns ([stem file, rest file], mix, zip, settings)."""
             return api_result(tasks.separate(mix, prompt, "extractor", rest_prompt, steps, guidance, seed,
-                                             progress=_progress(progress)))
+                                             progress=_progress(progress), dirac=dirac))
 
         endpoints = {
             "generate": (generate, ["prompts", "negative_prompts", "seconds", "steps", "guidance", "gamma_x",
                                     "gamma_y", "seed"]),
             "accompany": (accompany, ["locked", "locked_prompts", "prompts", "negative_prompts", "steps", "guidance",
                                       "gamma_x", "gamma_y", "seed"]),
-            "separate": (separate, ["mix", "prompts", "method", "steps", "guidance", "seed"]),
-            "extract": (extract, ["mix", "prompt", "rest_prompt", "steps", "guidance", "seed"]),
+            "separate": (separate, ["mix", "prompts", "method", "steps", "guidance", "seed", "dirac"]),
+            "extract": (extract, ["mix", "prompt", "rest_prompt", "steps", "guidance", "seed", "dirac"]),
         }
         for name, (fn, params) in endpoints.items():
             api_buttons[name].click(fn, [api[p] for p in params], api_out, api_name=name, **model_run)
