@@ -91,7 +91,7 @@ def run_tasks(pipe: GMSDIPipeline, quick: bool, window_seconds: float | None = N
     bass = (0.3 * np.sin(2 * np.pi * 55 * t) * (0.6 + 0.4 * np.sign(np.sin(2 * np.pi * 2 * t)))).astype(np.float32)
     mix = (bass + 0.1 * rng.standard_normal(len(t))).astype(np.float32)
     gen_steps = 2 if quick else GENERATION.steps
-    sep_steps = 2 if quick else SEPARATION.steps
+    sep_steps = 16 if quick else SEPARATION.steps  # fewer would be refused: MSDM's Dirac form needs 14 for 4 stems
     w = {"window_seconds": window_seconds}
     tasks = [
         ("generate 4 stems", lambda: pipe.generate(PROMPTS, seconds=SECONDS, seed=0, steps=gen_steps, **w),

@@ -153,7 +153,7 @@ def _add_dirac(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--dirac", choices=list(DIRAC_MODES), default=None,
                    help="the separator's form: constrained (MSDM: one stem is the mix minus the others; default) or "
-                        "projected (no stem singled out; stable at any step count)")
+                        "projected (no stem singled out; does not diverge at any step count)")
 
 
 def _run(args: argparse.Namespace) -> list[str]:

@@ -339,6 +339,10 @@ class BasePipeline:
             raise ValueError(f"unknown locked noise {s.locked_noise!r}; valid names are {sorted(LOCKED_NOISE)}")
         if s.dirac not in DIRAC_MODES:
             raise ValueError(f"unknown dirac form {s.dirac!r}; valid names are {list(DIRAC_MODES)}")
+        if s.dirac == "projected" and s.constrained is not None:
+            raise ValueError(f"constrained={s.constrained!r} names the stem that MSDM's form sets to the mix minus "
+                             "the others; the projected form has none: leave constrained out, or use "
+                             "dirac='constrained'")
         for name in ("gamma_x", "gamma_y"):
             if getattr(s, name) is not None:
                 check_gamma(getattr(s, name), name)
@@ -368,9 +372,9 @@ class BasePipeline:
         """MSDM's Dirac form diverges with too few steps for its stem count: say so up front."""
         if s.dirac != "constrained":
             return
-        check_dirac_steps(self._sigmas(s).cpu(), n_sources, self.config.edm.sigma_data, sampler=s.sampler,
-                          s_churn=s.s_churn, resamples=s.resamples, max_steps=MAX_STEPS,
-                          schedule=lambda n: self._sigmas(dataclasses.replace(s, steps=n)).cpu())
+        lo, hi = self._sigma_range(s)
+        check_dirac_steps(s.steps, n_sources, self.config.edm.sigma_data, lo, hi, s.rho, sampler=s.sampler,
+                          s_churn=s.s_churn, resamples=s.resamples, max_steps=MAX_STEPS)
 
     def _window(self, s: Settings) -> tuple[int, int]:
         """Window and overlap in samples, multiples of the network's length multiple."""
@@ -717,12 +721,12 @@ class GMSDIPipeline(BasePipeline):
         length = len(mix)
         n_chunks = 1 if length <= window else len(chunk_starts(length, window, overlap))
         chunk = iter(range(n_chunks))
-        free = [p for i, p in enumerate(prompts) if i != constrained]
+        chains = prompts if s.dirac == "projected" else [p for i, p in enumerate(prompts) if i != constrained]
 
         def run(segment: torch.Tensor) -> torch.Tensor:
             j = next(chunk)
             cb = self._part_callback(callback, part * n_chunks + j, parts * n_chunks,
-                                     {"task": task, "chunk": j, "chunks": n_chunks, "chains": free})
+                                     {"task": task, "chunk": j, "chunks": n_chunks, "chains": chains})
             return separate_sources(guided, segment, k, sigmas, constrained=constrained, dirac=s.dirac,
                                     sampler=s.sampler, s_churn=s.s_churn, resamples=s.resamples, callback=cb,
                                     generator=generator)
@@ -891,6 +895,10 @@ class GMSDIPipeline(BasePipeline):
         w = _per_source(s.guidance, 1, "guidance")[0]
         use_sep = "separator" in methods
         extract_idx = [i for i, m in enumerate(methods) if m == "extractor"]
+        if use_sep:  # check every part before any runs, so a refusal costs no work
+            self._check_dirac(s, len(prompts))
+        if extract_idx:
+            self._check_dirac(s, 2)
         parts = int(use_sep) + len(extract_idx)
         t0 = time.perf_counter()
         stems: list[np.ndarray | None] = [None] * len(prompts)
@@ -1011,6 +1019,7 @@ class MSDMPipeline(BasePipeline):
         denoiser = self._denoiser()
         k = len(self.stems)
         self._check_dirac(s, k)
+        chains = list(self.stems) if s.dirac == "projected" else [p for i, p in enumerate(self.stems) if i != c]
         n_chunks = 1 if len(y) <= window else len(chunk_starts(len(y), window, overlap_n))
         chunk = iter(range(n_chunks))
         t0 = time.perf_counter()
@@ -1018,7 +1027,7 @@ class MSDMPipeline(BasePipeline):
         def run(segment: torch.Tensor) -> torch.Tensor:
             j = next(chunk)
             cb = self._part_callback(callback, j, n_chunks, {"task": "separate", "chunk": j, "chunks": n_chunks,
-                                                             "chains": [p for i, p in enumerate(self.stems) if i != c]})
+                                                             "chains": chains})
             return msdm_separate(denoiser, segment, k, sigmas, constrained=c, dirac=s.dirac, sampler=s.sampler,
                                  s_churn=s.s_churn, resamples=s.resamples, callback=cb, generator=gen)
 

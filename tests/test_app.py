@@ -38,7 +38,7 @@ from gmsdi.sampling import Cancelled  # noqa: E402
 SR = 16000
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword")
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = AppConfig(max_seconds=3.0, seconds=1.0, generate_steps=2, separate_steps=12, max_file_size="1mb")
+CONFIG = AppConfig(max_seconds=3.0, seconds=1.0, generate_steps=2, separate_steps=16, max_file_size="1mb")
 
 
 def _free_port() -> int:

@@ -49,7 +49,7 @@ def pipe():
 def app_url(pipe):
     from gmsdi.app import AppConfig, build_ui, launch_options
 
-    config = AppConfig(max_seconds=3.0, seconds=1.0, generate_steps=2, separate_steps=12)  # 12: Dirac converges
+    config = AppConfig(max_seconds=3.0, seconds=1.0, generate_steps=2, separate_steps=16)  # Dirac: 14+ for 4 stems
     demo = build_ui(pipe, config)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

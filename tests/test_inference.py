@@ -25,7 +25,13 @@ from gmsdi.inference import (
 )
 from gmsdi.inference import ensemble as ens
 from gmsdi.inference.constraints import ProjectedDirac
-from gmsdi.inference.tasks import MAX_DIRAC_ERROR, check_dirac_steps, dirac_error
+from gmsdi.inference.tasks import (
+    MAX_DIRAC_ERROR,
+    DiracStepsError,
+    check_dirac_steps,
+    dirac_error,
+    min_dirac_steps,
+)
 from gmsdi.models import build_model
 from gmsdi.pipeline import GMSDIPipeline
 from gmsdi.sampling import get_sigmas_karras
@@ -312,13 +318,19 @@ def test_constrained_dirac_keeps_the_noise_with_few_steps_and_projected_does_not
 
 
 def test_check_dirac_steps_names_the_fix() -> None:
+    with pytest.raises(DiracStepsError, match=r"8 euler steps \(churn 20\) are too few .* 4 stems.*use steps=14 or "
+                                              r"more, or use dirac='projected'"):
+        check_dirac_steps(8, 4, 0.2, 1e-4, 1.0)
+    with pytest.raises(DiracStepsError):  # 3 steps happen to land near the answer on Gaussians: not offered
+        check_dirac_steps(3, 4, 0.2, 1e-4, 1.0)
+    # the minimum is a floor: every larger count converges (near the edge the error oscillates)
+    need = min_dirac_steps(4, 0.2, 1e-4, 1.0)
     schedule = lambda n: get_sigmas_karras(n, 1e-4, 1.0)  # noqa: E731
-    with pytest.raises(ValueError, match=r"8 euler steps \(churn 20\) are too few .* 4 stems.*use steps=12 or more, "
-                                         r"or use dirac='projected'"):
-        check_dirac_steps(schedule(8), 4, 0.2, schedule=schedule)
+    assert need == 14 and all(dirac_error(schedule(n), 4, 0.2) <= MAX_DIRAC_ERROR for n in range(need, need + 30))
+    assert dirac_error(schedule(need - 1), 4, 0.2) > MAX_DIRAC_ERROR
     # the separator's defaults (64 Euler steps, churn 20) hold for every stem count the pipeline takes
-    for k in range(2, 9):
-        assert check_dirac_steps(schedule(64), k, 0.2) <= MAX_DIRAC_ERROR
+    assert [min_dirac_steps(k, 0.2, 1e-4, 1.0) for k in range(2, 9)] == [6, 8, 14, 20, 29, 46, 58]
+    assert check_dirac_steps(64, 8, 0.2, 1e-4, 1.0) == 58
 
 
 # -- chunking -------------------------------------------------------------------------------------

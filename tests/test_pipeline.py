@@ -116,7 +116,7 @@ def test_separate_downmixes_and_resamples(pipe) -> None:
     np.testing.assert_allclose(sum(r.stems.values()), r.mix, atol=1e-5)
 
 
-def test_separate_projected_and_the_step_check(pipe) -> None:
+def test_separate_projected_and_the_step_check(pipe, tmp_path) -> None:
     mix = _mix(0.15)
     r = pipe.separate(mix, ["bass", "drums", "piano"], dirac="projected", seed=0, **FAST)  # stable at 2 steps
     np.testing.assert_allclose(sum(r.stems.values()), mix, atol=1e-5)
@@ -131,6 +131,18 @@ def test_separate_projected_and_the_step_check(pipe) -> None:
         pipe.extract(mix, "bass", seed=0, steps=1)
     with pytest.raises(ValueError, match="unknown dirac form 'exact'"):
         pipe.separate(mix, ["bass", "drums"], dirac="exact", **SEP_FAST)
+    with pytest.raises(ValueError, match="the projected form has none"):
+        pipe.separate(mix, ["bass", "drums"], dirac="projected", constrained="bass", **SEP_FAST)
+    seen: list[dict] = []
+    pipe.separate(mix, ["bass", "drums", "piano"], dirac="projected", seed=0, callback=seen.append, **FAST)
+    assert seen[0]["chains"] == ["bass", "drums", "piano"] and seen[0]["x"].shape[1] == 3  # all K are sampled
+    # the ensemble checks its parts before running any (here three 2-stem extractors, which need 6 steps)
+    f = tmp_path / "ens.json"
+    f.write_text(json.dumps({"choice": {"bass": "extractor", "drums": "extractor", "piano": "extractor"}}))
+    seen.clear()
+    with pytest.raises(ValueError, match="5 euler steps .* with 2 stems"):
+        pipe.ensemble(mix, ["drums", "bass", "piano"], results=f, seed=0, steps=5, callback=seen.append)
+    assert not seen
 
 
 def test_extract(pipe) -> None:

@@ -210,7 +210,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                 sep_churn = gr.Slider(0, 50, value=SEPARATION.s_churn, step=1, label="Churn (S_churn)")
                 sep_dirac = gr.Radio(["constrained", "projected"], value=SEPARATION.dirac, label="Separator form",
                                      info="constrained: MSDM's (one stem is the mix minus the others; needs enough "
-                                          "steps); projected: no stem singled out, works at any step count")
+                                          "steps); projected: no stem singled out, runs at any step count")
                 sep_seed = gr.Textbox(label="Seed", placeholder="empty = random", max_lines=1)
             with gr.Row():
                 sep_btn = gr.Button("Separate", variant="primary", elem_id="separate-btn")
@@ -433,7 +433,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                      guidance: float = config.guidance, seed: float | None = None, dirac: str = SEPARATION.dirac,
                      progress: gr.Progress = gr.Progress()):
             """Separates the mix into the named stems ("bass, drums, guitar, piano"); method: separator or
-            ensemble; dirac: "constrained" (MSDM's form) or "projected" (any step count). Returns (stem files,
+            ensemble; dirac: "constrained" (MSDM's form) or "projected" (runs at any step count). Returns (stem files,
             the mix as the model heard it, zip, settings)."""
             if method not in ("separator", "ensemble"):
                 raise app_error(f"method must be 'separator' or 'ensemble' (got {method!r}); for one stem call "

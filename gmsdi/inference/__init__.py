@@ -32,9 +32,11 @@ from gmsdi.inference.gaussian import GaussianDenoiser
 from gmsdi.inference.guidance import GuidedDenoiser, default_negative_prompts
 from gmsdi.inference.msdm import JointDenoiser, joint_config, msdm_generate, msdm_separate
 from gmsdi.inference.tasks import (
+    DiracStepsError,
     check_dirac_steps,
     dirac_error,
     generate_sources,
+    min_dirac_steps,
     sample_stack,
     separate_sources,
 )
@@ -44,6 +46,7 @@ __all__ = [
     "GAMMA_MODES",
     "LOCKED_NOISE",
     "DiracConstraint",
+    "DiracStepsError",
     "GaussianDenoiser",
     "GuidedDenoiser",
     "JointDenoiser",
@@ -57,6 +60,7 @@ __all__ = [
     "continuation_spans",
     "default_negative_prompts",
     "dirac_error",
+    "min_dirac_steps",
     "generate_sources",
     "joint_config",
     "msdm_generate",

@@ -9,7 +9,8 @@ A score s enters a sampler through its denoised form `x + σ²·s` (EDM: s = (D 
 - `DiracConstraint`: MSDM's Dirac likelihood for separation (§3.3); the constrained source is the
   mixture minus the free ones.
 - `ProjectedDirac`: the same Dirac likelihood with no source singled out: all K sources move on
-  the plane Σ_k x_k = y (ours; stable at any step count, see `gmsdi.inference.tasks.dirac_error`).
+  the plane Σ_k x_k = y (ours; does not diverge at any step count, see
+  `gmsdi.inference.tasks.dirac_error`).
 """
 
 from __future__ import annotations

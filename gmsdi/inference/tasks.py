@@ -13,8 +13,8 @@ Stack layouts:
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
 
 import torch
 
@@ -26,7 +26,7 @@ from gmsdi.inference.constraints import (
     ProjectedDirac,
     StackDenoiser,
 )
-from gmsdi.sampling.samplers import Callback, get_sampler
+from gmsdi.sampling.samplers import Callback, get_sampler, get_sigmas_karras
 
 
 def _noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
@@ -171,6 +171,10 @@ def separate_sources(
 MAX_DIRAC_ERROR = 10.0
 
 
+class DiracStepsError(ValueError):
+    """Too few steps for MSDM's Dirac form with this many stems (`check_dirac_steps`)."""
+
+
 def dirac_error(sigmas: torch.Tensor, n_sources: int, sigma_data: float, *, dirac: str = "constrained",
                 sampler: str = "euler", s_churn: float = 20.0, resamples: int = 1, length: int = 2048) -> float:
     """How far a separator schedule lands from the answer when the answer is known: K Gaussian
@@ -190,37 +194,93 @@ def dirac_error(sigmas: torch.Tensor, n_sources: int, sigma_data: float, *, dira
 
     g = torch.Generator().manual_seed(0)
     mixture = (torch.randn(1, n_sources, length, generator=g, dtype=torch.float64) * math.sqrt(v)).sum(dim=1)
-    out = separate_sources(gaussian, mixture, n_sources, sigmas.double(), constrained=n_sources - 1, dirac=dirac,
-                           sampler=sampler, s_churn=s_churn, resamples=resamples, generator=g)
+    out = separate_sources(gaussian, mixture, n_sources, sigmas.double().cpu(), constrained=n_sources - 1,
+                           dirac=dirac, sampler=sampler, s_churn=s_churn, resamples=resamples, generator=g)
     err = float(((out - mixture[:, None] / n_sources) ** 2).mean()) / (v * (1 - 1 / n_sources))
     return err if math.isfinite(err) else math.inf
 
 
-def check_dirac_steps(sigmas: torch.Tensor, n_sources: int, sigma_data: float, *, sampler: str = "euler",
-                      s_churn: float = 20.0, resamples: int = 1, max_steps: int = 1000,
-                      schedule: Callable[[int], torch.Tensor] | None = None) -> float:
-    """Raises a ValueError that says what to change when MSDM's Dirac form (`dirac="constrained"`)
-    fails `dirac_error` (above `MAX_DIRAC_ERROR`) with this schedule; returns the error otherwise.
+def _overshoots(sigmas: torch.Tensor, n_sources: int, sigma_data: float, sampler: str, s_churn: float) -> bool:
+    """Whether any step of MSDM's form overshoots along the sum of the free stems, for the Gaussian
+    sources of `dirac_error`: there the sum direction moves as dr/dσ = c(σ)·r/σ with
+    c = K·σ²/(σ² + σ_d²/K), and an Euler step multiplies r by 1 − c·h (Heun: as `coupling_growth`)."""
+    n = len(sigmas) - 1
+    v = sigma_data**2 / n_sources
+    churn = min(s_churn / n, math.sqrt(2) - 1) if n else 0.0
 
-    `schedule(n)` gives the schedule with n steps, so the message can name the fewest steps that
-    work (searched up to `max_steps`).
+    def c(sigma: float) -> float:
+        return n_sources * sigma**2 / (sigma**2 + v)
+
+    for i in range(n - 1):  # the last step, to σ = 0, returns the denoised value
+        s_hat, s_next = float(sigmas[i]) * (1 + churn), float(sigmas[i + 1])
+        h = (s_hat - s_next) / s_hat
+        if sampler == "heun":
+            factor = 1 - h / 2 * (c(s_hat) + c(s_next) * (1 - c(s_hat) * h) / (1 - h))
+        else:
+            factor = 1 - c(s_hat) * h
+        if abs(factor) > 1:
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=256)
+def min_dirac_steps(n_sources: int, sigma_data: float, sigma_min: float, sigma_max: float, rho: float = 7.0, *,
+                    sampler: str = "euler", s_churn: float = 20.0, resamples: int = 1,
+                    max_steps: int = 1000, window: int = 8) -> int | None:
+    """The fewest Karras steps from which MSDM's Dirac form converges at every larger count
+    (`dirac_error` ≤ `MAX_DIRAC_ERROR`), or None if none up to `max_steps` does.
+
+    Near the edge of stability the error oscillates with the step count (a step can land on the
+    far side of the answer and the next one back), so a lone count that happens to pass is not
+    offered: from the first count with no overshooting step (all larger ones have none either)
+    the search checks that it and the next `window` counts pass, then walks down while the dry
+    run passes. Cached: a second call costs nothing.
     """
+
+    def schedule(n: int) -> torch.Tensor:
+        return get_sigmas_karras(n, sigma_min, sigma_max, rho)
+
+    def fails(n: int) -> bool:
+        return dirac_error(schedule(n), n_sources, sigma_data, sampler=sampler, s_churn=s_churn,
+                           resamples=resamples, length=1024) > MAX_DIRAC_ERROR
+
+    # below 4 steps there are too few steps to overshoot in, not steps that are safe: search from 4 up
+    lo, hi = 4, min(4, max_steps)
+    while hi < max_steps and _overshoots(schedule(hi), n_sources, sigma_data, sampler, s_churn):
+        lo, hi = hi + 1, min(max_steps, 2 * hi)
+    while lo < hi:  # the first count with no overshooting step
+        mid = (lo + hi) // 2
+        if _overshoots(schedule(mid), n_sources, sigma_data, sampler, s_churn):
+            lo = mid + 1
+        else:
+            hi = mid
+    n = hi
+    while n <= max_steps:  # the next `window` counts must pass too (churn noise settles more slowly)
+        bad = next((m for m in range(n, min(n + window, max_steps) + 1) if fails(m)), None)
+        if bad is None:
+            break
+        n = bad + 1
+    if n > max_steps:
+        return None
+    while n > 1 and not fails(n - 1):
+        n -= 1
+    return n
+
+
+def check_dirac_steps(steps: int, n_sources: int, sigma_data: float, sigma_min: float, sigma_max: float,
+                      rho: float = 7.0, *, sampler: str = "euler", s_churn: float = 20.0, resamples: int = 1,
+                      max_steps: int = 1000) -> int:
+    """Raises `DiracStepsError` (a ValueError that says what to change) when `steps` is below
+    `min_dirac_steps` for MSDM's Dirac form (`dirac="constrained"`); returns that minimum otherwise."""
     kw = {"sampler": sampler, "s_churn": s_churn, "resamples": resamples}
-    err = dirac_error(sigmas, n_sources, sigma_data, **kw)
-    if err <= MAX_DIRAC_ERROR:
-        return err
-    steps = len(sigmas) - 1
-    advice = ""
-    if schedule is not None:
-        n = steps
-        while n < max_steps:
-            n = min(max_steps, max(n + 1, round(n * 1.25)))
-            if dirac_error(schedule(n), n_sources, sigma_data, **kw) <= MAX_DIRAC_ERROR:
-                advice = f"use steps={n} or more, or "
-                break
-    raise ValueError(
+    need = min_dirac_steps(n_sources, sigma_data, sigma_min, sigma_max, rho, max_steps=max_steps, **kw)
+    if need is not None and steps >= need:
+        return need
+    err = dirac_error(get_sigmas_karras(steps, sigma_min, sigma_max, rho), n_sources, sigma_data, **kw)
+    advice = f"use steps={need} or more, or " if need is not None else ""
+    raise DiracStepsError(
         f"{steps} {sampler} steps (churn {s_churn:g}) are too few for MSDM's Dirac separator with {n_sources} "
         f"stems: the steps overshoot the constrained stem and the stems would keep the starting noise (on Gaussian "
         f"sources they land {err:.3g}x the posterior spread away). To fix it, {advice}"
-        "use dirac='projected' (stable at any step count)"
+        "use dirac='projected' (no stem singled out; it does not diverge at any step count)"
     )
