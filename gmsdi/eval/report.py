@@ -452,7 +452,9 @@ def steps_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, 
              "one (all stems on the plane Σx = y). The constrained form's update is K times stiffer along the "
              "sum of the free stems, so few steps overshoot and keep the starting noise; the pipeline now "
              "refuses such step counts (a dry run on Gaussian sources, `gmsdi.inference.tasks.dirac_error`), "
-             "and rows measured before that check show what they gave.", ""]
+             "and rows measured before that check show what they gave. Both forms make one batched network call "
+             "for all chains per Euler step; real-time factors depend on what else ran on the machine at the time "
+             "(see each run's date), so compare them within a curve rather than across.", ""]
     runs = {}
     for m in SEPARATION_METHODS:
         for key in sorted(k for k in results if k == f"steps-{m}" or k.startswith(f"steps-{m}-")):
