@@ -45,6 +45,8 @@ python -m gmsdi.eval separation --method gmsdi-separator --guidance 1 --tag w1
 python -m gmsdi.eval fad
 python -m gmsdi.eval sweep
 python -m gmsdi.eval steps
+python -m gmsdi.eval separation --method gmsdi-separator --dirac projected --tag projected
+python -m gmsdi.eval steps --method gmsdi-separator --dirac projected --tag projected
 python benchmarks/speed.py --threads 1
 # 3. issue #8: the contrastive encoder, the no-tag model (6000 steps), their figures
 nohup python train/train_contrastive.py --config train/configs/contrastive.yaml > runs/contrastive.log 2>&1 &
