@@ -232,7 +232,7 @@ def min_dirac_steps(n_sources: int, sigma_data: float, sigma_min: float, sigma_m
 
     Near the edge of stability the error oscillates with the step count (a step can land on the
     far side of the answer and the next one back), so a lone count that happens to pass is not
-    offered: from the first count with no overshooting step (all larger ones have none either)
+    offered: from the first count with no overshooting step (larger counts take smaller steps)
     the search checks that it and the next `window` counts pass, then walks down while the dry
     run passes. Cached: a second call costs nothing.
     """
