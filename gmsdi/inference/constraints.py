@@ -57,25 +57,36 @@ def coupling_growth(sigmas: torch.Tensor, gamma_x: float, gamma_y: float, mode: 
         sampler: "euler" or "heun" (others are treated as Euler).
         s_churn: the sampler's churn (Karras S_churn), which lengthens every step.
     """
-    n = len(sigmas) - 1
     inv = moving / gamma_x**2 + 1.0 / gamma_y**2
-    churn = min(s_churn / n, math.sqrt(2) - 1) if n else 0.0
 
     def c(sigma: float) -> float:
         return inv if mode == "relative" else sigma**2 * inv
 
     growth = 1.0
-    for i in range(n - 1):
-        s_hat, s_next = float(sigmas[i]) * (1 + churn), float(sigmas[i + 1])
-        h = (s_hat - s_next) / s_hat
-        if sampler == "heun":
-            factor = 1 - h / 2 * (c(s_hat) + c(s_next) * (1 - c(s_hat) * h) / (1 - h))
-        else:
-            factor = 1 - c(s_hat) * h
+    for factor in step_factors(sigmas, c, sampler, s_churn):
         growth *= max(1.0, abs(factor))
         if math.isinf(growth):
             break
     return growth
+
+
+def step_factors(sigmas: torch.Tensor, c: Callable[[float], float], sampler: str = "heun",
+                 s_churn: float = 0.0) -> list[float]:
+    """What each explicit step of a schedule does to a residual r with dr/dσ = c(σ)·r/σ: from σ̂
+    (σ raised by the churn) to σ_next, h = 1 − σ_next/σ̂, Euler multiplies r by 1 − c·h and Heun
+    by 1 − (h/2)·(c(σ̂) + c(σ_next)·(1 − c(σ̂)·h)/(1 − h)). The last step, to σ = 0, is left out
+    (it returns the denoised value). |factor| > 1: the step overshoots."""
+    n = len(sigmas) - 1
+    churn = min(s_churn / n, math.sqrt(2) - 1) if n else 0.0
+    out = []
+    for i in range(n - 1):
+        s_hat, s_next = float(sigmas[i]) * (1 + churn), float(sigmas[i + 1])
+        h = (s_hat - s_next) / s_hat
+        if sampler == "heun":
+            out.append(1 - h / 2 * (c(s_hat) + c(s_next) * (1 - c(s_hat) * h) / (1 - h)))
+        else:
+            out.append(1 - c(s_hat) * h)
+    return out
 
 
 def check_coupling(sigmas: torch.Tensor, gamma_x: float, gamma_y: float, mode: str, moving: int,

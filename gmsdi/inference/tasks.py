@@ -25,6 +25,7 @@ from gmsdi.inference.constraints import (
     MixtureCoupling,
     ProjectedDirac,
     StackDenoiser,
+    step_factors,
 )
 from gmsdi.sampling.samplers import Callback, get_sampler, get_sigmas_karras
 
@@ -204,23 +205,12 @@ def _overshoots(sigmas: torch.Tensor, n_sources: int, sigma_data: float, sampler
     """Whether any step of MSDM's form overshoots along the sum of the free stems, for the Gaussian
     sources of `dirac_error`: there the sum direction moves as dr/dσ = c(σ)·r/σ with
     c = K·σ²/(σ² + σ_d²/K), and an Euler step multiplies r by 1 − c·h (Heun: as `coupling_growth`)."""
-    n = len(sigmas) - 1
     v = sigma_data**2 / n_sources
-    churn = min(s_churn / n, math.sqrt(2) - 1) if n else 0.0
 
     def c(sigma: float) -> float:
         return n_sources * sigma**2 / (sigma**2 + v)
 
-    for i in range(n - 1):  # the last step, to σ = 0, returns the denoised value
-        s_hat, s_next = float(sigmas[i]) * (1 + churn), float(sigmas[i + 1])
-        h = (s_hat - s_next) / s_hat
-        if sampler == "heun":
-            factor = 1 - h / 2 * (c(s_hat) + c(s_next) * (1 - c(s_hat) * h) / (1 - h))
-        else:
-            factor = 1 - c(s_hat) * h
-        if abs(factor) > 1:
-            return True
-    return False
+    return any(abs(f) > 1 for f in step_factors(sigmas, c, sampler, s_churn))
 
 
 @functools.lru_cache(maxsize=256)
