@@ -3,7 +3,7 @@
     python -m gmsdi generate bass drums piano --seconds 4 --seed 0 --out out/song
     python -m gmsdi accompany --locked bass=bass.wav --prompts drums piano --out out/band
     python -m gmsdi separate mix.wav --prompts bass drums guitar piano --out out/parts
-  python -m gmsdi separate mix.wav --prompts bass drums guitar piano --dirac projected --steps 16 --out out/fast
+    python -m gmsdi separate mix.wav --prompts bass drums guitar piano --dirac projected --steps 16 --out out/fast
     python -m gmsdi extract mix.wav --prompt bass --out out/bass
     python -m gmsdi ensemble mix.wav --prompts bass drums guitar piano --out out/best
 

@@ -93,8 +93,8 @@ class Settings:
         constrained: the Dirac separator's constrained source (index or prompt); None = the last.
         dirac: the separator's form: "constrained" (MSDM, METHOD.md §3.3: one source is the mix
             minus the others; few steps or many stems are refused when they would not converge,
-            `check_dirac_steps`) or "projected" (all sources on the plane Σx = y, stable at any
-            step count; `ProjectedDirac`).
+            `check_dirac_steps`) or "projected" (all sources on the plane Σx = y; it does not diverge
+            at any step count; `ProjectedDirac`).
     """
 
     sampler: str
@@ -241,6 +241,12 @@ def _check_prompts(prompts: str | Sequence[str], what: str = "prompts", minimum:
     if len(out) < minimum:
         raise ValueError(f"{what}: this task needs at least {minimum} prompts, got {len(out)}")
     return out
+
+
+def _sampled_chains(names: Sequence[str], constrained: int, dirac: str) -> list[str]:
+    """The stems a Dirac separator samples (callback "chains"): all K in the projected form, all but
+    the constrained one in MSDM's."""
+    return list(names) if dirac == "projected" else [p for i, p in enumerate(names) if i != constrained]
 
 
 def _check_count(n: int) -> None:
@@ -721,7 +727,7 @@ class GMSDIPipeline(BasePipeline):
         length = len(mix)
         n_chunks = 1 if length <= window else len(chunk_starts(length, window, overlap))
         chunk = iter(range(n_chunks))
-        chains = prompts if s.dirac == "projected" else [p for i, p in enumerate(prompts) if i != constrained]
+        chains = _sampled_chains(prompts, constrained, s.dirac)
 
         def run(segment: torch.Tensor) -> torch.Tensor:
             j = next(chunk)
@@ -1019,7 +1025,7 @@ class MSDMPipeline(BasePipeline):
         denoiser = self._denoiser()
         k = len(self.stems)
         self._check_dirac(s, k)
-        chains = list(self.stems) if s.dirac == "projected" else [p for i, p in enumerate(self.stems) if i != c]
+        chains = _sampled_chains(self.stems, c, s.dirac)
         n_chunks = 1 if len(y) <= window else len(chunk_starts(len(y), window, overlap_n))
         chunk = iter(range(n_chunks))
         t0 = time.perf_counter()

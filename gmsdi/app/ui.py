@@ -39,6 +39,7 @@ from gmsdi.app.handlers import (
     split_negatives,
     split_prompts,
 )
+from gmsdi.inference.constraints import DIRAC_MODES
 from gmsdi.pipeline import GENERATION, SEPARATION, GMSDIPipeline
 from gmsdi.sampling import SAMPLERS
 
@@ -208,7 +209,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                 sep_steps = gr.Slider(1, config.max_steps, value=config.separate_steps, step=1, label="Steps")
                 sep_guidance = gr.Slider(1.0, 10.0, value=config.guidance, step=0.1, label="Guidance weight")
                 sep_churn = gr.Slider(0, 50, value=SEPARATION.s_churn, step=1, label="Churn (S_churn)")
-                sep_dirac = gr.Radio(["constrained", "projected"], value=SEPARATION.dirac, label="Separator form",
+                sep_dirac = gr.Radio(list(DIRAC_MODES), value=SEPARATION.dirac, label="Separator form",
                                      info="constrained: MSDM's (one stem is the mix minus the others; needs enough "
                                           "steps); projected: no stem singled out, runs at any step count")
                 sep_seed = gr.Textbox(label="Seed", placeholder="empty = random", max_lines=1)
