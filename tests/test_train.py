@@ -102,3 +102,23 @@ def test_config_errors(tmp_path: Path, capsys):
     assert cfg.data.crop_seconds == 0.5 and cfg.lr == 1e-3
     seg = train.build_model_config(cfg).segment_samples
     assert seg % train.build_model_config(cfg).unet.length_multiple == 0 and seg <= 8000
+
+
+def test_submix_items_are_stem_subsets_with_their_tags(tmp_path: Path, tiny_data: Path):
+    cfg = train.load_config(TINY, [f"data.root={tiny_data}", "data.submix=true", "data.submix_fraction=1.0"])
+    segment = train.build_model_config(cfg).segment_samples
+    loader = train.build_data(cfg, segment, batches=3, start_step=0)
+    stems = loader.dataset.stems
+    seen = 0
+    for batch in loader:
+        assert batch["audio"].shape == (cfg.batch_size, 1, segment)
+        for k, (tags, prompt) in enumerate(zip(batch["tags"], batch["prompt"], strict=True)):
+            assert tags and set(tags) <= set(stems.classes) and prompt
+            # the audio is the sum of the named classes' rows of the same crop
+            item = stems[(seen + k) % len(stems)]
+            rows = [item["classes"].index(t) for t in tags]
+            assert torch.allclose(batch["audio"][k, 0], item["stems"][rows].sum(0), atol=1e-6)
+        seen += len(batch["tags"])
+    assert seen == 3 * cfg.batch_size
+    # the whole training loop runs on it
+    assert train.main(_args(tmp_path, tiny_data, "max_steps=4", "data.submix=true")) == 0

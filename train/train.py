@@ -54,7 +54,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from gmsdi.data import slakh  # noqa: E402
 from gmsdi.data.classes import PAPER_STEMS  # noqa: E402
-from gmsdi.data.prompts import class_phrase, compose  # noqa: E402
+from gmsdi.data.prompts import class_phrase, compose, stem_prompt  # noqa: E402
 from gmsdi.eval.sensitivity import probe_set, prompt_sensitivity  # noqa: E402
 from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model  # noqa: E402
 from gmsdi.sampling import get_sigmas_karras, sample_heun  # noqa: E402
@@ -209,8 +209,10 @@ class SubmixDataset(torch.utils.data.Dataset):
         active = [k for k, a in enumerate(item["active"].tolist()) if a] or list(range(len(item["classes"])))
         keep = sorted(rng.choice(active, size=int(rng.integers(1, len(active) + 1)), replace=False).tolist())
         tags = [item["classes"][k] for k in keep]
-        return {"audio": item["stems"][keep].sum(0, keepdim=True), "tags": tags,
-                "prompt": compose([class_phrase(t) for t in tags], rng)}
+        # The rows are per class (no program names), so a part is a class phrase or description.
+        return {"audio": item["stems"][keep].sum(0, keepdim=True), "tags": tags, "programs": [],
+                "prompt": compose([stem_prompt(t, None, rng) for t in tags], rng),
+                "track": item["track"], "start": item["start"]}
 
 
 class LossModule(nn.Module):

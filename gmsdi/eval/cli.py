@@ -7,6 +7,7 @@
     python -m gmsdi.eval ensemble-choice                                        # writes assets/ensemble.json
     python -m gmsdi.eval sensitivity                                            # wrong ÷ own prompt error
     python -m gmsdi.eval retrieval                                              # the contrastive encoder
+    python -m gmsdi.eval instruments --train --models gmsdi                     # does a stem sound like its prompt?
     python -m gmsdi.eval report                                                 # docs/RESULTS.md + plots
 
 Every subcommand writes a JSON file into --results (default benchmarks/results/eval/) with the
@@ -190,6 +191,25 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--crops", type=int, default=1000, help="random 2.048 s crops per split (default 1000)")
     p.add_argument("--fit-split", default="validation",
                    help="split the presence thresholds are fitted on (default validation)")
+    _common(p)
+
+    p = sub.add_parser("instruments", help="instrument probe: does each generated stem sound like its prompt?",
+                       formatter_class=fmt)
+    p.add_argument("--train", action="store_true",
+                   help="fit the probe on isolated training stems first (writes --probe) and score it on the "
+                        "--split's isolated stems")
+    p.add_argument("--probe", type=Path, default=None,
+                   help="the probe file (default assets/instrument-probe.safetensors; --quick: in --results)")
+    p.add_argument("--models", nargs="*", default=[], choices=list(MODELS),
+                   help="generate four-stem songs (--stems as prompts) with these models and classify each stem")
+    p.add_argument("--files", nargs="*", default=[], metavar="FILE=CLASS",
+                   help="classify audio files, each against the instrument it should sound like")
+    p.add_argument("--clips", type=int, default=8, help="songs generated per model (default 8)")
+    p.add_argument("--seconds", type=float, default=4.0, help="song length in seconds (default 4)")
+    p.add_argument("--test-crops", type=int, default=1000,
+                   help="isolated --split crops the trained probe is scored on (default 1000)")
+    p.add_argument("--tag", default="", help="suffix of the result files, for variants")
+    _sampling(p)
     _common(p)
 
     p = sub.add_parser("report", help="docs/RESULTS.md and its plots from the result files", formatter_class=fmt)
@@ -656,6 +676,82 @@ def cmd_retrieval(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     return [_write(_results_dir(args), "retrieval", data)]
 
 
+def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
+    import numpy as np
+
+    from gmsdi.audio import read_file, to_mono
+    from gmsdi.eval.instruments import (
+        BUNDLED_PROBE,
+        InstrumentProbe,
+        ProbeConfig,
+        classify,
+        evaluate_crops,
+        read_crops,
+        train_probe,
+    )
+    from gmsdi.eval.methods import file_sha256
+    from gmsdi.eval.runner import generate_mixes
+
+    folder, written = _results_dir(args), []
+    path = args.probe if args.probe is not None else (folder / "instrument-probe.safetensors" if args.quick
+                                                      else BUNDLED_PROBE)
+    files = []
+    for item in args.files:
+        name, sep, cls = item.rpartition("=")
+        if not sep or not name or not cls:
+            raise ValueError(f"--files takes FILE=CLASS, e.g. bass.ogg=bass; got {item!r}")
+        files.append((Path(name), cls))
+    if not (args.train or args.models or files):
+        raise ValueError("nothing to do: pass --train, --models MODEL ... or --files FILE=CLASS ...")
+    if args.train:
+        cfg = ProbeConfig(crops=96, val_crops=16, steps=4, widths=(16, 16), hidden=16) if args.quick else ProbeConfig()
+        t0 = time.perf_counter()
+        probe, val = train_probe(args.data, cfg, progress=not args.quiet)
+        probe.save(path)
+        test_audio, test_labels = read_crops(args.data, args.split, cfg.classes, 32 if args.quick else args.test_crops,
+                                             cfg.crop_seconds, cfg.sample_rate, args.seed + 2)
+        test = evaluate_crops(probe, test_audio, test_labels)
+        written.append(_write(folder, "instruments-probe", {
+            **_header("instruments", args, argv), "probe": str(path), "probe_sha256": file_sha256(path),
+            "config": {k: v for k, v in vars(cfg).items() if k != "history"}, "history": cfg.history,
+            "data": _data_info(args.data, args.split, cfg.classes),
+            "results": {"validation": val, "test": test, "wall_seconds": round(time.perf_counter() - t0, 2)}}))
+        print(f"instrument probe: test accuracy {test['accuracy']:.3f}, balanced {test['balanced_accuracy']:.3f} "
+              f"({len(test_labels)} isolated {args.split} crops)")
+    probe = InstrumentProbe.from_pretrained(path, device=args.device)
+    base = {**_header("instruments", args, argv), "probe": str(path), "probe_sha256": file_sha256(path)}
+    settings, models = _settings(args), {}
+    clips_n = QUICK["clips"] if args.quick else args.clips
+    seconds = QUICK["seconds"] if args.quick else args.seconds
+    for name in args.models:
+        model = _load(name, args, models)
+        if model is None:
+            continue
+        t0 = time.perf_counter()
+        songs = generate_mixes(model, args.stems, clips_n, seconds, args.seed, settings, not args.quiet)
+        clips = [(np.asarray(r.stems[stem]), r.sample_rate, stem) for r in songs for stem in args.stems]
+        result = classify(probe, clips)
+        written.append(_write(folder, f"instruments-{name}{args.tag}", {
+            **base, "model": model.describe(), "label": model.spec.label, "settings": settings, "clips": clips_n,
+            "seconds": seconds, "prompts": list(args.stems),
+            "results": {**result, "wall_seconds": round(time.perf_counter() - t0, 2)}}))
+        recall = ", ".join(f"{k} {v['recall']:.2f}" for k, v in result["per_class"].items())
+        print(f"{name}: generated stems named correctly {result['accuracy']:.3f} ({recall}; {result['silent']} silent)")
+    if files:
+        clips = []
+        for file, cls in files:
+            audio, sr = read_file(file)
+            clips.append((to_mono(audio, str(file)), sr, cls))
+        result = classify(probe, clips)
+        for row, (file, _) in zip(result["clips"], files, strict=True):
+            row["file"] = str(file)
+        written.append(_write(folder, f"instruments-files{args.tag}", {**base, "results": result}))
+        for row in result["clips"]:
+            p = "silent" if row["predicted"] is None else f"{row['predicted']} (p[{row['named']}] {row['p_named']:.2f})"
+            print(f"{row['file']}: named {row['named']}, sounds like {p}")
+    return written
+
+
 def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     from gmsdi.eval.report import write_report
 
@@ -668,7 +764,7 @@ def cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
 
 COMMANDS = {"separation": cmd_separation, "fad": cmd_fad, "sweep": cmd_sweep, "steps": cmd_steps,
             "ensemble-choice": cmd_ensemble_choice, "sensitivity": cmd_sensitivity,
-            "retrieval": cmd_retrieval, "report": cmd_report}
+            "retrieval": cmd_retrieval, "instruments": cmd_instruments, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

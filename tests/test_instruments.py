@@ -1,0 +1,111 @@
+"""gmsdi.eval.instruments: the instrument probe learns distinct timbres, scores and classifies clips,
+saves and loads, and `python -m gmsdi.eval instruments` writes its result files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from eval_fixtures import make_four_stem_set
+
+from gmsdi.eval import cli
+from gmsdi.eval.instruments import InstrumentProbe, ProbeConfig, classify, scores, train_probe
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+FOUR = ("bass", "drums", "guitar", "piano")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_four_stem_set(tmp_path_factory.mktemp("four"), splits=("train", "validation", "test"), tracks=2)
+
+
+@pytest.fixture(scope="module")
+def trained(data: Path) -> tuple[InstrumentProbe, dict]:
+    cfg = ProbeConfig(classes=FOUR, widths=(16, 16), hidden=32, crops=128, val_crops=32, steps=60, batch_size=32,
+                      lr=3e-3)
+    return train_probe(data, cfg)
+
+
+def test_probe_learns_the_four_timbres(trained) -> None:
+    probe, val = trained
+    # an untrained probe is at chance (0.25); the fixture's four stems have distinct spectra
+    assert val["balanced_accuracy"] >= 0.75, val
+    assert sum(v["n"] for v in val["per_class"].values()) == 32
+    assert len(probe.config.history) == 60 // 50
+
+
+def test_classify_stems_and_silence(trained, data: Path) -> None:
+    probe, _ = trained
+    meta_classes = {"S00": "bass", "S01": "drums", "S02": "guitar", "S03": "piano"}
+    track = sorted((data / "test").iterdir())[0]
+    clips = []
+    for stem, cls in meta_classes.items():
+        audio, sr = sf.read(track / "stems" / f"{stem}.flac", dtype="float32")
+        clips.append((audio[: 3 * sr], sr, cls))
+    clips.append((np.zeros(16000, np.float32), 16000, "bass"))
+    out = classify(probe, clips)
+    assert out["silent"] == 1 and out["clips"][-1]["predicted"] is None
+    assert out["accuracy"] >= 0.75 and len(out["clips"]) == 5
+    with pytest.raises(ValueError, match="not \\['banjo'\\]"):
+        classify(probe, [(clips[0][0], 16000, "banjo")])
+
+
+def test_windows_drop_silence_and_pad_short_clips() -> None:
+    probe = InstrumentProbe(ProbeConfig(classes=FOUR, widths=(8,), hidden=8))
+    n = probe.window
+    x = np.zeros(3 * n, np.float32)
+    x[:n] = np.random.default_rng(0).standard_normal(n)
+    w = probe.windows(x, 16000)
+    assert w.shape[1] == n and 1 <= len(w) <= 3  # the windows over the silent tail are dropped
+    assert len(probe.windows(np.ones(100, np.float32), 16000)) == 1
+    assert len(probe.windows(np.zeros(2 * n, np.float32), 16000)) == 0
+    assert probe.windows(np.ones(8000, np.float32), 8000).shape == (1, n)  # resampled to 16 kHz
+
+
+def test_scores_on_a_known_confusion() -> None:
+    probs = np.eye(3)[[0, 0, 1, 2, 2, 2]]
+    labels = np.array([0, 1, 1, 2, 2, 0])
+    s = scores(probs, labels, ("a", "b", "c"))
+    assert s["accuracy"] == pytest.approx(4 / 6)
+    assert s["per_class"]["a"] == {"recall": 0.5, "n": 2} and s["per_class"]["b"]["recall"] == 0.5
+    assert s["balanced_accuracy"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert s["confusion"] == [[1, 0, 1], [1, 1, 0], [0, 0, 2]]
+
+
+def test_save_and_load(trained, tmp_path: Path) -> None:
+    probe, _ = trained
+    path = probe.save(tmp_path / "probe.safetensors")
+    again = InstrumentProbe.from_pretrained(path)
+    assert again.classes == FOUR and again.config.widths == (16, 16)
+    x = torch.randn(2, probe.window, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(again(x), probe.eval()(x))
+    with pytest.raises(FileNotFoundError, match="--train"):
+        InstrumentProbe.from_pretrained(tmp_path / "none.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(ValueError, match="not an instrument probe"):
+        InstrumentProbe.from_pretrained(tmp_path / "other.safetensors")
+
+
+def test_cli_train_generate_and_files(data: Path, tmp_path: Path, capsys) -> None:
+    common = ["--quick", "--data", str(data), "--results", str(tmp_path), "--quiet"]
+    assert cli.main(["instruments", "--train", "--models", "gmsdi", *common]) == 0
+    probe = json.loads((tmp_path / "instruments-probe.json").read_text())
+    assert probe["results"]["test"]["classes"] == list(FOUR) and probe["probe_sha256"]
+    gen = json.loads((tmp_path / "instruments-gmsdi.json").read_text())
+    assert [c["named"] for c in gen["results"]["clips"]] == list(FOUR) * 2  # 2 quick songs × 4 stems
+    wav = tmp_path / "x.wav"
+    sf.write(wav, np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1, 16000)
+    assert cli.main(["instruments", "--files", f"{wav}=drums", *common]) == 0
+    files = json.loads((tmp_path / "instruments-files.json").read_text())
+    assert files["results"]["clips"][0]["file"] == str(wav)
+    assert "named drums, sounds like" in capsys.readouterr().out
+    assert cli.main(["instruments", *common]) == 2
+    assert cli.main(["instruments", "--files", "nofile", *common]) == 2
+    assert "FILE=CLASS" in capsys.readouterr().err
