@@ -106,6 +106,13 @@ def test_cli_train_generate_and_files(data: Path, tmp_path: Path, capsys) -> Non
     files = json.loads((tmp_path / "instruments-files.json").read_text())
     assert files["results"]["clips"][0]["file"] == str(wav)
     assert "named drums, sounds like" in capsys.readouterr().out
+    report = tmp_path / "RESULTS.md"
+    assert cli.main(["report", "--quick", "--results", str(tmp_path), "--out", str(report)]) == 0
+    text = report.read_text()
+    assert "## Instrument identity" in text and f"| {wav} | drums |" in text
+    section = text.split("## Instrument identity")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| GMSDI"))
+    assert row.endswith("| 2 × 3 s |")
     assert cli.main(["instruments", *common]) == 2
     assert cli.main(["instruments", "--files", "nofile", *common]) == 2
     assert "FILE=CLASS" in capsys.readouterr().err

@@ -732,7 +732,8 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
         clips = [(np.asarray(r.stems[stem]), r.sample_rate, stem) for r in songs for stem in args.stems]
         result = classify(probe, clips)
         written.append(_write(folder, f"instruments-{name}{args.tag}", {
-            **base, "model": model.describe(), "label": model.spec.label, "settings": settings, "clips": clips_n,
+            **base, "model": model.describe(), "label": model.spec.label, "tag": args.tag, "settings": settings,
+            "clips": clips_n,
             "seconds": seconds, "prompts": list(args.stems),
             "results": {**result, "wall_seconds": round(time.perf_counter() - t0, 2)}}))
         recall = ", ".join(f"{k} {v['recall']:.2f}" for k, v in result["per_class"].items())
@@ -745,7 +746,7 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
         result = classify(probe, clips)
         for row, (file, _) in zip(result["clips"], files, strict=True):
             row["file"] = str(file)
-        written.append(_write(folder, f"instruments-files{args.tag}", {**base, "results": result}))
+        written.append(_write(folder, f"instruments-files{args.tag}", {**base, "tag": args.tag, "results": result}))
         for row in result["clips"]:
             p = "silent" if row["predicted"] is None else f"{row['predicted']} (p[{row['named']}] {row['p_named']:.2f})"
             print(f"{row['file']}: named {row['named']}, sounds like {p}")

@@ -56,6 +56,7 @@ nohup python train/train.py --config train/configs/notags.yaml > runs/notags.log
 python train/train.py --config train/configs/notags.yaml --export assets/gmsdi-notags-synthslakh.safetensors
 python -m gmsdi.eval retrieval
 python -m gmsdi.eval sensitivity
+python -m gmsdi.eval instruments --train --models gmsdi msdm weak-msdm gmsdi-notags
 python -m gmsdi.eval report
 ```
 """
@@ -553,6 +554,57 @@ def sensitivity_section(results: Mapping[str, Any], status: Mapping[str, Mapping
     return lines + [""]
 
 
+def instruments_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Does a stem sound like the instrument it was asked for? The instrument probe on real isolated
+    stems (its ceiling), on each model's generated stems, and on named audio files (the examples)."""
+    lines = ["## Instrument identity: does a stem sound like its prompt?", "",
+             "An instrument classifier (`gmsdi.eval.instruments`: log-mel conv net, trained on isolated stems of the "
+             "training split) names the instrument of a clip: the mean softmax over its non-silent 2.048 s windows. "
+             "A stem counts as correct when the probe's top class is the instrument its prompt named.", ""]
+    probe = results.get("instruments-probe")
+    if probe is None:
+        return lines + ["Not measured yet (`python -m gmsdi.eval instruments --train`).", ""]
+    test = probe["results"]["test"]
+    names = list(test["per_class"])
+    lines += [f"**The probe on real isolated stems** ({sum(v['n'] for v in test['per_class'].values())} random "
+              f"2.048 s crops of the {probe['data']['split']} split, one class each): accuracy "
+              f"**{_fmt(test['accuracy'], 3)}**, balanced {_fmt(test['balanced_accuracy'], 3)}.", "",
+              "| " + " | ".join(names) + " |", "|---" * len(names) + "|",
+              "| " + " | ".join(_fmt(test["per_class"][c]["recall"], 3) for c in names) + " |", "",
+              f"`{probe['command']}` — probe {probe['probe']} (sha256 {_short(probe['probe_sha256'])}), "
+              f"{probe['config']['crops']} training crops, {probe['config']['steps']} steps, "
+              f"{probe['results']['wall_seconds']:.0f} s.", ""]
+    gen = [(k, r) for k, r in sorted(results.items()) if k.startswith("instruments-") and "model" in r]
+    if gen:
+        lines += ["**Generated stems** (four-stem generation, Eq. 2, prompts bass, drums, guitar, piano): the share "
+                  "of stems the probe names as their prompt (chance ≈ 1/9), and the mean probability of the named "
+                  "instrument.", "", "| model | bass | drums | guitar | piano | **all** | mean p(named) | songs |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for _, r in gen:
+            res = r["results"]
+            per = res["per_class"]
+            p_named = _nanmean([c["p_named"] for c in res["clips"] if c["p_named"] is not None])
+            label = r["label"] + (f" ({r['tag'].lstrip('-')})" if r.get("tag") else "")
+            lines.append(f"| {label} | " + " | ".join(_fmt(per.get(c, {}).get("recall"), 2) for c in STEMS)
+                         + f" | **{_fmt(res['accuracy'], 2)}** | {_fmt(p_named, 2)} | {r['clips']} × "
+                         f"{r['seconds']:g} s |")
+        lines.append("")
+        lines += [f"- {r['label']}{' (' + r['tag'].lstrip('-') + ')' if r.get('tag') else ''}: "
+                  f"{_provenance(r, status)}; settings {r['settings']}." for _, r in gen]
+        lines.append("")
+    for key, r in sorted(results.items()):
+        if not key.startswith("instruments-files"):
+            continue
+        lines += [f"**Audio files** (`{r['command']}`):", "", "| file | named | sounds like | p(named) |",
+                  "|---|---|---|---|"]
+        for c in r["results"]["clips"]:
+            lines.append(f"| {c.get('file', '')} | {c['named']} | {c['predicted'] or 'silent'} | "
+                         f"{_fmt(c['p_named'], 2)} |")
+        lines += ["", f"{_fmt(r['results']['accuracy'], 2)} of the non-silent files sound like their named "
+                  "instrument.", ""]
+    return lines
+
+
 def contrastive_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Issue #8: the contrastive encoder's retrieval and presence figures, and the no-tag model beside
     the tag-trained one (its separation and FAD rows are in the tables above)."""
@@ -625,6 +677,7 @@ def write_report(results_dir: str | Path, out: str | Path, plots: str | Path, qu
     lines += section
     written += files
     lines += sensitivity_section(results, status)
+    lines += instruments_section(results, status)
     lines += contrastive_section(results, status)
     lines += speed_section(results)
     lines += ["## How to reproduce", "", REPRODUCE.rstrip(), "", *costs_table(),
