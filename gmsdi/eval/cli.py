@@ -706,16 +706,17 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
     if args.train:
         cfg = ProbeConfig(crops=96, val_crops=16, steps=4, widths=(16, 16), hidden=16) if args.quick else ProbeConfig()
         t0 = time.perf_counter()
-        probe, val = train_probe(args.data, cfg, progress=not args.quiet)
+        probe, fit = train_probe(args.data, cfg, progress=not args.quiet)
         probe.save(path)
         test_audio, test_labels = read_crops(args.data, args.split, cfg.classes, 32 if args.quick else args.test_crops,
                                              cfg.crop_seconds, cfg.sample_rate, args.seed + 2)
         test = evaluate_crops(probe, test_audio, test_labels)
         written.append(_write(folder, "instruments-probe", {
             **_header("instruments", args, argv), "probe": str(path), "probe_sha256": file_sha256(path),
-            "config": {k: v for k, v in vars(cfg).items() if k != "history"}, "history": cfg.history,
+            "config": vars(cfg), "history": fit["history"],
             "data": _data_info(args.data, args.split, cfg.classes),
-            "results": {"validation": val, "test": test, "wall_seconds": round(time.perf_counter() - t0, 2)}}))
+            "results": {"validation": fit["validation"], "test": test,
+                        "wall_seconds": round(time.perf_counter() - t0, 2)}}))
         print(f"instrument probe: test accuracy {test['accuracy']:.3f}, balanced {test['balanced_accuracy']:.3f} "
               f"({len(test_labels)} isolated {args.split} crops)")
     probe = InstrumentProbe.from_pretrained(path, device=args.device)
