@@ -694,7 +694,8 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
 
     folder, written = _results_dir(args), []
     path = args.probe if args.probe is not None else (folder / "instrument-probe.safetensors" if args.quick
-                                                      else BUNDLED_PROBE)
+                                                      else BUNDLED_PROBE.relative_to(Path.cwd())
+                                                      if BUNDLED_PROBE.is_relative_to(Path.cwd()) else BUNDLED_PROBE)
     files = []
     for item in args.files:
         name, sep, cls = item.rpartition("=")

@@ -133,8 +133,11 @@ def _provenance(r: Mapping[str, Any], status: Mapping[str, Mapping[str, Any]]) -
     model = r.get("model") or {}
     parts = [f"`{r.get('command', '?')}`"]
     if model.get("checkpoint_sha256"):
-        current = status.get(model.get("model", ""), {}).get("sha256")
-        changed = current is not None and current != model["checkpoint_sha256"]
+        st = status.get(model.get("model", ""), {})
+        current = st.get("sha256")
+        # a run on another file than the model's own (--checkpoint MODEL=PATH) is never stale
+        own_file = model.get("checkpoint") is None or Path(model["checkpoint"]).name == Path(st.get("path", "")).name
+        changed = own_file and current is not None and current != model["checkpoint_sha256"]
         stale = " (**stale**: the checkpoint has changed since)" if changed else ""
         parts.append(f"checkpoint {model.get('checkpoint')} sha256 {_short(model['checkpoint_sha256'])}{stale}")
     elif model:
@@ -554,6 +557,11 @@ def sensitivity_section(results: Mapping[str, Any], status: Mapping[str, Mapping
     return lines + [""]
 
 
+def _settings_text(settings: Mapping[str, Any]) -> str:
+    given = {k: v for k, v in settings.items() if v is not None}
+    return "settings " + ", ".join(f"{k} {v}" for k, v in given.items()) if given else "default settings"
+
+
 def instruments_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Does a stem sound like the instrument it was asked for? The instrument probe on real isolated
     stems (its ceiling), on each model's generated stems, and on named audio files (the examples)."""
@@ -590,7 +598,7 @@ def instruments_section(results: Mapping[str, Any], status: Mapping[str, Mapping
                          f"{r['seconds']:g} s |")
         lines.append("")
         lines += [f"- {r['label']}{' (' + r['tag'].lstrip('-') + ')' if r.get('tag') else ''}: "
-                  f"{_provenance(r, status)}; settings {r['settings']}." for _, r in gen]
+                  f"{_provenance(r, status)}; {_settings_text(r['settings'])}." for _, r in gen]
         lines.append("")
     for key, r in sorted(results.items()):
         if not key.startswith("instruments-files"):
