@@ -216,3 +216,21 @@ def test_prompt_sensitivity(results: Path, data: Path) -> None:
     prior = GaussianDenoiser(dict.fromkeys(set(probe.own), level), enc, default_variance=level * 100)
     seeing = prompt_sensitivity(prior, enc, probe, device="cpu")
     assert seeing[0.1]["wrong_over_own"] > 1.5 and not torch.isnan(torch.tensor(seeing[0.1]["null"]))
+
+
+def test_wiener_reference(results: Path, data: Path) -> None:
+    from gmsdi.eval.sensitivity import class_spectra, probe_set, wiener_sensitivity
+
+    r = json.loads((results / "sensitivity-wiener.json").read_text())
+    assert r["model"] is None and "Wiener" in r["reference"] and set(r["results"]) == {
+        "0.003", "0.01", "0.03", "0.1", "0.3", "1.0"}
+    # the fixture's four stems have distinct spectra: knowing the class is worth a lot at mid σ
+    probe = probe_set(data, "test", 8, 16384, seed=5)
+    own = class_spectra(probe_set(data, "validation", 16, 16384, seed=6, every_active=True))
+    sens = wiener_sensitivity(own, probe)
+    assert sens[0.1]["wrong_over_own"] > 2 and sens[0.1]["own"] < sens[0.1]["null"]
+    # with every class given the same spectrum the prompt is worth nothing
+    flat = {c: own[""] for c in own}
+    assert all(v["wrong_over_own"] == pytest.approx(1.0) for v in wiener_sensitivity(flat, probe).values())
+    with pytest.raises(ValueError, match="no spectrum for the prompts"):
+        wiener_sensitivity({"": own[""]}, probe)

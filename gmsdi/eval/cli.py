@@ -178,10 +178,14 @@ def get_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sensitivity", help="prompt sensitivity on isolated test stems (wrong ÷ own prompt error)",
                        formatter_class=fmt)
-    p.add_argument("--models", nargs="+", default=[m for m, s in MODELS.items() if s.kind == "gmsdi"],
+    p.add_argument("--models", nargs="*", default=[m for m, s in MODELS.items() if s.kind == "gmsdi"],
                    choices=[m for m, s in MODELS.items() if s.kind == "gmsdi"],
-                   help="the text-conditioned models (default all)")
+                   help="the text-conditioned models (default all; none: only the reference)")
     p.add_argument("--items", type=int, default=96, help="isolated stems (default 96)")
+    p.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
+                   help="also the reference row: a Wiener filter per class from the class's mean spectrum")
+    p.add_argument("--spectra-split", default="validation",
+                   help="where the reference's class spectra come from (default validation)")
     _common(p)
 
     p = sub.add_parser("retrieval", help="the contrastive encoder: text/audio retrieval and zero-shot presence",
@@ -639,17 +643,30 @@ def cmd_ensemble_choice(args: argparse.Namespace, argv: Sequence[str]) -> list[P
 
 
 def cmd_sensitivity(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
-    from gmsdi.eval.sensitivity import probe_set, prompt_sensitivity
+    from gmsdi.eval.sensitivity import class_spectra, probe_set, prompt_sensitivity, wiener_sensitivity
 
     folder, cache, written = _results_dir(args), {}, []
+    n = 8 if args.quick else args.items
+    if args.reference:
+        # the same stems and noise as the models get (2.048 s, the bundled model's window)
+        segment, rate = 32768, 16000
+        probe = probe_set(args.data, args.split, n, segment, rate, seed=args.seed + 5)
+        spectra = class_spectra(probe_set(args.data, args.spectra_split, 4 * n, segment, rate, seed=args.seed + 6,
+                                          every_active=True))
+        sens = wiener_sensitivity(spectra, probe)
+        data = {**_header("sensitivity", args, argv), "model": None, "items": len(probe),
+                "reference": f"Wiener filter of each class's mean spectrum, from {4 * n} isolated stems of the "
+                             f"{args.spectra_split} split",
+                "data": _data_info(args.data, args.split, sorted(set(probe.own))),
+                "results": {str(k): v for k, v in sens.items()}}
+        written.append(_write(folder, "sensitivity-wiener", data))
     for name in args.models:
         model = _load(name, args, cache)
         if model is None:
             continue
         pipe = model.pipeline
         segment = int(pipe.config.segment_samples)
-        probe = probe_set(args.data, args.split, 8 if args.quick else args.items, segment, pipe.sample_rate,
-                          seed=args.seed + 5)
+        probe = probe_set(args.data, args.split, n, segment, pipe.sample_rate, seed=args.seed + 5)
         sens = prompt_sensitivity(pipe.model, pipe.text_encoder, probe, device=pipe.device)
         data = {**_header("sensitivity", args, argv), "model": model.describe(), "items": len(probe),
                 "data": _data_info(args.data, args.split, sorted(set(probe.own))),

@@ -552,8 +552,18 @@ def sensitivity_section(results: Mapping[str, Any], status: Mapping[str, Mapping
         top = res.get(sigmas[-1], {})
         lines.append(f"| {spec.label} | " + " | ".join(_fmt(res[x]["wrong_over_own"], 3) for x in sigmas)
                      + f" | {_fmt(top.get('null_over_own'), 3)} |")
+    ref = results.get("sensitivity-wiener")
+    if ref is not None:
+        res = ref["results"]
+        lines.append("| *reference: Wiener filter of the class's mean spectrum* | "
+                     + " | ".join(_fmt(res[x]["wrong_over_own"], 3) if x in res else "–" for x in sigmas)
+                     + f" | {_fmt(res.get(sigmas[-1], {}).get('null_over_own'), 3)} |")
     lines.append("")
     lines += [f"- {spec.label}: {_provenance(r, status)}; {r['items']} stems." for _, spec, r in rows if r is not None]
+    if ref is not None:
+        lines += [f"- Reference: {ref['reference']}: the exact denoiser if each class were a stationary Gaussian, "
+                  "so what naming the instrument is worth to a model that knows only each class's average timbre. "
+                  f"{_provenance(ref, status)}; {ref['items']} stems."]
     return lines + [""]
 
 

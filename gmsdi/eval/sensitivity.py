@@ -45,7 +45,8 @@ class ProbeSet:
 
 
 def probe_set(root: str | Path, split: str, n: int, segment: int, sample_rate: int = 16000, seed: int = 5,
-              classes: Sequence[str] | None = None, generator: torch.Generator | None = None) -> ProbeSet:
+              classes: Sequence[str] | None = None, generator: torch.Generator | None = None,
+              every_active: bool = False) -> ProbeSet:
     """N isolated stems of `segment` samples from a split, each with a random wrong class.
 
     Tracks' stems are cut into segments in order; segments are visited in a random order (`seed`)
@@ -59,6 +60,7 @@ def probe_set(root: str | Path, split: str, n: int, segment: int, sample_rate: i
         seed: the order and the wrong prompts (and the noise when `generator` is None).
         classes: the classes used (default all classes of the split).
         generator: draws the noise (default one seeded with `seed`).
+        every_active: keep every active class of a segment, not only the first (for `class_spectra`).
     """
     from gmsdi.data import slakh
 
@@ -82,7 +84,8 @@ def probe_set(root: str | Path, split: str, n: int, segment: int, sample_rate: i
             xs.append(x[None])
             own.append(class_phrase(classes[k]))
             wrong.append(class_phrase(others[int(rng.integers(len(others)))]))
-            break
+            if not every_active or len(xs) >= n:
+                break
         if len(xs) >= n:
             break
     if not xs:
@@ -129,4 +132,46 @@ def prompt_sensitivity(model: Any, text_encoder: Any, probe: ProbeSet, sigmas: S
     return out
 
 
-__all__ = ["KINDS", "SIGMAS", "ProbeSet", "probe_set", "prompt_sensitivity"]
+def class_spectra(probe: ProbeSet) -> dict[str, torch.Tensor]:
+    """Mean power spectrum [T // 2 + 1] per prompt (class phrase) of a probe set's stems, and "" (the
+    null prompt) for all stems together: the stationary Gaussian prior of each class."""
+    power = torch.fft.rfft(probe.stems[:, 0].double()).abs().square() / probe.stems.shape[-1]
+    out = {c: power[[i for i, o in enumerate(probe.own) if o == c]].mean(0) for c in sorted(set(probe.own))}
+    out[""] = power.mean(0)
+    return out
+
+
+def wiener_sensitivity(spectra: dict[str, torch.Tensor], probe: ProbeSet,
+                       sigmas: Sequence[float] = SIGMAS) -> dict[float, dict[str, float]]:
+    """`prompt_sensitivity` of a reference denoiser that knows nothing but each class's mean spectrum:
+    the Wiener filter S_c / (S_c + σ²) of the prompt's class c (the exact denoiser if every class were
+    a stationary Gaussian). What the prompt is worth to a model that learned only per-class spectra.
+
+    Args:
+        spectra: `class_spectra` of *another* probe set (e.g. the training split), with every class
+            of `probe`'s own and wrong prompts and "".
+        probe: the stems, prompts and noise.
+
+    Returns:
+        as `prompt_sensitivity`.
+    """
+    missing = sorted(set(probe.own + probe.wrong) - set(spectra))
+    if missing:
+        raise ValueError(f"no spectrum for the prompts {missing}; estimate them on a split that has these classes")
+    x = probe.stems[:, 0].double()
+    conds = {"own": probe.own, "wrong": probe.wrong, "null": [""] * len(probe)}
+    out: dict[float, dict[str, float]] = {}
+    for s in sigmas:
+        spec = torch.fft.rfft(x + s * probe.noise[:, 0].double())
+        row = {}
+        for kind, prompts in conds.items():
+            prior = torch.stack([spectra[p] for p in prompts])
+            d = torch.fft.irfft(prior / (prior + s * s) * spec, n=x.shape[-1])
+            row[kind] = (d - x).square().mean().item()
+        row["wrong_over_own"] = row["wrong"] / row["own"]
+        row["null_over_own"] = row["null"] / row["own"]
+        out[float(s)] = row
+    return out
+
+
+__all__ = ["KINDS", "SIGMAS", "ProbeSet", "class_spectra", "probe_set", "prompt_sensitivity", "wiener_sensitivity"]
