@@ -41,4 +41,4 @@ FILES=()
 for stem in bass drums guitar piano; do FILES+=("$OUT/generation/stems/$stem.ogg=$stem"); done
 for stem in drums guitar piano; do FILES+=("$OUT/accompaniment/stems/$stem.ogg=$stem"); done
 for stem in bass drums synth_lead; do FILES+=("$OUT/separation/stems/$stem.ogg=$stem"); done
-$PY -m gmsdi.eval instruments --quiet --tag -examples --files "${FILES[@]}"
+$PY -m gmsdi.eval instruments --quiet --tag=-examples --files "${FILES[@]}"
