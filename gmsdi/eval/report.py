@@ -596,14 +596,25 @@ def instruments_section(results: Mapping[str, Any], status: Mapping[str, Mapping
     if gen:
         lines += ["**Generated stems** (four-stem generation, Eq. 2, prompts bass, drums, guitar, piano): the share "
                   "of stems the probe names as their prompt (chance ≈ 1/9), and the mean probability of the named "
-                  "instrument.", "", "| model | bass | drums | guitar | piano | **all** | mean p(named) | songs |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "instrument.", "",
+                  "| model | checkpoint | guidance | bass | drums | guitar | piano | **all** | mean p(named) | songs |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+
+        def key(item):
+            m, g = item[1].get("model") or {}, item[1]["settings"].get("guidance")
+            return m.get("model", ""), Path(m.get("checkpoint") or "").name, 2.0 if g is None else g
+
+        gen.sort(key=key)
         for _, r in gen:
-            res = r["results"]
+            res, m = r["results"], r.get("model") or {}
             per = res["per_class"]
             p_named = _nanmean([c["p_named"] for c in res["clips"] if c["p_named"] is not None])
-            label = r["label"] + (f" ({r['tag'].lstrip('-')})" if r.get("tag") else "")
-            lines.append(f"| {label} | " + " | ".join(_fmt(per.get(c, {}).get("recall"), 2) for c in STEMS)
+            path = Path(m.get("checkpoint") or "")
+            ck = (f"{path.name if path.parent.name == 'assets' else '/'.join(path.parts[-3:])} "
+                  f"({_short(m.get('checkpoint_sha256'))})" if m.get("checkpoint") else "built in code")
+            g = r["settings"].get("guidance")
+            lines.append(f"| {r['label']} | {ck} | {'default' if g is None else f'{g:g}'} | "
+                         + " | ".join(_fmt(per.get(c, {}).get("recall"), 2) for c in STEMS)
                          + f" | **{_fmt(res['accuracy'], 2)}** | {_fmt(p_named, 2)} | {r['clips']} × "
                          f"{r['seconds']:g} s |")
         lines.append("")
