@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The output examples in assets/examples/ (issue #4): a 4-stem generation, an accompaniment of one
-# locked stem, and a separation of a SynthSlakh test mix, through the CLI, as small mono Ogg Vorbis
-# files with each run's settings.json; then the instrument probe (`python -m gmsdi.eval instruments`)
+# locked stem, and a separation of a SynthSlakh test mix (the ensemble), through the CLI, as small
+# mono Ogg Vorbis files with each run's settings.json; then the instrument probe (`python -m gmsdi.eval instruments`)
 # says what each stem sounds like, into benchmarks/results/eval/instruments-files-examples.json
 # (docs/RESULTS.md shows it).
 #
@@ -10,7 +10,7 @@
 # default 2: measured with the probe on 8 four-stem songs, that is where stems are most often
 # recognised as their instrument (0.59 of them, against 0.25 at guidance 2; docs/RESULTS.md).
 #
-#   bash scripts/make_examples.sh                                  # about five minutes on a 2-core CPU
+#   bash scripts/make_examples.sh                                  # about seven minutes on a 2-core CPU
 #   CHECKPOINT=assets/gmsdi-synthslakh.safetensors GUIDANCE=2 bash scripts/make_examples.sh  # bundled, defaults
 #
 # The accompaniment locks the bass of assets/examples/synthslakh_test_3.ogg; the script renders that
@@ -40,7 +40,8 @@ $PY -m gmsdi generate bass drums guitar piano --seconds 8 --seed 0 --format ogg 
     --out "$OUT/generation"
 $PY -m gmsdi accompany --locked "bass=$BASS" --prompts drums guitar piano --seed 0 --format ogg --quiet \
     "${CK[@]}" "${W[@]}" --out "$OUT/accompaniment"
-$PY -m gmsdi separate "$OUT/synthslakh_test_3.ogg" --prompts bass drums "synth lead" --seed 0 --format ogg \
+# the ensemble: per stem the separator or the extractor, as chosen on the validation split (assets/ensemble.json)
+$PY -m gmsdi ensemble "$OUT/synthslakh_test_3.ogg" --prompts bass drums "synth lead" --seed 0 --format ogg \
     --quiet "${CK[@]}" --out "$OUT/separation"
 du -sh "$OUT/generation" "$OUT/accompaniment" "$OUT/separation"
 FILES=()
