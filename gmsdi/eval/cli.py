@@ -710,9 +710,12 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
     from gmsdi.eval.runner import generate_mixes
 
     folder, written = _results_dir(args), []
-    path = args.probe if args.probe is not None else (folder / "instrument-probe.safetensors" if args.quick
-                                                      else BUNDLED_PROBE.relative_to(Path.cwd())
-                                                      if BUNDLED_PROBE.is_relative_to(Path.cwd()) else BUNDLED_PROBE)
+    if args.probe is not None:
+        path = args.probe
+    elif args.quick:
+        path = folder / "instrument-probe.safetensors"
+    else:  # recorded relative to the repository when run from it
+        path = BUNDLED_PROBE.relative_to(Path.cwd()) if BUNDLED_PROBE.is_relative_to(Path.cwd()) else BUNDLED_PROBE
     files = []
     for item in args.files:
         name, sep, cls = item.rpartition("=")

@@ -134,16 +134,10 @@ class InstrumentProbe(nn.Module):
 
     def save(self, path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None) -> Path:
         """Writes the weights and config as safetensors (atomically)."""
-        from safetensors.torch import save_file
+        from gmsdi.models.checkpoint import write_safetensors
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         meta = {"gmsdi_format": FORMAT, "probe_config": json.dumps(asdict(self.config)), **(metadata or {})}
-        save_file(state, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-        return path
+        return write_safetensors(path, self.state_dict(), meta)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str] | None = None,
@@ -153,22 +147,20 @@ class InstrumentProbe(nn.Module):
         Raises:
             FileNotFoundError: no file there (the message says how to train one).
         """
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+        from gmsdi.models.checkpoint import read_safetensors
 
         path = Path(path) if path is not None else BUNDLED_PROBE
         if not path.is_file():
             raise FileNotFoundError(f"no instrument probe at {str(path)!r}; train one with "
                                     "`python -m gmsdi.eval instruments --train`")
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
+        meta, state = read_safetensors(path)
         if meta.get("gmsdi_format") != FORMAT:
             raise ValueError(f"{path} is not an instrument probe (format {meta.get('gmsdi_format')!r}, "
                              f"expected {FORMAT!r})")
         d = json.loads(meta["probe_config"])
         d["classes"], d["widths"] = tuple(d["classes"]), tuple(d["widths"])
         probe = cls(ProbeConfig(**d))
-        probe.load_state_dict(load_file(str(path)))
+        probe.load_state_dict(state)
         return probe.to(device or "cpu").eval()
 
 

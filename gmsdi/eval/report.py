@@ -600,11 +600,11 @@ def instruments_section(results: Mapping[str, Any], status: Mapping[str, Mapping
                   "| model | checkpoint | guidance | bass | drums | guitar | piano | **all** | mean p(named) | songs |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
 
-        def key(item):
+        def order(item):
             m, g = item[1].get("model") or {}, item[1]["settings"].get("guidance")
             return m.get("model", ""), Path(m.get("checkpoint") or "").name, 2.0 if g is None else g
 
-        gen.sort(key=key)
+        gen.sort(key=order)
         for _, r in gen:
             res, m = r["results"], r.get("model") or {}
             per = res["per_class"]

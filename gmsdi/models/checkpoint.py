@@ -54,6 +54,34 @@ def save_model(
     return path
 
 
+def write_safetensors(path: str | os.PathLike[str], state: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Writes tensors and string metadata to `path` atomically (a temporary file, then a rename), with
+    an ordinary file's permissions whatever the writer used; parent folders are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+    return path
+
+
+def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """(metadata, tensors) of a safetensors file.
+
+    Raises:
+        ValueError: the file is not a readable safetensors file (the message names it).
+    """
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return meta, load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{str(path)!r} is not a readable safetensors file: {e}") from e
+
+
 def _read_metadata(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")

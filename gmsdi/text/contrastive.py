@@ -239,39 +239,24 @@ class ContrastiveEncoder(CachedPromptEncoder):
     # -- checkpoints --------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> Path:
         """Writes the trained parts (not the frozen base encoder) and the config to safetensors."""
-        from safetensors.torch import save_file
+        from gmsdi.models.checkpoint import write_safetensors
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
-                 if not k.startswith("text_base.")}
+        state = {k: v for k, v in self.state_dict().items() if not k.startswith("text_base.")}
         meta = {**(metadata or {}), CONFIG_KEY: json.dumps(asdict(self.config)), FORMAT_KEY: FORMAT}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(state, str(tmp), metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # an ordinary file's permissions, whatever the writer used
-        os.replace(tmp, path)
-        return path
+        return write_safetensors(path, state, meta)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike[str] | None = None, text_base: CachedPromptEncoder | None = None,
                         device: torch.device | str = "cpu") -> ContrastiveEncoder:
         """Loads a checkpoint written by `save` (None = the bundled `assets/contrastive-synthslakh.safetensors`)."""
-        from safetensors import SafetensorError, safe_open
-        from safetensors.torch import load_file
+        from gmsdi.models.checkpoint import read_safetensors
 
         path = Path(path) if path is not None else BUNDLED_CONTRASTIVE
         if not path.is_file():
             hint = (" (the bundled encoder: train it with `python train/train_contrastive.py --config "
                     "train/configs/contrastive.yaml`)" if path == BUNDLED_CONTRASTIVE else "")
             raise FileNotFoundError(f"no contrastive encoder checkpoint at {str(path)!r}{hint}")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-            state = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ValueError(f"{str(path)!r} is not a readable safetensors file: {e}") from e
+        meta, state = read_safetensors(path)
         if meta.get(FORMAT_KEY) != FORMAT:
             raise ValueError(f"{str(path)!r} is not a gmsdi contrastive encoder (format "
                              f"{meta.get(FORMAT_KEY)!r}, expected {FORMAT!r})")
