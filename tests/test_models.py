@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 
 import pytest
 import torch
@@ -263,6 +264,10 @@ def test_save_load_round_trip_is_bit_identical(tiny: EDMDenoiser, tmp_path) -> N
     path = save_model(tmp_path / "ckpt" / "model.safetensors", tiny, config, metadata={"step": "7"})
     assert load_config(path) == config
     assert load_metadata(path)["step"] == "7"
+    assert [p.name for p in path.parent.iterdir()] == ["model.safetensors"]  # written atomically, no temp left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # an ordinary file, readable by others as usual
     loaded = load_model(path)
     assert not loaded.training
     x, cond = _x(2), _cond(2)

@@ -29,7 +29,7 @@ def save_model(
     config: ModelConfig | None = None,
     metadata: dict[str, str] | None = None,
 ) -> Path:
-    """Writes `model`'s weights and `config` to one safetensors file.
+    """Writes `model`'s weights and `config` to one safetensors file, atomically (`write_safetensors`).
 
     Args:
         path: destination (".safetensors" by convention); parent folders are created.
@@ -43,15 +43,11 @@ def save_model(
     config = config if config is not None else getattr(model, "model_config", None)
     if not isinstance(config, ModelConfig):
         raise ValueError("save_model needs the ModelConfig: pass config= or build the model with build_model")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     meta = dict(metadata or {})
     meta[CONFIG_KEY] = json.dumps(config.to_dict())
     meta[FORMAT_KEY] = FORMAT
     meta["gmsdi_version"] = gmsdi.__version__
-    save_file(state, str(path), metadata=meta)
-    return path
+    return write_safetensors(path, model.state_dict(), meta)
 
 
 def write_safetensors(path: str | os.PathLike[str], state: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
