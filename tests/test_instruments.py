@@ -101,6 +101,12 @@ def test_cli_train_generate_and_files(data: Path, tmp_path: Path, capsys) -> Non
     assert probe["results"]["test"]["classes"] == list(FOUR) and probe["probe_sha256"]
     gen = json.loads((tmp_path / "instruments-gmsdi.json").read_text())
     assert [c["named"] for c in gen["results"]["clips"]] == list(FOUR) * 2  # 2 quick songs × 4 stems
+    prompts = ["electric bass", "drum kit", "acoustic guitar", "grand piano"]
+    assert cli.main(["instruments", "--models", "gmsdi", "--prompts", *prompts, "--tag=-p", *common]) == 0
+    worded = json.loads((tmp_path / "instruments-gmsdi-p.json").read_text())
+    assert worded["prompts"] == prompts and [c["named"] for c in worded["results"]["clips"]] == list(FOUR) * 2
+    assert cli.main(["instruments", "--models", "gmsdi", "--prompts", "bass", *common]) == 2
+    assert "one prompt per stem" in capsys.readouterr().err
     wav = tmp_path / "x.wav"
     sf.write(wav, np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1, 16000)
     assert cli.main(["instruments", "--files", f"{wav}=drums", *common]) == 0
@@ -114,6 +120,7 @@ def test_cli_train_generate_and_files(data: Path, tmp_path: Path, capsys) -> Non
     section = text.split("## Instrument identity")[1]
     row = next(line for line in section.splitlines() if line.startswith("| GMSDI"))
     assert row.endswith("| 2 × 3 s |")
+    assert "prompts “electric bass, drum kit, acoustic guitar, grand piano”" in section
     assert cli.main(["instruments", *common]) == 2
     assert cli.main(["instruments", "--files", "nofile", *common]) == 2
     assert "FILE=CLASS" in capsys.readouterr().err

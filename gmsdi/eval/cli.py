@@ -210,6 +210,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="classify audio files, each against the instrument it should sound like")
     p.add_argument("--clips", type=int, default=8, help="songs generated per model (default 8)")
     p.add_argument("--seconds", type=float, default=4.0, help="song length in seconds (default 4)")
+    p.add_argument("--prompts", nargs="+", default=None, metavar="PROMPT",
+                   help="--models: the prompt of each of the --stems, in order, e.g. \"electric bass\" \"drum kit\" "
+                        "\"acoustic guitar\" \"grand piano\" (default the stem classes' names)")
     p.add_argument("--test-crops", type=int, default=1000,
                    help="isolated --split crops the trained probe is scored on (default 1000)")
     p.add_argument("--tag", default="", help="suffix of the result files, for variants")
@@ -745,18 +748,26 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
     settings, models = _settings(args), {}
     clips_n = QUICK["clips"] if args.quick else args.clips
     seconds = QUICK["seconds"] if args.quick else args.seconds
+    prompts = list(args.prompts) if args.prompts else [s.replace("_", " ") for s in args.stems]
+    if len(prompts) != len(args.stems):
+        raise ValueError(f"--prompts needs one prompt per stem ({len(args.stems)}: {' '.join(args.stems)}), "
+                         f"got {len(prompts)}")
     for name in args.models:
         model = _load(name, args, models)
         if model is None:
             continue
         t0 = time.perf_counter()
-        songs = generate_mixes(model, args.stems, clips_n, seconds, args.seed, settings, not args.quiet)
-        clips = [(np.asarray(r.stems[stem]), r.sample_rate, stem) for r in songs for stem in args.stems]
+        songs = generate_mixes(model, prompts, clips_n, seconds, args.seed, settings, not args.quiet)
+        # GMSDI's stems come back in prompt order (named after the prompts); MSDM's are its channels, by class
+        stem_audio = ((lambda r: [r.stems[s] for s in args.stems]) if model.spec.kind == "msdm"
+                      else (lambda r: list(r.stems.values())))
+        clips = [(np.asarray(audio), r.sample_rate, stem) for r in songs
+                 for audio, stem in zip(stem_audio(r), args.stems, strict=True)]
         result = classify(probe, clips)
         written.append(_write(folder, f"instruments-{name}{args.tag}", {
             **base, "model": model.describe(), "label": model.spec.label, "tag": args.tag, "settings": settings,
             "clips": clips_n,
-            "seconds": seconds, "prompts": list(args.stems),
+            "seconds": seconds, "prompts": prompts,
             "results": {**result, "wall_seconds": round(time.perf_counter() - t0, 2)}}))
         recall = ", ".join(f"{k} {v['recall']:.2f}" for k, v in result["per_class"].items())
         print(f"{name}: generated stems named correctly {result['accuracy']:.3f} ({recall}; {result['silent']} silent)")

@@ -602,7 +602,8 @@ def instruments_section(results: Mapping[str, Any], status: Mapping[str, Mapping
 
         def order(item):
             m, g = item[1].get("model") or {}, item[1]["settings"].get("guidance")
-            return m.get("model", ""), Path(m.get("checkpoint") or "").name, 2.0 if g is None else g
+            return (m.get("model", ""), Path(m.get("checkpoint") or "").name, item[1].get("prompts") or list(STEMS),
+                    2.0 if g is None else g)
 
         gen.sort(key=order)
         for _, r in gen:
@@ -613,7 +614,9 @@ def instruments_section(results: Mapping[str, Any], status: Mapping[str, Mapping
             ck = (f"{path.name if path.parent.name == 'assets' else '/'.join(path.parts[-3:])} "
                   f"({_short(m.get('checkpoint_sha256'))})" if m.get("checkpoint") else "built in code")
             g = r["settings"].get("guidance")
-            lines.append(f"| {r['label']} | {ck} | {'default' if g is None else f'{g:g}'} | "
+            prompts = r.get("prompts") or list(STEMS)
+            label = r["label"] + ("" if prompts == list(STEMS) else f", prompts “{', '.join(prompts)}”")
+            lines.append(f"| {label} | {ck} | {'default' if g is None else f'{g:g}'} | "
                          + " | ".join(_fmt(per.get(c, {}).get("recall"), 2) for c in STEMS)
                          + f" | **{_fmt(res['accuracy'], 2)}** | {_fmt(p_named, 2)} | {r['clips']} × "
                          f"{r['seconds']:g} s |")
