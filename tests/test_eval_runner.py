@@ -224,6 +224,9 @@ def test_wiener_reference(results: Path, data: Path) -> None:
     r = json.loads((results / "sensitivity-wiener.json").read_text())
     assert r["model"] is None and "Wiener" in r["reference"] and set(r["results"]) == {
         "0.003", "0.01", "0.03", "0.1", "0.3", "1.0"}
+    from gmsdi.models import model_config
+
+    assert r["segment_samples"] == model_config("tiny").segment_samples  # --quick: the tiny model's window
     # the fixture's four stems have distinct spectra: knowing the class is worth a lot at mid σ
     probe = probe_set(data, "test", 8, 16384, seed=5)
     own = class_spectra(probe_set(data, "validation", 16, 16384, seed=6, every_active=True))
@@ -234,3 +237,16 @@ def test_wiener_reference(results: Path, data: Path) -> None:
     assert all(v["wrong_over_own"] == pytest.approx(1.0) for v in wiener_sensitivity(flat, probe).values())
     with pytest.raises(ValueError, match="no spectrum for the prompts"):
         wiener_sensitivity({"": own[""]}, probe)
+
+
+def test_reference_window_follows_the_gmsdi_checkpoint(tmp_path: Path) -> None:
+    """The references (Wiener, irm, mixture) score the windows of the GMSDI model that is evaluated:
+    the --checkpoint gmsdi=PATH one when given, not the bundled file."""
+    import argparse
+
+    from gmsdi.models import build_model, model_config, save_model
+
+    path = save_model(tmp_path / "m.safetensors", build_model(model_config("tiny", segment_samples=12000)))
+    args = argparse.Namespace(quick=False, checkpoint=[f"gmsdi={path}"])
+    assert cli._chunk(None, args) == 12000
+    assert cli._chunk(None, argparse.Namespace(quick=False, checkpoint=[], chunk_seconds=0.5)) == 8000

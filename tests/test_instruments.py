@@ -106,7 +106,9 @@ def test_cli_train_generate_and_files(data: Path, tmp_path: Path, capsys) -> Non
     worded = json.loads((tmp_path / "instruments-gmsdi-p.json").read_text())
     assert worded["prompts"] == prompts and [c["named"] for c in worded["results"]["clips"]] == list(FOUR) * 2
     assert cli.main(["instruments", "--models", "gmsdi", "--prompts", "bass", *common]) == 2
-    assert "one prompt per stem" in capsys.readouterr().err
+    assert "one non-empty prompt per stem" in capsys.readouterr().err
+    assert cli.main(["instruments", "--files", "x.wav=bass", "--prompts", *prompts, *common]) == 2
+    assert "pass --models" in capsys.readouterr().err
     wav = tmp_path / "x.wav"
     sf.write(wav, np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1, 16000)
     assert cli.main(["instruments", "--files", f"{wav}=drums", *common]) == 0

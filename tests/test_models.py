@@ -275,6 +275,14 @@ def test_save_load_round_trip_is_bit_identical(tiny: EDMDenoiser, tmp_path) -> N
         assert torch.equal(tiny(x, 0.2, cond), loaded(x, 0.2, cond))
 
 
+def test_a_failed_write_leaves_no_file(tmp_path) -> None:
+    from gmsdi.models.checkpoint import write_safetensors
+
+    with pytest.raises(AttributeError):
+        write_safetensors(tmp_path / "x.safetensors", {"w": "not a tensor"}, {})  # type: ignore[dict-item]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_save_uses_the_models_own_config(tmp_path) -> None:
     model = build_model(model_config("tiny", segment_samples=32000))
     path = save_model(tmp_path / "m.safetensors", model)

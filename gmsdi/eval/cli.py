@@ -326,7 +326,7 @@ def _chunk(model: Any, args: argparse.Namespace) -> int:
             from gmsdi.models import model_config
 
             return model_config("tiny").segment_samples
-        path = MODELS["gmsdi"].checkpoint_path
+        path = Path(_checkpoints(getattr(args, "checkpoint", [])).get("gmsdi") or MODELS["gmsdi"].checkpoint_path)
         if path.is_file():
             from gmsdi.models import load_config
 
@@ -660,7 +660,7 @@ def cmd_sensitivity(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
         data = {**_header("sensitivity", args, argv), "model": None, "items": len(probe),
                 "reference": f"Wiener filter of each class's mean spectrum, from {4 * n} isolated stems of the "
                              f"{args.spectra_split} split",
-                "data": _data_info(args.data, args.split, sorted(set(probe.own))),
+                "segment_samples": segment, "data": _data_info(args.data, args.split, sorted(set(probe.own))),
                 "results": {str(k): v for k, v in sens.items()}}
         written.append(_write(folder, "sensitivity-wiener", data))
     for name in args.models:
@@ -727,6 +727,12 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
         files.append((Path(name), cls))
     if not (args.train or args.models or files):
         raise ValueError("nothing to do: pass --train, --models MODEL ... or --files FILE=CLASS ...")
+    if args.prompts and not args.models:
+        raise ValueError("--prompts words the prompts of generated stems: pass --models MODEL ... too")
+    prompts = [p.strip() for p in args.prompts] if args.prompts else [s.replace("_", " ") for s in args.stems]
+    if len(prompts) != len(args.stems) or not all(prompts):
+        raise ValueError(f"--prompts needs one non-empty prompt per stem ({len(args.stems)}: "
+                         f"{' '.join(args.stems)}), got {args.prompts}")
     if args.train:
         cfg = ProbeConfig(crops=96, val_crops=16, steps=4, widths=(16, 16), hidden=16) if args.quick else ProbeConfig()
         t0 = time.perf_counter()
@@ -748,26 +754,25 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
     settings, models = _settings(args), {}
     clips_n = QUICK["clips"] if args.quick else args.clips
     seconds = QUICK["seconds"] if args.quick else args.seconds
-    prompts = list(args.prompts) if args.prompts else [s.replace("_", " ") for s in args.stems]
-    if len(prompts) != len(args.stems):
-        raise ValueError(f"--prompts needs one prompt per stem ({len(args.stems)}: {' '.join(args.stems)}), "
-                         f"got {len(prompts)}")
     for name in args.models:
         model = _load(name, args, models)
         if model is None:
             continue
         t0 = time.perf_counter()
         songs = generate_mixes(model, prompts, clips_n, seconds, args.seed, settings, not args.quiet)
-        # GMSDI's stems come back in prompt order (named after the prompts); MSDM's are its channels, by class
-        stem_audio = ((lambda r: [r.stems[s] for s in args.stems]) if model.spec.kind == "msdm"
-                      else (lambda r: list(r.stems.values())))
-        clips = [(np.asarray(audio), r.sample_rate, stem) for r in songs
-                 for audio, stem in zip(stem_audio(r), args.stems, strict=True)]
+        clips = []
+        for r in songs:
+            if model.spec.kind == "msdm":  # MSDM ignores prompts: its stems are its channels, named by class
+                audio = [r.stems[stem] for stem in args.stems]
+            else:  # GMSDI's stems come back in prompt order, named after the prompts
+                audio = list(r.stems.values())
+            clips += [(np.asarray(a), r.sample_rate, stem) for a, stem in zip(audio, args.stems, strict=True)]
         result = classify(probe, clips)
         written.append(_write(folder, f"instruments-{name}{args.tag}", {
             **base, "model": model.describe(), "label": model.spec.label, "tag": args.tag, "settings": settings,
             "clips": clips_n,
-            "seconds": seconds, "prompts": prompts,
+            "seconds": seconds, "stems": list(args.stems),
+            "prompts": None if model.spec.kind == "msdm" else prompts,
             "results": {**result, "wall_seconds": round(time.perf_counter() - t0, 2)}}))
         recall = ", ".join(f"{k} {v['recall']:.2f}" for k, v in result["per_class"].items())
         print(f"{name}: generated stems named correctly {result['accuracy']:.3f} ({recall}; {result['silent']} silent)")

@@ -594,7 +594,8 @@ def instruments_section(results: Mapping[str, Any], status: Mapping[str, Mapping
               f"{probe['results']['wall_seconds']:.0f} s.", ""]
     gen = [(k, r) for k, r in sorted(results.items()) if k.startswith("instruments-") and "model" in r]
     if gen:
-        lines += ["**Generated stems** (four-stem generation, Eq. 2, prompts bass, drums, guitar, piano): the share "
+        lines += ["**Generated stems** (four-stem generation, Eq. 2, prompts bass, drums, guitar, piano unless a row "
+                  "names its own): the share "
                   "of stems the probe names as their prompt (chance ≈ 1/9), and the mean probability of the named "
                   "instrument.", "",
                   "| model | checkpoint | guidance | bass | drums | guitar | piano | **all** | mean p(named) | songs |",
@@ -614,8 +615,9 @@ def instruments_section(results: Mapping[str, Any], status: Mapping[str, Mapping
             ck = (f"{path.name if path.parent.name == 'assets' else '/'.join(path.parts[-3:])} "
                   f"({_short(m.get('checkpoint_sha256'))})" if m.get("checkpoint") else "built in code")
             g = r["settings"].get("guidance")
-            prompts = r.get("prompts") or list(STEMS)
-            label = r["label"] + ("" if prompts == list(STEMS) else f", prompts “{', '.join(prompts)}”")
+            classes = [c.replace("_", " ") for c in r.get("stems", STEMS)]
+            prompts = r.get("prompts") or classes
+            label = r["label"] + ("" if prompts == classes else f", prompts “{', '.join(prompts)}”")
             lines.append(f"| {label} | {ck} | {'default' if g is None else f'{g:g}'} | "
                          + " | ".join(_fmt(per.get(c, {}).get("recall"), 2) for c in STEMS)
                          + f" | **{_fmt(res['accuracy'], 2)}** | {_fmt(p_named, 2)} | {r['clips']} × "

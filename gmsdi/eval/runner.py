@@ -328,7 +328,8 @@ def _model_settings(model: LoadedModel, settings: Mapping[str, Any] | None) -> d
 def generate_mixes(model: LoadedModel, stems: Sequence[str], n: int, seconds: float, seed: int = 0,
                    settings: Mapping[str, Any] | None = None, progress: bool = False) -> list[Any]:
     """`n` generated four-stem songs (`Result`s; `.mix` is the sum of the stems), seeds seed..seed+n−1.
-    GMSDI-kind models get the stem names as prompts; MSDM generates its channels."""
+    GMSDI-kind models get `stems` as their prompts (stem names or worded prompts); MSDM generates its
+    channels and ignores them."""
     from tqdm.auto import tqdm
 
     kw = _model_settings(model, settings)
