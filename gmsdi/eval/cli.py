@@ -651,7 +651,7 @@ def cmd_sensitivity(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
     folder, cache, written = _results_dir(args), {}, []
     n = 8 if args.quick else args.items
     if args.reference:
-        # the same stems and noise as the models get: the bundled model's window
+        # the same stems and noise as the models get: the evaluated GMSDI model's window (`_chunk`)
         segment, rate = _chunk(None, args), 16000
         probe = probe_set(args.data, args.split, n, segment, rate, seed=args.seed + 5)
         spectra = class_spectra(probe_set(args.data, args.spectra_split, 4 * n, segment, rate, seed=args.seed + 6,
