@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from gmsdi.fileio import atomic_write
+
 
 def run_parser(doc: str, export_help: str) -> argparse.ArgumentParser:
     """The command line of a training script: --config YAML, --set KEY=VALUE ..., --export OUT.
@@ -58,13 +60,8 @@ def append_csv(path: str | os.PathLike[str], row: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    """torch.save to a temporary file, fsync, then an atomic rename: a kill never leaves a torn file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """torch.save through `gmsdi.fileio.atomic_write`: a kill never leaves a torn file."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 __all__ = ["append_csv", "ensure_synthslakh", "run_parser", "save_checkpoint"]

@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from gmsdi.fileio import atomic_write
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -279,12 +281,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _write(folder: Path, name: str, data: dict[str, Any]) -> Path:
-    path = folder / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")  # atomic: a killed run leaves the previous file whole
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default, allow_nan=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(data, indent=1, default=_json_default, allow_nan=True) + "\n"
+    return atomic_write(folder / f"{name}.json", lambda tmp: tmp.write_text(text))  # a killed run leaves the old file
 
 
 def _json_default(o: Any) -> Any:

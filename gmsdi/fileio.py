@@ -1,0 +1,44 @@
+"""Atomic file writes: what every checkpoint, export and result file in gmsdi is written through."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
+    """Runs `write(tmp)` on a unique temporary file beside `path`, syncs it, then renames it to `path`.
+
+    A kill or an error at any point leaves the previous `path` (if any) whole and no temporary file
+    behind. The file gets an ordinary file's permissions (0o666 less the umask), not the private
+    ones of `tempfile.mkstemp`. Parent folders are created.
+
+    Args:
+        path: the destination.
+        write: writes the whole file to the path it is given (e.g. `lambda p: torch.save(state, p)`).
+
+    Returns:
+        `path`, as a `Path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+__all__ = ["atomic_write"]

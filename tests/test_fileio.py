@@ -1,0 +1,65 @@
+"""gmsdi.fileio.atomic_write, and the writers that go through it (training checkpoints, eval results)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from gmsdi.fileio import atomic_write
+
+
+def _ordinary_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def test_atomic_write_writes_the_file_with_ordinary_permissions(tmp_path: Path) -> None:
+    path = atomic_write(tmp_path / "a" / "b.txt", lambda p: p.write_text("hello"))
+    assert path == tmp_path / "a" / "b.txt"
+    assert path.read_text() == "hello"
+    assert path.stat().st_mode & 0o777 == _ordinary_mode()  # not mkstemp's private 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["b.txt"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    path.write_text("old")
+
+    def half_then_fail(p: Path) -> None:
+        p.write_text("torn")
+        raise KeyboardInterrupt  # a kill mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, half_then_fail)
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+class _Unpicklable:
+    def __reduce__(self) -> tuple:
+        raise RuntimeError("cannot pickle this")
+
+
+def test_training_checkpoints_and_eval_results_are_written_atomically(tmp_path: Path) -> None:
+    from gmsdi.eval.cli import _write
+    from gmsdi.training import save_checkpoint
+
+    save_checkpoint(tmp_path / "ckpt.pt", {"step": 3, "w": torch.ones(2)})
+    assert torch.load(tmp_path / "ckpt.pt")["step"] == 3
+    _write(tmp_path, "result", {"x": 1.5})
+    assert json.loads((tmp_path / "result.json").read_text()) == {"x": 1.5}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "result.json"]
+    assert (tmp_path / "ckpt.pt").stat().st_mode & 0o777 == _ordinary_mode()
+
+    with pytest.raises(TypeError, match="not JSON-serialisable"):  # fails before anything is written
+        _write(tmp_path, "result", {"x": object()})
+    assert json.loads((tmp_path / "result.json").read_text()) == {"x": 1.5}
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        save_checkpoint(tmp_path / "ckpt.pt", {"step": 4, "x": _Unpicklable()})  # fails mid-write
+    assert torch.load(tmp_path / "ckpt.pt")["step"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "result.json"]
