@@ -14,6 +14,7 @@ from eval_fixtures import make_four_stem_set
 
 from gmsdi.eval import cli
 from gmsdi.eval.instruments import InstrumentProbe, ProbeConfig, classify, scores, train_probe
+from gmsdi.pipeline import GMSDIPipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 FOUR = ("bass", "drums", "guitar", "piano")
@@ -94,7 +95,7 @@ def test_save_and_load(trained, tmp_path: Path) -> None:
         InstrumentProbe.from_pretrained(tmp_path / "other.safetensors")
 
 
-def test_cli_train_generate_and_files(data: Path, tmp_path: Path, capsys) -> None:
+def test_cli_train_generate_and_files(data: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     common = ["--quick", "--data", str(data), "--results", str(tmp_path), "--quiet"]
     assert cli.main(["instruments", "--train", "--models", "gmsdi", *common]) == 0
     probe = json.loads((tmp_path / "instruments-probe.json").read_text())
@@ -105,6 +106,18 @@ def test_cli_train_generate_and_files(data: Path, tmp_path: Path, capsys) -> Non
     assert cli.main(["instruments", "--models", "gmsdi", "--prompts", *prompts, "--tag=-p", *common]) == 0
     worded = json.loads((tmp_path / "instruments-gmsdi-p.json").read_text())
     assert worded["prompts"] == prompts and [c["named"] for c in worded["results"]["clips"]] == list(FOUR) * 2
+    negative = ["-", "", "bass, drums, guitar, piano", "-"]
+    seen = []  # the negatives each generate() call gets
+    generate = GMSDIPipeline.generate
+    monkeypatch.setattr(GMSDIPipeline, "generate", lambda self, prompts, negative_prompts=None, **kw: (
+        seen.append(negative_prompts), generate(self, prompts, negative_prompts, **kw))[1])
+    assert cli.main(["instruments", "--models", "gmsdi", "--negative", *negative, "--tag=-n", *common]) == 0
+    negated = json.loads((tmp_path / "instruments-gmsdi-n.json").read_text())
+    assert negated["negative_prompts"] == seen[0] == seen[1] == [None, "", "bass, drums, guitar, piano", None]
+    assert cli.main(["instruments", "--models", "gmsdi", "--negative", "-", *common]) == 2
+    assert "one negative prompt per stem" in capsys.readouterr().err
+    assert cli.main(["instruments", "--files", "x.wav=bass", "--negative", *negative, *common]) == 2
+    assert "pass --models" in capsys.readouterr().err
     assert cli.main(["instruments", "--models", "gmsdi", "--prompts", "bass", *common]) == 2
     assert "one non-empty prompt per stem" in capsys.readouterr().err
     assert cli.main(["instruments", "--files", "x.wav=bass", "--prompts", *prompts, *common]) == 2
@@ -122,7 +135,8 @@ def test_cli_train_generate_and_files(data: Path, tmp_path: Path, capsys) -> Non
     section = text.split("## Instrument identity")[1]
     row = next(line for line in section.splitlines() if line.startswith("| GMSDI"))
     assert row.endswith("| 2 × 3 s |")
-    assert "prompts “electric bass, drum kit, acoustic guitar, grand piano”" in section
+    assert "| electric bass, drum kit, acoustic guitar, grand piano |" in section
+    assert "| bass, drums, guitar, piano; negative –, ∅, “bass, drums, guitar, piano”, – |" in section
     assert cli.main(["instruments", *common]) == 2
     assert cli.main(["instruments", "--files", "nofile", *common]) == 2
     assert "FILE=CLASS" in capsys.readouterr().err

@@ -215,6 +215,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", nargs="+", default=None, metavar="PROMPT",
                    help="--models: the prompt of each of the --stems, in order, e.g. \"electric bass\" \"drum kit\" "
                         "\"acoustic guitar\" \"grand piano\" (default the stem classes' names)")
+    p.add_argument("--negative", nargs="+", default=None, metavar="PROMPT",
+                   help="--models: one negative prompt per stem, in order ('-' = the default, the other stems' "
+                        "prompts; '' = none, guidance against the unconditional model)")
     p.add_argument("--test-crops", type=int, default=1000,
                    help="isolated --split crops the trained probe is scored on (default 1000)")
     p.add_argument("--tag", default="", help="suffix of the result files, for variants")
@@ -731,6 +734,12 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
     if len(prompts) != len(args.stems) or not all(prompts):
         raise ValueError(f"--prompts needs one non-empty prompt per stem ({len(args.stems)}: "
                          f"{' '.join(args.stems)}), got {args.prompts}")
+    if args.negative is not None and not args.models:
+        raise ValueError("--negative sets the negative prompts of generated stems: pass --models MODEL ... too")
+    if args.negative is not None and len(args.negative) != len(args.stems):
+        raise ValueError(f"--negative needs one negative prompt per stem ({len(args.stems)}: {' '.join(args.stems)}; "
+                         f"'-' = the default), got {len(args.negative)}")
+    negatives = None if args.negative is None else [None if n == "-" else n.strip() for n in args.negative]
     if args.train:
         cfg = ProbeConfig(crops=96, val_crops=16, steps=4, widths=(16, 16), hidden=16) if args.quick else ProbeConfig()
         t0 = time.perf_counter()
@@ -757,7 +766,8 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
         if model is None:
             continue
         t0 = time.perf_counter()
-        songs = generate_mixes(model, prompts, clips_n, seconds, args.seed, settings, not args.quiet)
+        songs = generate_mixes(model, prompts, clips_n, seconds, args.seed, settings, not args.quiet,
+                               negative_prompts=negatives)
         clips = []
         for r in songs:
             if model.spec.kind == "msdm":  # MSDM ignores prompts: its stems are its channels, named by class
@@ -771,6 +781,7 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
             "clips": clips_n,
             "seconds": seconds, "stems": list(args.stems),
             "prompts": None if model.spec.kind == "msdm" else prompts,
+            "negative_prompts": None if model.spec.kind == "msdm" else negatives,
             "results": {**result, "wall_seconds": round(time.perf_counter() - t0, 2)}}))
         recall = ", ".join(f"{k} {v['recall']:.2f}" for k, v in result["per_class"].items())
         print(f"{name}: generated stems named correctly {result['accuracy']:.3f} ({recall}; {result['silent']} silent)")

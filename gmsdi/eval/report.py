@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,18 @@ def _fmt(x: Any, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
     return f"{x:.{digits}f}"
+
+
+def _per_stem(res: dict[str, Any]) -> str:
+    """"bass 1.00 · guitar 0.00 (strings) · ...": per named class, in prompt order, the share of its stems the
+    probe names correctly and, when some are not, what the others most often sound like."""
+    out = []
+    for cls in dict.fromkeys(c["named"] for c in res["clips"]):
+        wrong = Counter(c["predicted"] or "silent" for c in res["clips"]
+                        if c["named"] == cls and c["predicted"] != cls)
+        heard = f" ({wrong.most_common(1)[0][0].replace('_', ' ')})" if wrong else ""
+        out.append(f"{cls.replace('_', ' ')} {_fmt(res['per_class'][cls]['recall'], 2)}{heard}")
+    return " · ".join(out)
 
 
 def _nanmean(values: list[float]) -> float:
@@ -594,34 +607,35 @@ def instruments_section(results: Mapping[str, Any], status: Mapping[str, Mapping
               f"{probe['results']['wall_seconds']:.0f} s.", ""]
     gen = [(k, r) for k, r in sorted(results.items()) if k.startswith("instruments-") and "model" in r]
     if gen:
-        lines += ["**Generated stems** (four-stem generation, Eq. 2, prompts bass, drums, guitar, piano unless a row "
-                  "names its own): the share "
-                  "of stems the probe names as their prompt (chance ≈ 1/9), and the mean probability of the named "
-                  "instrument.", "",
-                  "| model | checkpoint | guidance | bass | drums | guitar | piano | **all** | mean p(named) | songs |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["**Generated stems** (four-stem generation, Eq. 2; negative prompts the other stems' prompts "
+                  "unless a row names its own, '–' keeping that default, '∅' none): per stem the share the probe "
+                  "names as its prompt (chance ≈ 1/9) and, in brackets, what it most often sounds like otherwise; "
+                  "then all stems together, and the mean probability of the named instrument.", "",
+                  "| model | checkpoint | guidance | prompts | per stem | **all** | mean p(named) | songs |",
+                  "|---|---|---|---|---|---|---|---|"]
 
         def order(item):
             m, g = item[1].get("model") or {}, item[1]["settings"].get("guidance")
-            return (m.get("model", ""), Path(m.get("checkpoint") or "").name, item[1].get("prompts") or list(STEMS),
+            return (m.get("model", ""), Path(m.get("checkpoint") or "").name, item[1].get("stems") or list(STEMS),
+                    item[1].get("prompts") or [], [n or "" for n in item[1].get("negative_prompts") or []],
                     2.0 if g is None else g)
 
         gen.sort(key=order)
         for _, r in gen:
             res, m = r["results"], r.get("model") or {}
-            per = res["per_class"]
             p_named = _nanmean([c["p_named"] for c in res["clips"] if c["p_named"] is not None])
             path = Path(m.get("checkpoint") or "")
             ck = (f"{path.name if path.parent.name == 'assets' else '/'.join(path.parts[-3:])} "
                   f"({_short(m.get('checkpoint_sha256'))})" if m.get("checkpoint") else "built in code")
             g = r["settings"].get("guidance")
             classes = [c.replace("_", " ") for c in r.get("stems", STEMS)]
-            prompts = r.get("prompts") or classes
-            label = r["label"] + ("" if prompts == classes else f", prompts “{', '.join(prompts)}”")
-            lines.append(f"| {label} | {ck} | {'default' if g is None else f'{g:g}'} | "
-                         + " | ".join(_fmt(per.get(c, {}).get("recall"), 2) for c in STEMS)
-                         + f" | **{_fmt(res['accuracy'], 2)}** | {_fmt(p_named, 2)} | {r['clips']} × "
-                         f"{r['seconds']:g} s |")
+            prompts = ", ".join(r.get("prompts") or classes)
+            if r.get("negative_prompts"):
+                prompts += "; negative " + ", ".join("–" if n is None else "∅" if not n else f"“{n}”"
+                                                     for n in r["negative_prompts"])
+            lines.append(f"| {r['label']} | {ck} | {'default' if g is None else f'{g:g}'} | {prompts} | "
+                         f"{_per_stem(res)} | **{_fmt(res['accuracy'], 2)}** | {_fmt(p_named, 2)} | "
+                         f"{r['clips']} × {r['seconds']:g} s |")
         lines.append("")
         lines += [f"- {r['label']}{' (' + r['tag'].lstrip('-') + ')' if r.get('tag') else ''}: "
                   f"{_provenance(r, status)}; {_settings_text(r['settings'])}." for _, r in gen]

@@ -326,10 +326,12 @@ def _model_settings(model: LoadedModel, settings: Mapping[str, Any] | None) -> d
 
 
 def generate_mixes(model: LoadedModel, stems: Sequence[str], n: int, seconds: float, seed: int = 0,
-                   settings: Mapping[str, Any] | None = None, progress: bool = False) -> list[Any]:
+                   settings: Mapping[str, Any] | None = None, progress: bool = False,
+                   negative_prompts: Sequence[str | None] | None = None) -> list[Any]:
     """`n` generated four-stem songs (`Result`s; `.mix` is the sum of the stems), seeds seed..seed+n−1.
-    GMSDI-kind models get `stems` as their prompts (stem names or worded prompts); MSDM generates its
-    channels and ignores them."""
+    GMSDI-kind models get `stems` as their prompts (stem names or worded prompts) and `negative_prompts`
+    (one per stem, None = the other stems' prompts, as in `GMSDIPipeline.generate`); MSDM generates its
+    channels and ignores both."""
     from tqdm.auto import tqdm
 
     kw = _model_settings(model, settings)
@@ -340,7 +342,7 @@ def generate_mixes(model: LoadedModel, stems: Sequence[str], n: int, seconds: fl
             kw.pop("guidance", None)
             out.append(pipe.generate(seconds=seconds, seed=seed + i, **kw))
         else:
-            out.append(pipe.generate(list(stems), seconds=seconds, seed=seed + i, **kw))
+            out.append(pipe.generate(list(stems), negative_prompts, seconds=seconds, seed=seed + i, **kw))
     return out
 
 
