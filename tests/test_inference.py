@@ -372,6 +372,7 @@ def test_prompt_classes() -> None:
 
 
 def test_ensemble_choices(tmp_path, monkeypatch) -> None:
+    assert ens.load_choices()[1] == "assets/ensemble.json (bundled)"
     monkeypatch.setattr(ens, "ENSEMBLE_PATH", tmp_path / "missing.json")
     choices, source = ens.load_choices()
     assert choices == ens.DEFAULT_CHOICES and source.startswith("default")

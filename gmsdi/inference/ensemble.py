@@ -58,10 +58,11 @@ def load_choices(path: str | os.PathLike[str] | None = None) -> tuple[dict[str, 
         FileNotFoundError: an explicit `path` does not exist.
         ValueError: the file is not valid JSON of the documented form.
     """
+    source = None
     if path is None:
         if not ENSEMBLE_PATH.is_file():
             return dict(DEFAULT_CHOICES), "default (paper's ensemble; assets/ensemble.json not found)"
-        path = ENSEMBLE_PATH
+        path, source = ENSEMBLE_PATH, "assets/ensemble.json (bundled)"  # not this machine's absolute path
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no ensemble results file at {str(path)!r}")
@@ -79,7 +80,7 @@ def load_choices(path: str | os.PathLike[str] | None = None) -> tuple[dict[str, 
         if method not in METHODS:
             raise ValueError(f"{str(path)!r}: choice for {cls!r} is {method!r}; valid names are {list(METHODS)}")
         choices[cls] = method
-    return choices, str(path)
+    return choices, source or str(path)
 
 
 def choose(prompts: Sequence[str], choices: Mapping[str, str]) -> list[str]:
