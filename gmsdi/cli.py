@@ -42,6 +42,14 @@ def _gamma(text: str) -> float:
     return value
 
 
+def _weights(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"guidance takes a number or numbers joined by commas (5 or 5,5,2), "
+                                         f"got {text!r}") from None
+
+
 def _add_common(p: argparse.ArgumentParser, defaults: Any) -> None:
     from gmsdi.audio import AUDIO_FORMATS
     from gmsdi.sampling import SAMPLERS
@@ -56,8 +64,9 @@ def _add_common(p: argparse.ArgumentParser, defaults: Any) -> None:
     p.add_argument("--churn", type=float, default=None, dest="s_churn",
                    help=f"stochastic churn S_churn (default {defaults.s_churn:g})")
     p.add_argument("--resamples", type=int, default=None, help="passes per step, MSDM correction (default 1)")
-    p.add_argument("--guidance", type=float, default=None,
-                   help=f"negative-prompt guidance weight, 1 = off (default {defaults.guidance})")
+    p.add_argument("--guidance", type=_weights, default=None, metavar="W[,W...]",
+                   help="negative-prompt guidance weight, 1 = off: one for all stems, or one per stem joined by "
+                        f"commas, e.g. 5,5,2 (extract: one) (default {defaults.guidance})")
     p.add_argument("--window-seconds", type=float, default=None, help="model window (default: training crop)")
     p.add_argument("--overlap", type=float, default=None, help="window overlap fraction (default 0.25)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -159,8 +168,9 @@ def _add_dirac(p: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> list[str]:
     from gmsdi.pipeline import GMSDIPipeline
 
+    guidance = args.guidance[0] if args.guidance is not None and len(args.guidance) == 1 else args.guidance
     common = {"steps": args.steps, "sampler": args.sampler, "s_churn": args.s_churn, "resamples": args.resamples,
-              "guidance": args.guidance, "window_seconds": args.window_seconds, "overlap": args.overlap,
+              "guidance": guidance, "window_seconds": args.window_seconds, "overlap": args.overlap,
               "seed": args.seed}
     if args.task in ("separate", "extract", "ensemble"):
         common["dirac"] = args.dirac

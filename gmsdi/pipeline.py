@@ -871,7 +871,7 @@ class GMSDIPipeline(BasePipeline):
         results: str | os.PathLike[str] | None = None,
         dirac: str | None = None,
         sample_rate: int | None = None,
-        guidance: float | None = None,
+        guidance: float | Sequence[float] | None = None,
         steps: int | None = None,
         sampler: str | None = None,
         s_churn: float | None = None,
@@ -889,6 +889,10 @@ class GMSDIPipeline(BasePipeline):
         paper's ensemble: separator for drums, extractor otherwise. The separator runs once for
         all stems if any stem uses it; the extractor runs once per stem that uses it, with the
         other prompts as its rest prompt. The stems need not sum exactly to the mix.
+
+        `guidance` is a number or one weight per stem: the separator guides each stem with its own
+        weight, and a stem's extractor guides both its chains with that stem's weight. Arguments
+        otherwise as `separate`.
         """
         prompts = _check_prompts(prompts, minimum=2)
         _check_count(len(prompts))
@@ -898,7 +902,7 @@ class GMSDIPipeline(BasePipeline):
                            resamples=resamples, window_seconds=window_seconds, overlap=overlap)
         y, gain = self._mix_input(mix, sample_rate)
         gen, seed = self._generator(seed, generator)
-        w = _per_source(s.guidance, 1, "guidance")[0]
+        weights = _per_source(s.guidance, len(prompts), "guidance")
         use_sep = "separator" in methods
         extract_idx = [i for i, m in enumerate(methods) if m == "extractor"]
         if use_sep:  # check every part before any runs, so a refusal costs no work
@@ -910,7 +914,7 @@ class GMSDIPipeline(BasePipeline):
         stems: list[np.ndarray | None] = [None] * len(prompts)
         calls = samples = part = 0
         if use_sep:
-            sep, d = self._dirac(y * gain, prompts, default_negative_prompts(prompts), [w] * len(prompts),
+            sep, d = self._dirac(y * gain, prompts, default_negative_prompts(prompts), weights,
                                  len(prompts) - 1, s, gen, callback, "ensemble", part, parts)
             for i, m in enumerate(methods):
                 if m == "separator":
@@ -919,12 +923,13 @@ class GMSDIPipeline(BasePipeline):
         for i in extract_idx:
             rest = compose([p for j, p in enumerate(prompts) if j != i])
             chains, negatives = self._extract_prompts(prompts[i], rest)
-            ext, d = self._dirac(y * gain, chains, negatives, [w, w], 1, s, gen, callback, "ensemble", part, parts)
+            ext, d = self._dirac(y * gain, chains, negatives, [weights[i]] * 2, 1, s, gen, callback, "ensemble",
+                                 part, parts)
             stems[i] = ext[0]
             calls, samples, part = calls + d["network_calls"], samples + d["network_samples"], part + 1
         window, overlap_n = self._window(s)
         settings = {**self._base_settings("ensemble", s, seed, window, overlap_n), "prompts": prompts,
-                    "methods": dict(zip(prompts, methods, strict=True)), "choices_from": source,
+                    "methods": dict(zip(prompts, methods, strict=True)), "choices_from": source, "guidance": weights,
                     "input_gain_db": round(20 * math.log10(gain), 3), "seconds": len(y) / self.sample_rate,
                     "network_calls": calls, "network_samples": samples,
                     "wall_seconds": round(time.perf_counter() - t0, 3)}

@@ -86,6 +86,13 @@ def test_separation_tasks(ckpt, wavs, tmp_path, args) -> None:
         np.testing.assert_allclose(sum(stems), mix, atol=1e-5)
 
 
+def test_guidance_per_stem(ckpt, wavs, tmp_path) -> None:
+    out = tmp_path / "parts"
+    assert main(["ensemble", wavs["mix"], "--prompts", "bass", "drums", "--guidance", "5,2", "--out", str(out),
+                 "--checkpoint", ckpt, *FAST, "--steps", "12"]) == 0
+    assert json.loads((out / "settings.json").read_text())["guidance"] == [5.0, 2.0]
+
+
 @pytest.mark.parametrize("args,message", [
     (["separate", "missing.wav", "--prompts", "bass", "drums"], "does not exist"),
     (["separate", "SILENT", "--prompts", "bass", "drums"], "is silent"),
@@ -93,13 +100,16 @@ def test_separation_tasks(ckpt, wavs, tmp_path, args) -> None:
     (["accompany", "--locked", "bass", "--prompts", "piano"], "--locked takes PROMPT=FILE"),
     (["generate", "bass", "--steps", "0"], "steps must be a whole number"),
     (["generate", "bass", "--gamma-y", "-1"], "gamma must be positive"),
+    (["generate", "bass", "--guidance", "5,x"], "numbers joined by commas"),
+    (["generate", "bass", "drums", "--guidance", "5,2,2"], "guidance needs one value per source (2)"),
+    (["extract", "MIX", "--prompt", "bass", "--guidance", "5,2"], "guidance needs one value per source (1)"),
     (["generate", "bass", "--format", "aiff"], "invalid choice"),
     (["generate"], "required"),
     (["dance", "--out", "x"], "invalid choice"),
 ])
 def test_bad_input_is_one_line_and_status_2(ckpt, wavs, tmp_path, capsys, args, message) -> None:
     args = [wavs["mix"] if a == "MIX" else wavs["silent"] if a == "SILENT" else a for a in args]
-    if args[0] in ("separate", "accompany", "generate") and "--out" not in args and len(args) > 1:
+    if args[0] in ("separate", "extract", "accompany", "generate") and "--out" not in args and len(args) > 1:
         args += ["--out", str(tmp_path / "o"), "--checkpoint", ckpt, "--quiet"]
     try:
         code = main(args)

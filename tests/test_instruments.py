@@ -134,7 +134,7 @@ def test_cli_train_generate_and_files(data: Path, tmp_path: Path, capsys, monkey
     assert "## Instrument identity" in text and f"| {wav} | drums |" in text
     section = text.split("## Instrument identity")[1]
     row = next(line for line in section.splitlines() if line.startswith("| GMSDI"))
-    assert row.endswith("| 2 × 3 s |")
+    assert row.endswith("| 2 × 3 s, seeds 0–1 |")
     assert "| electric bass, drum kit, acoustic guitar, grand piano |" in section
     assert "| bass, drums, guitar, piano; negative –, ∅, “bass, drums, guitar, piano”, – |" in section
     assert cli.main(["instruments", *common]) == 2

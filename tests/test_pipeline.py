@@ -169,6 +169,20 @@ def test_ensemble(pipe, tmp_path, monkeypatch) -> None:
     np.testing.assert_allclose(sum(r.stems.values()), r.mix, atol=1e-5)
 
 
+def test_ensemble_guidance_per_stem(pipe, tmp_path) -> None:
+    f = tmp_path / "ens.json"
+    f.write_text(json.dumps({"choice": {"bass": "extractor", "drums": "extractor", "piano": "extractor"}}))
+    prompts = ["drums", "bass", "piano"]
+    one = pipe.ensemble(_mix(0.05), prompts, results=f, seed=0, steps=12, guidance=2.0)
+    per = pipe.ensemble(_mix(0.05), prompts, results=f, seed=0, steps=12, guidance=[2.0, 2.0, 5.0])
+    assert one.settings["guidance"] == [2.0, 2.0, 2.0] and per.settings["guidance"] == [2.0, 2.0, 5.0]
+    for name in ("drums", "bass"):  # each extractor uses its own stem's weight only
+        np.testing.assert_array_equal(one.stems[name], per.stems[name])
+    assert not np.allclose(one.stems["piano"], per.stems["piano"])
+    with pytest.raises(ValueError, match="one value per source"):
+        pipe.ensemble(_mix(0.05), prompts, results=f, seed=0, steps=12, guidance=[2.0, 5.0])
+
+
 def test_callback_progress_and_cancel(pipe) -> None:
     seen: list[dict] = []
     pipe.generate(["bass", "drums"], seconds=0.15, seed=0, callback=seen.append, **FAST)

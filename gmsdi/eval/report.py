@@ -627,7 +627,7 @@ def instruments_section(results: Mapping[str, Any], status: Mapping[str, Mapping
             path = Path(m.get("checkpoint") or "")
             ck = (f"{path.name if path.parent.name == 'assets' else '/'.join(path.parts[-3:])} "
                   f"({_short(m.get('checkpoint_sha256'))})" if m.get("checkpoint") else "built in code")
-            g = r["settings"].get("guidance")
+            g, seed = r["settings"].get("guidance"), int(r.get("seed") or 0)
             classes = [c.replace("_", " ") for c in r.get("stems", STEMS)]
             prompts = ", ".join(r.get("prompts") or classes)
             if r.get("negative_prompts"):
@@ -635,7 +635,7 @@ def instruments_section(results: Mapping[str, Any], status: Mapping[str, Mapping
                                                      for n in r["negative_prompts"])
             lines.append(f"| {r['label']} | {ck} | {'default' if g is None else f'{g:g}'} | {prompts} | "
                          f"{_per_stem(res)} | **{_fmt(res['accuracy'], 2)}** | {_fmt(p_named, 2)} | "
-                         f"{r['clips']} × {r['seconds']:g} s |")
+                         f"{r['clips']} × {r['seconds']:g} s, seeds {seed}–{seed + r['clips'] - 1} |")
         lines.append("")
         lines += [f"- {r['label']}{' (' + r['tag'].lstrip('-') + ')' if r.get('tag') else ''}: "
                   f"{_provenance(r, status)}; {_settings_text(r['settings'])}." for _, r in gen]
