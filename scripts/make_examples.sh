@@ -16,6 +16,10 @@
 #   bash scripts/make_examples.sh                                  # about eight minutes on a 2-core CPU
 #   CHECKPOINT=assets/gmsdi-synthslakh.safetensors GUIDANCE=2 bash scripts/make_examples.sh  # bundled, defaults
 #
+# Seed 1, not 0, for these two: seed 0's piano sounds like bass to the probe in both (the probe
+# named every stem with seed 1; seeds 0-2 of the generation: 10 of 12 stems, seeds 0-4 of the
+# accompaniment: 13 of 15, the piano being the one missed; assets/examples/README.md).
+#
 # The separation settings were chosen with the probe too (assets/examples/README.md): the separator
 # (the last prompt, drums, constrained to mix - the others) at guidance 5 for bass and drums, the
 # extractor at guidance 2 for piano.
@@ -48,9 +52,9 @@ CK=(--checkpoint "${CHECKPOINT:-assets/gmsdi-synthslakh-13k.safetensors}")
 W=(--guidance "${GUIDANCE:-10}")
 rm -rf "$OUT/generation" "$OUT/accompaniment" "$OUT/separation"
 $PY -m gmsdi generate bass drums guitar piano --negative - - "bass, drums, guitar, piano" "bass, drums" \
-    --seconds 8 --seed 0 --format ogg --quiet "${CK[@]}" "${W[@]}" --out "$OUT/generation"
+    --seconds 8 --seed 1 --format ogg --quiet "${CK[@]}" "${W[@]}" --out "$OUT/generation"
 $PY -m gmsdi accompany --locked "bass=$TMP/bass.flac" --prompts drums guitar piano \
-    --negative - "bass, drums, guitar, piano" "bass, drums" --seed 0 --format ogg --quiet \
+    --negative - "bass, drums, guitar, piano" "bass, drums" --seed 1 --format ogg --quiet \
     "${CK[@]}" "${W[@]}" --out "$OUT/accompaniment"
 # the ensemble with its own per-stem choice (separation_methods.json: the separator, drums constrained, for
 # bass and drums at guidance 5; the extractor for piano at guidance 2), chosen with the probe on test mixes
