@@ -169,6 +169,11 @@ def _run(args: argparse.Namespace) -> list[str]:
     from gmsdi.pipeline import GMSDIPipeline
 
     guidance = args.guidance[0] if args.guidance is not None and len(args.guidance) == 1 else args.guidance
+    if isinstance(guidance, list):  # checked before the model loads
+        n = 1 if args.task == "extract" else len(args.prompts)
+        if len(guidance) != n:
+            raise ValueError("extract takes one guidance weight" if args.task == "extract" else
+                             f"--guidance takes one weight or one per stem ({n}), got {len(guidance)}")
     common = {"steps": args.steps, "sampler": args.sampler, "s_churn": args.s_churn, "resamples": args.resamples,
               "guidance": guidance, "window_seconds": args.window_seconds, "overlap": args.overlap,
               "seed": args.seed}

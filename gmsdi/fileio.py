@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from collections.abc import Callable
@@ -11,9 +12,11 @@ from pathlib import Path
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
     """Runs `write(tmp)` on a unique temporary file beside `path`, syncs it, then renames it to `path`.
 
-    A kill or an error at any point leaves the previous `path` (if any) whole and no temporary file
-    behind. The file gets an ordinary file's permissions (0o666 less the umask), not the private
-    ones of `tempfile.mkstemp`. Parent folders are created.
+    An exception at any point (KeyboardInterrupt included) leaves the previous `path` (if any) whole
+    and no temporary file behind; a process killed by a signal leaves `path` whole too, but may leave
+    its temporary file (`<name>.<random>.tmp`; `remove_stale_temps` clears them). The file gets an
+    ordinary file's permissions (0o666 less the umask), not the private ones of `tempfile.mkstemp`.
+    Parent folders are created.
 
     Args:
         path: the destination.
@@ -41,4 +44,17 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     return path
 
 
-__all__ = ["atomic_write"]
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Removes the temporary files a killed `atomic_write(path, ...)` left beside `path`; returns them.
+
+    Only for a path that one process writes (e.g. a training run's checkpoint): another writer's
+    temporary file would be removed under it.
+    """
+    path = Path(path)
+    stale = sorted(path.parent.glob(f"{glob.escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+__all__ = ["atomic_write", "remove_stale_temps"]

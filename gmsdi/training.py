@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from gmsdi.fileio import atomic_write
+from gmsdi.fileio import atomic_write, remove_stale_temps
 
 
 def run_parser(doc: str, export_help: str) -> argparse.ArgumentParser:
@@ -60,7 +60,9 @@ def append_csv(path: str | os.PathLike[str], row: dict[str, Any]) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    """torch.save through `gmsdi.fileio.atomic_write`: a kill never leaves a torn file."""
+    """torch.save through `gmsdi.fileio.atomic_write`: a kill never leaves a torn file, and the
+    temporary file of a save that was killed is removed by the next save (one run writes `path`)."""
+    remove_stale_temps(path)
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 

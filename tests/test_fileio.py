@@ -63,3 +63,14 @@ def test_training_checkpoints_and_eval_results_are_written_atomically(tmp_path: 
         save_checkpoint(tmp_path / "ckpt.pt", {"step": 4, "x": _Unpicklable()})  # fails mid-write
     assert torch.load(tmp_path / "ckpt.pt")["step"] == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "result.json"]
+
+
+def test_the_next_checkpoint_save_removes_a_killed_saves_temp(tmp_path: Path) -> None:
+    from gmsdi.fileio import remove_stale_temps
+    from gmsdi.training import save_checkpoint
+
+    (tmp_path / "ckpt.pt.k3j2h1.tmp").write_bytes(b"half a checkpoint")  # as a SIGKILL mid-save leaves it
+    (tmp_path / "other.pt.x.tmp").write_bytes(b"not ours")
+    save_checkpoint(tmp_path / "ckpt.pt", {"step": 5})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "other.pt.x.tmp"]
+    assert remove_stale_temps(tmp_path / "missing" / "x.pt") == []

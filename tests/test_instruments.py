@@ -79,6 +79,17 @@ def test_scores_on_a_known_confusion() -> None:
     assert s["confusion"] == [[1, 0, 1], [1, 1, 0], [0, 0, 2]]
 
 
+def test_report_per_stem_column_with_silent_stems() -> None:
+    from gmsdi.eval.report import _per_stem
+
+    clips = [{"named": "bass", "predicted": "bass"}, {"named": "bass", "predicted": "drums"},
+             {"named": "bass", "predicted": None}, {"named": "drums", "predicted": None},
+             {"named": "synth_lead", "predicted": "guitar"}]
+    res = {"clips": clips, "per_class": {"bass": {"recall": 0.5, "n": 2}, "synth_lead": {"recall": 0.0, "n": 1}}}
+    # drums: all silent, so no recall (and no KeyError); silent stems never fill the bracket
+    assert _per_stem(res) == "bass 0.50 (drums) · drums – · synth lead 0.00 (guitar)"
+
+
 def test_save_and_load(trained, tmp_path: Path) -> None:
     probe, _ = trained
     path = probe.save(tmp_path / "probe.safetensors")

@@ -181,6 +181,14 @@ def test_ensemble_guidance_per_stem(pipe, tmp_path) -> None:
     assert not np.allclose(one.stems["piano"], per.stems["piano"])
     with pytest.raises(ValueError, match="one value per source"):
         pipe.ensemble(_mix(0.05), prompts, results=f, seed=0, steps=12, guidance=[2.0, 5.0])
+    # the separator runs all stems together, each chain with its own stem's weight
+    f.write_text(json.dumps({"choice": {"bass": "separator", "drums": "separator", "piano": "separator"}}))
+    one = pipe.ensemble(_mix(0.05), prompts, results=f, seed=0, steps=12, guidance=2.0)
+    per = pipe.ensemble(_mix(0.05), prompts, results=f, seed=0, steps=12, guidance=[2.0, 2.0, 5.0])
+    same = pipe.separate(_mix(0.05), prompts, seed=0, steps=12, guidance=[2.0, 2.0, 5.0])
+    assert per.settings["guidance"] == [2.0, 2.0, 5.0] and not np.allclose(one.stems["drums"], per.stems["drums"])
+    for name in prompts:
+        np.testing.assert_allclose(per.stems[name], same.stems[name], atol=1e-6)
 
 
 def test_callback_progress_and_cancel(pipe) -> None:

@@ -33,10 +33,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from gmsdi.fileio import atomic_write
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from gmsdi.fileio import atomic_write  # noqa: E402  (stdlib only; after the offline switches, as all gmsdi imports)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path("benchmarks/results/eval")
@@ -637,8 +637,8 @@ def cmd_ensemble_choice(args: argparse.Namespace, argv: Sequence[str]) -> list[P
                 "command": "python -m gmsdi.eval " + shlex.join(argv), "quick": bool(args.quick)}
     out_path = args.out if args.out is not None else (
         folder / "ensemble.json" if args.quick else REPO_ROOT / "assets" / "ensemble.json")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(ensemble, indent=1) + "\n")
+    text = json.dumps(ensemble, indent=1) + "\n"
+    atomic_write(out_path, lambda tmp: tmp.write_text(text))  # the pipeline reads it: never a torn file
     print(f"wrote {out_path}: " + ", ".join(f"{s} {m}" for s, m in choice.items()))
     data = {**_header("ensemble-choice", args, argv), "model": model, "ensemble_file": str(out_path),
             "choice": choice, "data": runs["gmsdi-separator"]["data"], "settings": settings,
@@ -739,7 +739,7 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
     if args.negative is not None and len(args.negative) != len(args.stems):
         raise ValueError(f"--negative needs one negative prompt per stem ({len(args.stems)}: {' '.join(args.stems)}; "
                          f"'-' = the default), got {len(args.negative)}")
-    negatives = None if args.negative is None else [None if n == "-" else n.strip() for n in args.negative]
+    negatives = None if args.negative is None else [None if n == "-" else n for n in args.negative]
     if args.train:
         cfg = ProbeConfig(crops=96, val_crops=16, steps=4, widths=(16, 16), hidden=16) if args.quick else ProbeConfig()
         t0 = time.perf_counter()

@@ -112,13 +112,16 @@ def _fmt(x: Any, digits: int = 2) -> str:
 
 def _per_stem(res: dict[str, Any]) -> str:
     """"bass 1.00 · guitar 0.00 (strings) · ...": per named class, in prompt order, the share of its stems the
-    probe names correctly and, when some are not, what the others most often sound like."""
+    probe names correctly ("–" if all are silent) and, when some are not, what the others most often
+    sound like."""
     out = []
     for cls in dict.fromkeys(c["named"] for c in res["clips"]):
-        wrong = Counter(c["predicted"] or "silent" for c in res["clips"]
-                        if c["named"] == cls and c["predicted"] != cls)
+        # recall is over non-silent stems (`scores`), so silent ones are left out of the bracket too
+        wrong = Counter(c["predicted"] for c in res["clips"]
+                        if c["named"] == cls and c["predicted"] is not None and c["predicted"] != cls)
         heard = f" ({wrong.most_common(1)[0][0].replace('_', ' ')})" if wrong else ""
-        out.append(f"{cls.replace('_', ' ')} {_fmt(res['per_class'][cls]['recall'], 2)}{heard}")
+        recall = res["per_class"].get(cls, {}).get("recall")  # absent when all its stems are silent
+        out.append(f"{cls.replace('_', ' ')} {_fmt(recall, 2)}{heard}")
     return " · ".join(out)
 
 
