@@ -890,8 +890,9 @@ class GMSDIPipeline(BasePipeline):
         all stems if any stem uses it; the extractor runs once per stem that uses it, with the
         other prompts as its rest prompt. The stems need not sum exactly to the mix.
 
-        `guidance` is a number or one weight per stem: the separator guides each stem with its own
-        weight, and a stem's extractor guides both its chains with that stem's weight. Arguments
+        `guidance` is a number or one weight per stem. A stem's weight serves both methods: the
+        separator guides each stem's chain with it (all chains run together, so every weight shapes
+        every separator output), and a stem's extractor guides both its chains with it. Arguments
         otherwise as `separate`.
         """
         prompts = _check_prompts(prompts, minimum=2)
