@@ -8,7 +8,7 @@
 #     prompts, seeds 0-2;
 #   instruments-files-accompaniment.json: the accompaniment of Track01319's bass, seeds 0-4.
 #
-#   bash scripts/choose_examples.sh            # about 20 minutes on a 2-core CPU
+#   bash scripts/choose_examples.sh            # about 8 minutes on a 2-core CPU
 #
 # The stems are scored as the samplers wrote them (wav); the examples are Ogg Vorbis, and a stem the
 # probe is unsure of can flip with the encoding (seed 0's generated piano: piano as wav, bass as ogg).
