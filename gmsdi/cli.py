@@ -42,6 +42,12 @@ def _gamma(text: str) -> float:
     return value
 
 
+def negatives_arg(values: Sequence[str] | None) -> list[str | None] | None:
+    """`--negative` values as the pipeline takes them: "-" keeps a stem's default (None), "" is no
+    negative prompt (guidance against the unconditional model); no option at all is None."""
+    return None if values is None else [None if v == "-" else v for v in values]
+
+
 def _weights(text: str) -> list[float]:
     try:
         return [float(w) for w in text.split(",")]
@@ -180,7 +186,7 @@ def _run(args: argparse.Namespace) -> list[str]:
     if args.task in ("separate", "extract", "ensemble"):
         common["dirac"] = args.dirac
     if args.task in ("generate", "accompany"):
-        negatives = None if args.negative is None else [None if n == "-" else n for n in args.negative]
+        negatives = negatives_arg(args.negative)
         common.update(gamma_x=args.gamma_x, gamma_y=args.gamma_y, gamma_mode=args.gamma_mode,
                       mix_guidance=args.mix_guidance, negative_prompts=negatives)
     locked = _locked(args.locked) if args.task == "accompany" else None

@@ -36,7 +36,8 @@ from typing import Any, NoReturn
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from gmsdi.fileio import atomic_write  # noqa: E402  (stdlib only; after the offline switches, as all gmsdi imports)
+from gmsdi.cli import negatives_arg  # noqa: E402  (light; after the offline switches, as all gmsdi imports)
+from gmsdi.fileio import atomic_write  # noqa: E402  (stdlib only)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path("benchmarks/results/eval")
@@ -739,7 +740,7 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
     if args.negative is not None and len(args.negative) != len(args.stems):
         raise ValueError(f"--negative needs one negative prompt per stem ({len(args.stems)}: {' '.join(args.stems)}; "
                          f"'-' = the default), got {len(args.negative)}")
-    negatives = None if args.negative is None else [None if n == "-" else n for n in args.negative]
+    negatives = negatives_arg(args.negative)
     if args.train:
         cfg = ProbeConfig(crops=96, val_crops=16, steps=4, widths=(16, 16), hidden=16) if args.quick else ProbeConfig()
         t0 = time.perf_counter()
