@@ -132,7 +132,7 @@ def _cpu_busy_seconds() -> float | None:
 def bench(device: torch.device, quick: bool, window_seconds: float | None = None) -> dict:
     busy0, own0, t0 = _cpu_busy_seconds(), time.process_time(), time.perf_counter()
     pipe, model_name = load_pipeline(device)
-    window = pipe.config.segment_samples
+    window = pipe.config.window_samples
     if window_seconds is not None:
         window = window_samples(window_seconds, pipe.sample_rate, pipe.length_multiple)
     fps = flops_per_sample(pipe, window)

@@ -88,7 +88,7 @@ class Settings:
         locked_noise: "fixed" or "fresh" ε for locked stems and context (`KnownValues`).
         sigma_min, sigma_max: the σ range; None = the model's (`EDMConfig`).
         rho: Karras schedule exponent.
-        window_seconds: model window; None = the training crop (`ModelConfig.segment_samples`).
+        window_seconds: model window; None = the model's default window (`ModelConfig.window_samples`).
         overlap: fraction of the window shared by neighbouring windows of long audio.
         constrained: the Dirac separator's constrained source (index or prompt); None = the last.
         dirac: the separator's form: "constrained" (MSDM, METHOD.md §3.3: one source is the mix
@@ -287,6 +287,15 @@ def _negatives(prompts: list[str], negative_prompts: Sequence[str | None] | None
     return negatives
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AMX-BF16 or AVX-512-BF16; Linux's cpuinfo)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def _pick_device(device: torch.device | str | None) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -303,7 +312,7 @@ class BasePipeline:
         model: the EDM denoiser, with a `model_config`.
         device: None lets Accelerate choose (cuda, mps or cpu).
         mixed_precision: run the network in bf16 (fp16 where bf16 is unsupported); None = on for
-            cuda, off elsewhere.
+            cuda and for a CPU with bf16 instructions (AMX or AVX-512-BF16), off elsewhere.
     """
 
     def __init__(
@@ -321,9 +330,9 @@ class BasePipeline:
         self.sample_rate: int = config.sample_rate
         self.length_multiple: int = config.unet.length_multiple
         if mixed_precision is None:
-            mixed_precision = self.device.type == "cuda"
+            mixed_precision = self.device.type == "cuda" or (self.device.type == "cpu" and cpu_has_fast_bf16())
         self.autocast_dtype: torch.dtype | None = None
-        if mixed_precision and self.device.type != "cpu":
+        if mixed_precision:
             bf16 = self.device.type != "cuda" or torch.cuda.is_bf16_supported()
             self.autocast_dtype = torch.bfloat16 if bf16 else torch.float16
         self.checkpoint: str | None = None
@@ -386,7 +395,7 @@ class BasePipeline:
         """Window and overlap in samples, multiples of the network's length multiple."""
         m = self.length_multiple
         window = (window_samples(s.window_seconds, self.sample_rate, m) if s.window_seconds is not None
-                  else self.config.segment_samples)
+                  else self.config.window_samples)
         overlap = int(s.overlap * window) // m * m
         return window, min(overlap, window - m)
 
@@ -463,7 +472,7 @@ class GMSDIPipeline(BasePipeline):
         text_encoder: the prompt encoder the model was trained with.
         device: None lets Accelerate choose (cuda, mps or cpu).
         mixed_precision: run the network in bf16 (fp16 where bf16 is unsupported); None = on for
-            cuda, off elsewhere.
+            cuda and for a CPU with bf16 instructions (AMX or AVX-512-BF16), off elsewhere.
     """
 
     def __init__(

@@ -106,7 +106,12 @@ class TrainConfig:
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.99)
     warmup_steps: int = 500
+    # Cosine decay from lr to lr·lr_min_ratio between warmup_steps and lr_decay_steps (0: constant).
+    lr_decay_steps: int = 0
+    lr_min_ratio: float = 0.05
     max_steps: int = 100_000
+    # Gain augmentation: each crop scaled by a gain drawn uniformly in this range (dB); (0, 0) is off.
+    gain_db: tuple[float, float] = (0.0, 0.0)
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     p_uncond: float = 0.1  # prompt dropout: the null prompt "" for classifier-free guidance
@@ -272,6 +277,15 @@ def build_model_config(cfg: TrainConfig) -> ModelConfig:
     multiple = ModelConfig.from_dict(base).unet.length_multiple
     base["segment_samples"] = max(multiple, int(cfg.data.crop_seconds * cfg.data.sample_rate) // multiple * multiple)
     return ModelConfig.from_dict(base)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The learning rate at `step` (0-based): linear warm-up, then constant or cosine decay."""
+    lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    if cfg.lr_decay_steps > cfg.warmup_steps and step >= cfg.warmup_steps:
+        t = min(1.0, (step - cfg.warmup_steps) / (cfg.lr_decay_steps - cfg.warmup_steps))
+        lr = cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+    return lr
 
 
 def check_source(d: DataConfig) -> None:
@@ -495,9 +509,13 @@ def train(cfg: TrainConfig) -> dict:
                 prompts.append(prompt)
         x = batch["audio"].to(device)
         cond = conditioning(cfg, text_encoder, batch["audio"], prompts, device)
+        if cfg.gain_db != (0.0, 0.0):
+            lo, hi = cfg.gain_db
+            gain_db = lo + (hi - lo) * torch.rand(len(x), generator=gen)
+            x = x * (10 ** (gain_db / 20)).to(device)[:, None, None]
         sigma = model.sample_training_sigmas(len(x), generator=gen).to(device)
         noise = torch.randn(x.shape, generator=gen).to(device)
-        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        lr = learning_rate(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
         with accelerator.autocast():

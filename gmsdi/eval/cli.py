@@ -319,7 +319,7 @@ def _chunk(model: Any, args: argparse.Namespace) -> int:
     """Chunk length in samples: the model's window; for the references --chunk-seconds or the GMSDI
     model's window when it exists (so every method scores the same samples), else 2.048 s."""
     if model is not None:
-        return int(model.pipeline.config.segment_samples)
+        return int(model.pipeline.config.window_samples)
     seconds = getattr(args, "chunk_seconds", None)
     if seconds is None:
         from gmsdi.eval.methods import MODELS
@@ -327,12 +327,12 @@ def _chunk(model: Any, args: argparse.Namespace) -> int:
         if args.quick:
             from gmsdi.models import model_config
 
-            return model_config("tiny").segment_samples
+            return model_config("tiny").window_samples
         path = Path(_checkpoints(getattr(args, "checkpoint", [])).get("gmsdi") or MODELS["gmsdi"].checkpoint_path)
         if path.is_file():
             from gmsdi.models import load_config
 
-            return int(load_config(path).segment_samples)
+            return int(load_config(path).window_samples)
         seconds = 2.048
     return int(round(seconds * 16000))
 

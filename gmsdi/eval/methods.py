@@ -152,7 +152,7 @@ class LoadedModel:
     def describe(self) -> dict[str, Any]:
         return {"model": self.spec.name, "checkpoint": self.checkpoint, "checkpoint_sha256": self.sha256,
                 "train_config": self.spec.train_config,
-                "window_samples": int(self.pipeline.config.segment_samples),
+                "window_samples": int(self.pipeline.config.window_samples),
                 "sample_rate": int(self.pipeline.sample_rate)}
 
 

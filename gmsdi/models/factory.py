@@ -30,6 +30,9 @@ class ModelConfig:
         text_dim: D, the prompt encoder's width.
         sample_rate: Hz of the waveforms.
         segment_samples: training crop length in samples (a valid network input length).
+        inference_window_samples: the window the pipeline samples in when none is asked for;
+            0 = `segment_samples`. A network that is convolutional in time trains on short crops
+            and generates longer windows.
     """
 
     network: str = "unet1d"
@@ -39,6 +42,7 @@ class ModelConfig:
     text_dim: int = 384
     sample_rate: int = 16000
     segment_samples: int = 64000
+    inference_window_samples: int = 0
 
     def __post_init__(self) -> None:
         if self.network not in NETWORKS:
@@ -50,9 +54,18 @@ class ModelConfig:
                 f"(patch_size × 2^(levels-1)); e.g. {max(m, round(self.segment_samples / m) * m)}"
             )
 
+        if self.inference_window_samples < 0 or self.inference_window_samples % m:
+            raise ValueError(f"inference_window_samples={self.inference_window_samples} must be 0 or a positive "
+                             f"multiple of {m}")
+
     @property
     def segment_seconds(self) -> float:
         return self.segment_samples / self.sample_rate
+
+    @property
+    def window_samples(self) -> int:
+        """The default inference window in samples (`inference_window_samples`, else the training crop)."""
+        return self.inference_window_samples or self.segment_samples
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (tuples become lists)."""
@@ -97,7 +110,27 @@ def _default() -> ModelConfig:
     return ModelConfig()
 
 
-MODEL_PRESETS: dict[str, Callable[[], ModelConfig]] = {"tiny": _tiny, "default": _default}
+def _spectral() -> ModelConfig:
+    # The STFT front end (gmsdi.models.spectral) on 16 ms frames; wide levels for AMX bf16 tiles;
+    # no self-attention, so the network is convolutional in time and 1 s crops generate any length.
+    return ModelConfig(
+        unet=UNetConfig(
+            patch_size=256,
+            frontend="stft",
+            n_fft=1024,
+            channels=(512, 512, 512),
+            num_blocks=(1, 1, 1),
+            emb_dim=256,
+            cross_attn_levels=(1, 2),
+            self_attn_bottleneck=False,
+        ),
+        text_encoder="minilm-parts",
+        segment_samples=16384,
+        inference_window_samples=65536,
+    )
+
+
+MODEL_PRESETS: dict[str, Callable[[], ModelConfig]] = {"tiny": _tiny, "default": _default, "spectral": _spectral}
 
 
 def model_config(preset: str = "default", **overrides: Any) -> ModelConfig:

@@ -33,7 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gmsdi.models.spectral import SpectralEmbed, SpectralUnembed
 from gmsdi.text.embedding import TextEmbedding
+
+FRONTENDS = ("patch", "stft")
 
 
 @dataclass
@@ -42,8 +45,13 @@ class UNetConfig:
 
     Attributes:
         in_channels: waveform channels (1 = mono).
-        patch_size: P, samples per frame.
-        patch_overlap: frames see 2P samples and the output is overlap-added (else disjoint).
+        patch_size: P, samples per frame (the STFT hop with `frontend="stft"`).
+        patch_overlap: frames see 2P samples and the output is overlap-added (else disjoint);
+            the "patch" front end only.
+        frontend: how frames are made from the waveform and turned back (`FRONTENDS`): "patch",
+            a linear map of each frame's samples; "stft", every bin of an STFT frame in and a
+            complex gain and residual per bin out (`gmsdi.models.spectral`).
+        n_fft: the STFT window in samples (`frontend="stft"`).
         channels: width per level, finest first; frames halve from one level to the next.
             channels[0] must be at least patch_size·in_channels, so that the patch embedding
             and the unpatching are full rank: noise outside their span could never be removed.
@@ -62,6 +70,8 @@ class UNetConfig:
     in_channels: int = 1
     patch_size: int = 64
     patch_overlap: bool = True
+    frontend: str = "patch"
+    n_fft: int = 1024
     channels: tuple[int, ...] = (64, 96, 192, 256)
     num_blocks: tuple[int, ...] = (1, 1, 1, 1)
     kernel_size: int = 3
@@ -79,6 +89,11 @@ class UNetConfig:
         self.cross_attn_levels = tuple(int(i) for i in self.cross_attn_levels)
         if not self.channels:
             raise ValueError("UNetConfig.channels needs at least one level")
+        if self.frontend not in FRONTENDS:
+            raise ValueError(f"unknown frontend {self.frontend!r}; valid names are {list(FRONTENDS)}")
+        if self.frontend == "stft" and (self.n_fft % self.patch_size or self.n_fft < 2 * self.patch_size):
+            raise ValueError(f"frontend='stft' needs n_fft ({self.n_fft}) to be a multiple of patch_size "
+                             f"({self.patch_size}) and at least twice it")
         if len(self.num_blocks) != len(self.channels):
             raise ValueError(
                 f"num_blocks {self.num_blocks} must give one count per level of channels {self.channels}"
@@ -89,7 +104,7 @@ class UNetConfig:
             raise ValueError(f"kernel_size must be odd, got {self.kernel_size}")
         if self.fourier_dim % 2:
             raise ValueError(f"fourier_dim must be even, got {self.fourier_dim}")
-        if self.patch_overlap and self.patch_size % 2:
+        if self.frontend == "patch" and self.patch_overlap and self.patch_size % 2:
             raise ValueError(f"patch_overlap needs an even patch_size, got {self.patch_size}")
         if self.channels[0] < self.patch_size * self.in_channels:
             raise ValueError(
@@ -288,7 +303,10 @@ class UNet1d(nn.Module):
         self.config = cfg = config if config is not None else UNetConfig()
         self.text_dim = text_dim
         p, chans, g = cfg.patch_size, cfg.channels, cfg.norm_groups
-        self.patch_embed = PatchEmbed(cfg.in_channels, chans[0], p, cfg.patch_overlap)
+        if cfg.frontend == "stft":
+            self.patch_embed: nn.Module = SpectralEmbed(cfg.in_channels, chans[0], p, cfg.n_fft)
+        else:
+            self.patch_embed = PatchEmbed(cfg.in_channels, chans[0], p, cfg.patch_overlap)
 
         self.fourier = FourierFeatures(cfg.fourier_dim)
         self.sigma_mlp = nn.Sequential(
@@ -328,7 +346,10 @@ class UNet1d(nn.Module):
             self.up.append(_Level(blocks, cross(c, i), resample))
 
         self.out_norm = nn.GroupNorm(_groups(chans[0], g), chans[0])
-        self.unpatch = Unpatch(chans[0], cfg.in_channels, p, cfg.patch_overlap)
+        if cfg.frontend == "stft":
+            self.unpatch: nn.Module = SpectralUnembed(chans[0], cfg.in_channels, self.patch_embed.stft)
+        else:
+            self.unpatch = Unpatch(chans[0], cfg.in_channels, p, cfg.patch_overlap)
 
     def check_length(self, length: int) -> None:
         """Raises ValueError unless `length` samples fit the patching and downsampling."""
@@ -375,7 +396,11 @@ class UNet1d(nn.Module):
         emb = F.silu(emb)
         tokens, mask = self.text_norm(text.tokens.to(dtype)), text.mask
 
-        h = self.patch_embed(x)
+        spec = None
+        if self.config.frontend == "stft":
+            h, spec = self.patch_embed(x)
+        else:
+            h = self.patch_embed(x)
         skips = []
         for level in self.down:
             for blk in level.blocks:
@@ -403,4 +428,5 @@ class UNet1d(nn.Module):
             if level.attn is not None:
                 h = level.attn(h, tokens, mask)
 
-        return self.unpatch(F.silu(self.out_norm(h)))
+        h = F.silu(self.out_norm(h))
+        return self.unpatch(h, spec) if spec is not None else self.unpatch(h)

@@ -1,0 +1,168 @@
+"""The first quality gate: spectrograms of generated stems beside real stems of the same class.
+
+    python benchmarks/look.py                                    # the bundled model
+    python benchmarks/look.py --checkpoint runs/spectral/step4000.safetensors --tag step4000
+    python benchmarks/look.py --quick                            # tiny untrained model: checks the script
+
+Generates `--songs` four-stem songs (bass, drums, guitar, piano; seeds 0, 1, ...) at the pipeline's
+defaults — what the app's Generate button does — and draws, per class, a row of real test stems
+of that class and a row of the generated stems. It also scores every clip with the structure
+measure `gmsdi.eval.structure.tf_contrast`, for real stems, for noise coloured to each class's
+mean spectrum, and for the generated stems, and writes:
+
+- `docs/look_<tag>.png`: the grid;
+- `benchmarks/results/look/<tag>.json`: the structure figures, settings and checkpoint sha256;
+- `runs/look/<tag>/*.wav` (ignored by git): the generated stems, for listening and for the
+  other gates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
+
+from gmsdi.data.classes import PAPER_STEMS  # noqa: E402
+from gmsdi.eval.structure import coloured_noise, tf_contrast  # noqa: E402
+from gmsdi.fileio import atomic_write  # noqa: E402
+from gmsdi.viz import log_spectrogram  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def real_stems(root: Path, split: str, cls: str, n: int, seconds: float, sample_rate: int, seed: int) -> np.ndarray:
+    """[n, T] crops of `split` in which `cls` plays (isolated stems, `SingleStemDataset`)."""
+    from gmsdi.eval.instruments import read_crops
+
+    audio, _ = read_crops(root, split, [cls], n, seconds, sample_rate, seed)
+    return audio.numpy()
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def relative(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def plot_grid(rows: dict[str, np.ndarray], sample_rate: int, path: Path, max_khz: float, title: str) -> None:
+    """One row of spectrogram panels per entry of `rows` ([n, T] each), on one dB scale."""
+    from matplotlib.figure import Figure
+
+    n = max(len(v) for v in rows.values())
+    fig = Figure(figsize=(2.0 * n, 1.45 * len(rows) + 0.6))
+    axes = fig.subplots(len(rows), n, squeeze=False, sharex=True, sharey=True)
+    for r, (label, clips) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            if c >= len(clips):
+                ax.axis("off")
+                continue
+            x = clips[c]
+            spec = log_spectrogram(x / max(np.abs(x).max(), 1e-9), sample_rate, floor_db=-70)
+            ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=-70, vmax=0,
+                      extent=(0, len(x) / sample_rate, 0, sample_rate / 2000))
+            ax.set_ylim(0, max_khz)
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=72)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, default=None, help="model file (default: the bundled one)")
+    p.add_argument("--tag", default="bundled", help="names the outputs")
+    p.add_argument("--songs", type=int, default=8, help="four-stem songs generated (seeds 0, 1, ...)")
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--data", type=Path, default=ROOT / "data/synthslakh", help="SynthSlakh root with a test split")
+    p.add_argument("--split", default="test")
+    p.add_argument("--max-khz", type=float, default=4.0, help="top of the pictures' frequency axis")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
+    p.add_argument("--quick", action="store_true", help="tiny untrained model, 2 songs, 4 steps, 1 s")
+    args = p.parse_args(argv)
+
+    from gmsdi.pipeline import GMSDIPipeline
+
+    classes = list(PAPER_STEMS)
+    if args.quick:
+        from gmsdi.models import build_model
+        from gmsdi.text import HashTextEncoder
+
+        pipe = GMSDIPipeline(build_model("tiny", seed=0), HashTextEncoder(384))
+        args.songs, args.seconds, args.steps = 2, 1.0, 4
+        checkpoint = {"path": "tiny (untrained)", "sha256": None}
+    else:
+        pipe = GMSDIPipeline.from_pretrained(args.checkpoint)
+        path = Path(pipe.checkpoint)
+        checkpoint = {"path": relative(path), "sha256": sha256(path)}
+    sr = pipe.sample_rate
+
+    generated: dict[str, list[np.ndarray]] = {c: [] for c in classes}
+    wav_dir = ROOT / "runs/look" / args.tag
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    settings = None
+    for seed in range(args.songs):
+        result = pipe.generate(classes, seconds=args.seconds, seed=seed, steps=args.steps)
+        settings = result.settings
+        for c in classes:
+            generated[c].append(result.stems[c])
+            sf.write(wav_dir / f"seed{seed}_{c}.wav", result.stems[c], sr)
+        print(f"song {seed}: done", flush=True)
+
+    length = len(generated[classes[0]][0])
+    rng = np.random.default_rng(0)
+    rows: dict[str, np.ndarray] = {}
+    figures: dict[str, dict] = {}
+    for k, c in enumerate(classes):
+        real = real_stems(args.data, args.split, c, max(args.songs, 8), length / sr, sr, seed=k)[:, :length]
+        noise = coloured_noise(real, args.songs, length, rng)
+        gen = np.stack(generated[c])
+        rows[f"real {c}"] = real[: args.songs]
+        rows[f"generated {c}"] = gen
+        score = {name: [round(tf_contrast(x), 2) for x in clips] for name, clips in
+                 (("real", real[: args.songs]), ("coloured_noise", noise), ("generated", gen))}
+        figures[c] = {name: {"mean": round(float(np.nanmean(v)), 2), "clips": v} for name, v in score.items()}
+        print(f"{c}: tf contrast real {figures[c]['real']['mean']} dB, coloured noise "
+              f"{figures[c]['coloured_noise']['mean']} dB, generated {figures[c]['generated']['mean']} dB")
+
+    title = f"{args.tag}: real test stems (odd rows) and generated stems at the app's defaults (even rows)"
+    png = ROOT / "docs" / f"look_{args.tag}.png"
+    if args.quick:
+        png = ROOT / "runs/look" / f"look_{args.tag}.png"
+    plot_grid(rows, sr, png, args.max_khz, title)
+    out = {"checkpoint": checkpoint, "songs": args.songs, "seconds": args.seconds, "prompts": classes,
+           "data": {"root": relative(args.data), "split": args.split},
+           "measure": "tf_contrast (dB): gmsdi.eval.structure", "settings": settings, "tf_contrast": figures,
+           "picture": relative(png), "command": "python benchmarks/look.py " + " ".join(argv or sys.argv[1:])}
+    target = ROOT / "benchmarks/results/look" / f"{args.tag}.json"
+    if args.quick:
+        target = ROOT / "runs/look" / f"{args.tag}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, lambda p: p.write_text(json.dumps(out, indent=1, default=str)))
+    print(f"wrote {relative(png)} and {relative(target)}")
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    sys.exit(main())

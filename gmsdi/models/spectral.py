@@ -1,0 +1,117 @@
+"""The spectral front end of the denoiser: STFT analysis in, masked and added STFT out, waveform back.
+
+The diffusion variable stays the waveform (METHOD.md §2): Eq. (2), locked stems and the Dirac
+separator need Σ stems = mix where noise is added, and the waveform is linear. Only the inside of
+the denoiser works in frequency. A frame of the network is one STFT hop; its channels see every
+bin of that frame (real, imaginary and log power), so the first level resolves partials
+sample_rate / n_fft Hz apart (15.6 Hz at 16 kHz and n_fft 1024) and every weight knows its bin.
+
+The output per bin is a complex gain M on the input's own STFT plus a complex residual R,
+Y = M·X + R, synthesised back to a waveform. The gain is what lets a denoiser built from
+linear layers keep or remove a partial it sees (a product of the input with a prediction); the
+residual is what lets it write a partial that is not there yet.
+
+`Stft` is a tight-frame STFT whose frames are the network's frames: T samples give exactly
+T / hop frames, and `synthesize(analyze(x)) == x` for every x.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Stft(nn.Module):
+    """A periodic-Hann STFT with T / hop frames and exact inversion.
+
+    Frame n covers samples [n·hop − (n_fft − hop)/2, n·hop + (n_fft + hop)/2), zero-padded at the
+    ends, so it is centred on hop block n. Coefficients are scaled by 1/√Σw², so white noise of
+    variance v gives coefficients of mean power v in every bin.
+
+    Args:
+        n_fft: window and FFT length in samples (a multiple of `hop`, at least 2·hop).
+        hop: samples per frame.
+    """
+
+    def __init__(self, n_fft: int, hop: int) -> None:
+        super().__init__()
+        if hop <= 0 or n_fft % hop or n_fft < 2 * hop or (n_fft - hop) % 2:
+            raise ValueError(f"n_fft={n_fft} must be a multiple of hop={hop}, at least 2·hop, with n_fft − hop even")
+        self.n_fft, self.hop = n_fft, hop
+        self.pad = (n_fft - hop) // 2
+        window = torch.hann_window(n_fft, periodic=True, dtype=torch.float64)
+        self.register_buffer("window", window.float(), persistent=False)
+        self.scale = float(window.pow(2).sum().sqrt())
+
+    @property
+    def bins(self) -> int:
+        """F, the number of frequency bins (n_fft/2 + 1)."""
+        return self.n_fft // 2 + 1
+
+    def analyze(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., T] float -> [..., F, T/hop] complex64 (T a multiple of hop)."""
+        if x.shape[-1] % self.hop:
+            raise ValueError(f"length {x.shape[-1]} is not a multiple of the hop {self.hop}")
+        lead = x.shape[:-1]
+        x = F.pad(x.float().reshape(-1, 1, x.shape[-1]), (self.pad, self.pad))[:, 0]
+        frames = x.unfold(-1, self.n_fft, self.hop) * self.window  # [N, frames, n_fft]
+        spec = torch.fft.rfft(frames, dim=-1) / self.scale
+        return spec.transpose(-1, -2).reshape(*lead, self.bins, -1)
+
+    def synthesize(self, spec: torch.Tensor) -> torch.Tensor:
+        """[..., F, N] complex -> [..., N·hop] float32, the least-squares inverse of `analyze`."""
+        lead, n = spec.shape[:-2], spec.shape[-1]
+        frames = torch.fft.irfft(spec.reshape(-1, self.bins, n).transpose(1, 2) * self.scale, n=self.n_fft, dim=-1)
+        frames = frames * self.window  # [B, N, n_fft]
+        length = (n - 1) * self.hop + self.n_fft
+        out = F.fold(frames.transpose(1, 2), (1, length), (1, self.n_fft), stride=(1, self.hop))[:, 0, 0]
+        env = F.fold(self.window.pow(2)[None, :, None].expand(1, -1, n), (1, length), (1, self.n_fft),
+                     stride=(1, self.hop))[0, 0, 0]
+        out = out / env.clamp_min(1e-8)
+        return out[:, self.pad : self.pad + n * self.hop].reshape(*lead, n * self.hop)
+
+
+class SpectralEmbed(nn.Module):
+    """Waveform -> frames: [B, C, T] -> ([B, C_0, T/hop], the input's STFT [B, C, F, T/hop]).
+
+    Per frame and channel: real and imaginary parts of every bin and its log power
+    ln(|X|² + 1e-4) / 4, one linear map to C_0 channels.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hop: int, n_fft: int) -> None:
+        super().__init__()
+        self.stft = Stft(n_fft, hop)
+        self.proj = nn.Linear(3 * self.stft.bins * in_channels, out_channels)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(x.device.type, enabled=False):
+            spec = self.stft.analyze(x)  # [B, C, F, N]
+            feats = torch.cat([spec.real, spec.imag, spec.abs().pow(2).add(1e-4).log() / 4], dim=2)
+        b, _, _, n = feats.shape
+        h = self.proj(feats.reshape(b, -1, n).transpose(1, 2).to(self.proj.weight.dtype))
+        return h.transpose(1, 2), spec
+
+
+class SpectralUnembed(nn.Module):
+    """Frames -> waveform: [B, C_0, N] and the input's STFT [B, C, F, N] -> [B, C, N·hop].
+
+    A linear map gives each bin a complex gain M and a complex residual R; the output is the
+    synthesis of M·X + R. Zero-initialised: the untrained network outputs zeros.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stft: Stft) -> None:
+        super().__init__()
+        self.stft, self.out_channels = stft, out_channels
+        self.proj = nn.Linear(in_channels, 4 * stft.bins * out_channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, h: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+        b, _, n = h.shape
+        out = self.proj(h.transpose(1, 2))  # [B, N, 4·F·C]
+        with torch.autocast(h.device.type, enabled=False):
+            out = out.float().reshape(b, n, self.out_channels, 4, self.stft.bins).permute(0, 2, 3, 4, 1)
+            gain = torch.complex(out[:, :, 0], out[:, :, 1])
+            residual = torch.complex(out[:, :, 2], out[:, :, 3])
+            return self.stft.synthesize(gain * spec + residual)
