@@ -509,8 +509,8 @@ class GMSDIPipeline(BasePipeline):
             if not path.is_file():
                 raise FileNotFoundError(
                     f"the bundled model {path.relative_to(REPO_ROOT)} is missing; train and export it with "
-                    "`python train/train.py --config train/configs/default.yaml` and then "
-                    "`python train/train.py --config train/configs/default.yaml --export "
+                    "`python train/train.py --config train/configs/spectral.yaml` and then "
+                    "`python train/train.py --config train/configs/spectral.yaml --export "
                     "assets/gmsdi-synthslakh.safetensors`, or pass the path of another checkpoint"
                 )
         path = Path(path)

@@ -1,32 +1,16 @@
 #!/usr/bin/env bash
-# The output examples in assets/examples/ (issue #4): a 4-stem generation, an accompaniment of one
+# The output examples in assets/examples/ (issues #4, #17): a 4-stem generation, an accompaniment of one
 # locked stem, and a separation of a SynthSlakh test mix, through the CLI, as small mono Ogg Vorbis
 # files with each run's settings.json; then the instrument probe (`python -m gmsdi.eval instruments`)
 # says what each stem sounds like, into benchmarks/results/eval/instruments-files-examples.json
 # (docs/RESULTS.md shows it).
 #
-# The model is the default run continued to step 13000 (assets/gmsdi-synthslakh-13k.safetensors,
-# train/RUNS.md). Generation and accompaniment use negative-prompt guidance 10 (default 2) and two
-# negative prompts of their own: the guitar is guided away from the whole band "bass, drums, guitar,
-# piano" and the piano away from "bass, drums" (the default negative of a stem is the other stems'
-# prompts). Measured with the probe on 8 four-stem songs of seeds 100-107 (not used to pick among
-# the 13 variants tried), that names 0.94 of the stems correctly, against 0.69 with the default
-# negatives, whose guitar sounds like strings (docs/RESULTS.md, "Instrument identity").
+# Everything runs at the defaults a user gets with no tuning: the bundled model, the pipeline's
+# guidance, negatives and steps; only the seeds are fixed. The separation is the plain separator
+# (`python -m gmsdi separate`) of a test mix.
 #
-#   bash scripts/make_examples.sh                        # about three minutes on a 2-core CPU
-#   CHECKPOINT=other.safetensors GUIDANCE=5 bash scripts/make_examples.sh
-#
-# CHECKPOINT replaces the model everywhere; GUIDANCE replaces the guidance of the generation and the
-# accompaniment only (the separation's per-stem weights 5,2,5 and all negatives, seeds and the
-# separation's choice file stay).
-#
-# Seed 1, not 0, for these two: as Ogg Vorbis, seed 0's piano sounds like bass to the probe in both,
-# and seed 1 is the first whose stems it all names (scripts/choose_examples.sh: over seeds 0-2 of the
-# generation 11 of 12 stems, over seeds 0-4 of the accompaniment 13 of 15; the piano is the one missed).
-#
-# The separation settings were chosen with the probe too (assets/examples/README.md): the separator
-# (the last prompt, drums, constrained to mix - the others) at guidance 5 for bass and drums, the
-# extractor at guidance 2 for piano.
+#   bash scripts/make_examples.sh                        # a few minutes on a 2-core CPU
+#   CHECKPOINT=other.safetensors bash scripts/make_examples.sh
 #
 # The separation and the accompaniment use Track01319 of the default SynthSlakh test split (finger
 # bass, brush kit, electric piano; never seen in training), seconds 1-9, where all three play; it is
@@ -52,19 +36,15 @@ x, _ = sf.read(track / "stems" / f"{bass}.flac", dtype="float32")
 sf.write(bass_out, x[rate:9 * rate], rate)
 PY
 
-CK=(--checkpoint "${CHECKPOINT:-assets/gmsdi-synthslakh-13k.safetensors}")
-W=(--guidance "${GUIDANCE:-10}")
+CK=()
+[ -n "${CHECKPOINT:-}" ] && CK=(--checkpoint "$CHECKPOINT")
 rm -rf "$OUT/generation" "$OUT/accompaniment" "$OUT/separation"
-$PY -m gmsdi generate bass drums guitar piano --negative - - "bass, drums, guitar, piano" "bass, drums" \
-    --seconds 8 --seed 1 --format ogg --quiet "${CK[@]}" "${W[@]}" --out "$OUT/generation"
-$PY -m gmsdi accompany --locked "bass=$TMP/bass.flac" --prompts drums guitar piano \
-    --negative - "bass, drums, guitar, piano" "bass, drums" --seed 1 --format ogg --quiet \
-    "${CK[@]}" "${W[@]}" --out "$OUT/accompaniment"
-# the ensemble with its own per-stem choice (separation_methods.json: the separator, drums constrained, for
-# bass and drums at guidance 5; the extractor for piano at guidance 2), chosen with the probe on test mixes
-$PY -m gmsdi ensemble "$OUT/synthslakh_test_4.ogg" --prompts bass piano drums \
-    --results "$OUT/separation_methods.json" --guidance 5,2,5 --seed 0 --format ogg --quiet "${CK[@]}" \
-    --out "$OUT/separation"
+$PY -m gmsdi generate bass drums guitar piano --seconds 8 --seed 0 --format ogg --quiet "${CK[@]}" \
+    --out "$OUT/generation"
+$PY -m gmsdi accompany --locked "bass=$TMP/bass.flac" --prompts drums guitar piano --seed 0 --format ogg --quiet \
+    "${CK[@]}" --out "$OUT/accompaniment"
+$PY -m gmsdi separate "$OUT/synthslakh_test_4.ogg" --prompts bass drums piano --seed 0 --format ogg --quiet \
+    "${CK[@]}" --out "$OUT/separation"
 du -sh "$OUT/generation" "$OUT/accompaniment" "$OUT/separation"
 FILES=()
 for stem in bass drums guitar piano; do FILES+=("$OUT/generation/stems/$stem.ogg=$stem"); done

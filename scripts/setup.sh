@@ -31,13 +31,15 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.gmsdi-installed
-want=$(cat requirements.txt requirements-dev.txt constraints.txt pyproject.toml | sha256sum | cut -c1-16)-$DEV
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+want=$(cat requirements.txt requirements-dev.txt constraints.txt pyproject.toml | sha256sum | cut -c1-16)
+have=$(cat "$stamp" 2>/dev/null || true)
+# a --dev install (stamp <hash>-1) also serves the runtime (<hash>-0): test.sh then app.sh installs nothing twice
+if [ "$have" != "$want-$DEV" ] && [ "$have" != "$want-1" ]; then
   echo "setup: installing Python packages (torch pinned by constraints.txt)"
   .venv/bin/python -m pip install -q --upgrade pip
   req=requirements.txt; [ $DEV = 1 ] && req=requirements-dev.txt
   .venv/bin/python -m pip install -q -c constraints.txt -r "$req"
   .venv/bin/python -m pip install -q -c constraints.txt --no-deps -e .
-  echo "$want" > "$stamp"
+  echo "$want-$DEV" > "$stamp"
 fi
 echo "setup: ready (.venv)"

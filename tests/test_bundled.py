@@ -35,8 +35,7 @@ print(json.dumps({
 """
 
 
-@pytest.mark.parametrize("asset", [None, "assets/gmsdi-notags-synthslakh.safetensors"],
-                         ids=["bundled", "notags"])
+@pytest.mark.parametrize("asset", [None, "assets/floor-synthslakh.safetensors"], ids=["bundled", "floor"])
 def test_shipped_model_loads_offline_and_generates(asset: str | None) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9",
            "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "OMP_NUM_THREADS": "1"}

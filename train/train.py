@@ -10,14 +10,15 @@ train/configs/ (fields: `TrainConfig` below); any field can be overridden on the
     python train/train.py --config train/configs/tiny.yaml
     # the bundled model: render the data once, then train in the background; rerun to resume
     python -m gmsdi.data.synth --preset default --out data/synthslakh
-    nohup python train/train.py --config train/configs/default.yaml > runs/default.log 2>&1 &
+    nohup python train/train.py --config train/configs/spectral.yaml > runs/spectral.log 2>&1 &
     # one or many GPUs, bf16 where supported (multi-node: see `accelerate launch --help`)
-    accelerate launch --num_processes 4 train/train.py --config train/configs/default.yaml
+    accelerate launch --num_processes 4 train/train.py --config train/configs/spectral.yaml
     # override fields, e.g. a warm start from the bundled weights with a new run name
-    python train/train.py --config train/configs/default.yaml \
+    python train/train.py --config train/configs/spectral.yaml \
         --set name=ft init_from=assets/gmsdi-synthslakh.safetensors
-    # write the inference checkpoint (EMA weights + config, safetensors) of a run
-    python train/train.py --config train/configs/default.yaml --export assets/gmsdi-synthslakh.safetensors
+    # write the inference checkpoint (EMA weights + config, safetensors) of a run; the bundled one in bf16
+    python train/train.py --config train/configs/spectral.yaml --export assets/gmsdi-synthslakh.safetensors \
+        --export-dtype bf16
     # the evaluation's baselines on the same data with the same budget (`data.source`; issue #6)
     nohup python train/train.py --config train/configs/msdm.yaml > runs/msdm.log 2>&1 &
     nohup python train/train.py --config train/configs/weak_msdm.yaml > runs/weak_msdm.log 2>&1 &
@@ -386,8 +387,9 @@ class Validator:
         return losses, sens
 
 
-def export(cfg: TrainConfig, out: str | Path) -> Path:
-    """Write the run's EMA weights and model config as an inference checkpoint (safetensors)."""
+def export(cfg: TrainConfig, out: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write the run's EMA weights and model config as an inference checkpoint (safetensors); with
+    `dtype` (bf16) the weights are stored in that dtype."""
     ckpt = cfg.run_dir / "ckpt.pt"
     if not ckpt.is_file():
         raise FileNotFoundError(f"no checkpoint at {ckpt}; train first")
@@ -399,7 +401,7 @@ def export(cfg: TrainConfig, out: str | Path) -> Path:
     if data.get("source", "mixtures") != "mixtures":  # the baselines say what they were trained on
         extra["source"] = data["source"]
         extra["stems"] = ",".join(data.get("stem_classes", PAPER_STEMS))
-    return save_model(out, model, metadata=extra)
+    return save_model(out, model, metadata=extra, dtype=dtype)
 
 
 @torch.no_grad()
@@ -564,7 +566,10 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def get_parser() -> argparse.ArgumentParser:
-    return run_parser(__doc__, "write the run's EMA weights as an inference checkpoint and exit")
+    p = run_parser(__doc__, "write the run's EMA weights as an inference checkpoint and exit")
+    p.add_argument("--export-dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="storage dtype of the exported weights (bf16 halves the file)")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -572,7 +577,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.set)
         if args.export:
-            print(f"wrote {export(cfg, args.export)}")
+            dtype = {"fp32": None, "bf16": torch.bfloat16}[args.export_dtype]
+            print(f"wrote {export(cfg, args.export, dtype)}")
             return 0
         last = train(cfg)
     except (FileNotFoundError, ValueError) as e:

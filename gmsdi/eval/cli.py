@@ -219,6 +219,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--negative", nargs="+", default=None, metavar="PROMPT",
                    help="--models: one negative prompt per stem, in order ('-' = the default, the other stems' "
                         "prompts; '' = none, guidance against the unconditional model)")
+    p.add_argument("--noise-crops", type=int, default=0,
+                   help="--train: crops of an extra class for what is not an instrument (coloured noise, and "
+                        "windows of --noise-files); 0 = no such class")
+    p.add_argument("--noise-files", nargs="*", type=Path, default=[],
+                   help="--train: model outputs that are noise, for the not-an-instrument class")
     p.add_argument("--test-crops", type=int, default=1000,
                    help="isolated --split crops the trained probe is scored on (default 1000)")
     p.add_argument("--tag", default="", help="suffix of the result files, for variants")
@@ -698,6 +703,9 @@ def cmd_retrieval(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     return [_write(_results_dir(args), "retrieval", data)]
 
 
+NOISE_CLASS = "noise"
+
+
 def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     import numpy as np
 
@@ -742,11 +750,15 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
                          f"'-' = the default), got {len(args.negative)}")
     negatives = negatives_arg(args.negative)
     if args.train:
-        cfg = ProbeConfig(crops=96, val_crops=16, steps=4, widths=(16, 16), hidden=16) if args.quick else ProbeConfig()
+        noise = {"noise_class": NOISE_CLASS, "noise_crops": args.noise_crops,
+                 "noise_files": tuple(str(f) for f in args.noise_files)} if args.noise_crops else {}
+        cfg = (ProbeConfig(crops=96, val_crops=16, steps=4, widths=(16, 16), hidden=16, **noise) if args.quick
+               else ProbeConfig(**noise))
         t0 = time.perf_counter()
         probe, fit = train_probe(args.data, cfg, progress=not args.quiet)
         probe.save(path)
-        test_audio, test_labels = read_crops(args.data, args.split, cfg.classes, 32 if args.quick else args.test_crops,
+        real_classes = tuple(c for c in cfg.classes if c != cfg.noise_class)
+        test_audio, test_labels = read_crops(args.data, args.split, real_classes, 32 if args.quick else args.test_crops,
                                              cfg.crop_seconds, cfg.sample_rate, args.seed + 2)
         test = evaluate_crops(probe, test_audio, test_labels)
         written.append(_write(folder, "instruments-probe", {

@@ -55,6 +55,14 @@ class ProbeConfig:
         steps, batch_size, lr: AdamW steps, batch and learning rate (cosine decay).
         gain_db: random gain range (± dB) applied to each crop at each step.
         seed: crops, initialisation and batches.
+        noise_class: the name of an extra class for what is not an instrument ("" = none). A probe
+            that knows only real classes must put noise in one of them; with this class it can say
+            "noise", so a noisy generated stem is not counted as its prompt's instrument.
+        noise_crops: training crops of that class: half stationary Gaussian noise coloured to the
+            spectrum of a random real crop (so every class's colour is covered), half windows of
+            `noise_files`.
+        noise_files: audio files of model outputs that are noise, not music (e.g. the waveform
+            model's generated stems), drawn on for the noise class.
     """
 
     classes: tuple[str, ...] = ()
@@ -69,6 +77,9 @@ class ProbeConfig:
     lr: float = 2e-3
     gain_db: float = 12.0
     seed: int = 0
+    noise_class: str = ""
+    noise_crops: int = 0
+    noise_files: tuple[str, ...] = ()
 
     def branch_config(self) -> ContrastiveConfig:
         return ContrastiveConfig(sample_rate=self.sample_rate, widths=tuple(self.widths), dim=len(self.classes),
@@ -159,6 +170,7 @@ class InstrumentProbe(nn.Module):
                              f"expected {FORMAT!r})")
         d = json.loads(meta["probe_config"])
         d["classes"], d["widths"] = tuple(d["classes"]), tuple(d["widths"])
+        d["noise_files"] = tuple(d.get("noise_files", ()))
         probe = cls(ProbeConfig(**d))
         probe.load_state_dict(state)
         return probe.to(device or "cpu").eval()
@@ -230,9 +242,16 @@ def train_probe(root: str | Path, config: ProbeConfig | None = None, progress: b
     cfg = config if config is not None else ProbeConfig()
     if not cfg.classes:
         cfg.classes = tuple(sorted({c for t in list_tracks(root, "train") for c in t.classes}))
+    real_classes = tuple(c for c in cfg.classes if c != cfg.noise_class)
+    if cfg.noise_class and cfg.noise_class not in cfg.classes:
+        cfg.classes = (*cfg.classes, cfg.noise_class)
     torch.manual_seed(cfg.seed)
     probe = InstrumentProbe(cfg)
-    audio, labels = read_crops(root, "train", cfg.classes, cfg.crops, cfg.crop_seconds, cfg.sample_rate, cfg.seed)
+    audio, labels = read_crops(root, "train", real_classes, cfg.crops, cfg.crop_seconds, cfg.sample_rate, cfg.seed)
+    if cfg.noise_class:
+        noise = noise_crops(audio, cfg.noise_crops, cfg.noise_files, cfg.sample_rate, cfg.seed)
+        audio = torch.cat([audio, noise])
+        labels = torch.cat([labels, torch.full((len(noise),), cfg.classes.index(cfg.noise_class))])
     mels = _logmels(probe, audio)
     counts = torch.bincount(labels, minlength=len(cfg.classes)).float()
     weight = torch.where(counts > 0, counts.sum() / (len(cfg.classes) * counts.clamp(min=1)), torch.zeros(()))
@@ -254,9 +273,48 @@ def train_probe(root: str | Path, config: ProbeConfig | None = None, progress: b
         if (step + 1) % 50 == 0:
             history.append({"step": step + 1, "loss": loss.item()})
     probe.eval()
-    val_audio, val_labels = read_crops(root, "validation", cfg.classes, cfg.val_crops, cfg.crop_seconds,
+    val_audio, val_labels = read_crops(root, "validation", real_classes, cfg.val_crops, cfg.crop_seconds,
                                        cfg.sample_rate, cfg.seed + 1)
+    if cfg.noise_class:  # held-out coloured noise only: the model outputs were all used in training
+        noise = noise_crops(val_audio, max(1, cfg.val_crops // 10), (), cfg.sample_rate, cfg.seed + 1)
+        val_audio = torch.cat([val_audio, noise])
+        val_labels = torch.cat([val_labels, torch.full((len(noise),), cfg.classes.index(cfg.noise_class))])
     return probe, {"validation": evaluate_crops(probe, val_audio, val_labels), "history": history}
+
+
+def noise_crops(real: torch.Tensor, n: int, files: Sequence[str | os.PathLike[str]], sample_rate: int,
+                seed: int) -> torch.Tensor:
+    """[n, T] crops that are not instruments (see `ProbeConfig.noise_crops`): noise coloured to the
+    spectrum of a random crop of `real` [M, T] at its level, and, when `files` are given, half of
+    them random windows of those files (resampled to `sample_rate`, mono), each at a random level."""
+    from gmsdi.audio import read_file, resample, to_mono
+    from gmsdi.eval.structure import coloured_noise
+
+    rng = np.random.default_rng([seed, 41])
+    length = real.shape[-1]
+    n_files = n // 2 if files else 0
+    out = []
+    for i in rng.choice(len(real), n - n_files):
+        ref = real[i].numpy()
+        if not np.any(ref):
+            ref = rng.standard_normal(length).astype(np.float32) * 0.05
+        out.append(coloured_noise(ref[None], 1, length, rng)[0])
+    sources = []
+    for f in files:
+        audio, sr = read_file(f)
+        mono = to_mono(audio, str(f)).astype(np.float32)
+        if sr != sample_rate:
+            mono = resample(mono, sr, sample_rate).astype(np.float32)
+        if len(mono) >= length and np.any(mono):
+            sources.append(mono)
+    if files and not sources:
+        raise ValueError(f"none of the noise files is at least {length / sample_rate:.2f} s of sound: {list(files)}")
+    for _ in range(n_files):
+        src = sources[rng.integers(len(sources))]
+        start = int(rng.integers(len(src) - length + 1))
+        crop = src[start:start + length]
+        out.append(crop / max(float(np.sqrt(np.mean(crop**2))), 1e-6) * 10 ** (rng.uniform(-30, -15) / 20))
+    return torch.from_numpy(np.stack(out).astype(np.float32)) if out else real[:0]
 
 
 @torch.no_grad()

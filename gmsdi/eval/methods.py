@@ -63,12 +63,20 @@ class ModelSpec:
         return REPO_ROOT / self.checkpoint
 
     @property
+    def train_command(self) -> str:
+        if self.train_config.endswith(".py"):  # a script of its own (the floor)
+            return f"python {self.train_config} --out {self.checkpoint}"
+        return f"python train/train.py --config {self.train_config}"
+
+    @property
     def export_command(self) -> str:
+        if self.train_config.endswith(".py"):
+            return self.train_command
         return f"python train/train.py --config {self.train_config} --export {self.checkpoint}"
 
 
 MODELS: dict[str, ModelSpec] = {
-    "gmsdi": ModelSpec("gmsdi", "GMSDI", "assets/gmsdi-synthslakh.safetensors", "train/configs/default.yaml",
+    "gmsdi": ModelSpec("gmsdi", "GMSDI", "assets/gmsdi-synthslakh.safetensors", "train/configs/spectral.yaml",
                        "gmsdi", "mixtures + text tags"),
     "msdm": ModelSpec("msdm", "MSDM", "assets/msdm-synthslakh.safetensors", "train/configs/msdm.yaml", "msdm",
                       "separated stems, stacked (bass, drums, guitar, piano)"),
@@ -78,6 +86,9 @@ MODELS: dict[str, ModelSpec] = {
     "gmsdi-notags": ModelSpec("gmsdi-notags", "GMSDI, no tags (contrastive)",
                               "assets/gmsdi-notags-synthslakh.safetensors", "train/configs/notags.yaml", "gmsdi",
                               "mixtures only, z = E_contr(y)"),
+    # Issue #17: the linear floor, a Wiener filter of per-class spectra from the prompt; every model must beat it.
+    "floor": ModelSpec("floor", "linear floor (Wiener, spectra from the prompt)", "assets/floor-synthslakh.safetensors",
+                       "train/train_floor.py", "gmsdi", "mixtures + text tags"),
 }
 
 
@@ -110,6 +121,7 @@ SEPARATION_METHODS: dict[str, SeparationMethod] = {
                                   (19.36, 20.90, 14.70, 14.13, 17.27)),
     "notags-separator": SeparationMethod("notags-separator", "GMSDI no tags, separator", "gmsdi-notags"),
     "notags-extractor": SeparationMethod("notags-extractor", "GMSDI no tags, extractor", "gmsdi-notags"),
+    "floor-separator": SeparationMethod("floor-separator", "linear floor, separator (Wiener)", "floor"),
     "irm": SeparationMethod("irm", "ideal ratio mask (oracle, upper bound)", None),
     "mixture": SeparationMethod("mixture", "unprocessed mixture (floor)", None),
 }
@@ -190,7 +202,7 @@ def load_model(name: str, checkpoint: str | os.PathLike[str] | None = None, quic
     path = Path(checkpoint) if checkpoint is not None else spec.checkpoint_path
     if not path.is_file():
         raise CheckpointMissing(f"{spec.label}: no checkpoint at {path} (not trained yet); train it with "
-                                f"`python train/train.py --config {spec.train_config}` and export it with "
+                                f"`{spec.train_command}` and export it with "
                                 f"`{spec.export_command}`")
     if spec.kind == "msdm":
         from gmsdi.pipeline import MSDMPipeline
@@ -259,7 +271,7 @@ def make_separator(
             return np.zeros((k, len(mix)), dtype=np.float32)
         if method == "msdm":
             return stack(pipe.separate(mix, seed=seed, **kw), stems)
-        if method in ("gmsdi-separator", "weak-msdm", "notags-separator"):
+        if method in ("gmsdi-separator", "weak-msdm", "notags-separator", "floor-separator"):
             return stack(pipe.separate(mix, stems, seed=seed, **kw), stems)
         if method in ("gmsdi-extractor", "notags-extractor"):
             out = []

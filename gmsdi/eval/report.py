@@ -33,10 +33,10 @@ REPRODUCE = """\
 ```bash
 # 1. data (14 min) and the three models (200k steps each)
 python -m gmsdi.data.synth --preset default --out data/synthslakh
-nohup python train/train.py --config train/configs/default.yaml > runs/default.log 2>&1 &
+nohup python train/train.py --config train/configs/spectral.yaml > runs/spectral.log 2>&1 &
 nohup python train/train.py --config train/configs/msdm.yaml > runs/msdm.log 2>&1 &
 nohup python train/train.py --config train/configs/weak_msdm.yaml > runs/weak_msdm.log 2>&1 &
-python train/train.py --config train/configs/default.yaml --export assets/gmsdi-synthslakh.safetensors
+python train/train.py --config train/configs/spectral.yaml --export assets/gmsdi-synthslakh.safetensors
 python train/train.py --config train/configs/msdm.yaml --export assets/msdm-synthslakh.safetensors
 python train/train.py --config train/configs/weak_msdm.yaml --export assets/weak-msdm-synthslakh.safetensors
 # 2. the ensemble choice on the validation split (writes assets/ensemble.json), then every table

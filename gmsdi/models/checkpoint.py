@@ -29,6 +29,7 @@ def save_model(
     model: EDMDenoiser,
     config: ModelConfig | None = None,
     metadata: dict[str, str] | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Writes `model`'s weights and `config` to one safetensors file, atomically (`write_safetensors`).
 
@@ -37,6 +38,8 @@ def save_model(
         model: the denoiser (e.g. the EMA copy).
         config: its config; default `model.model_config` (set by `build_model`).
         metadata: extra string metadata (e.g. {"step": "12000"}).
+        dtype: store floating-point weights in this dtype (e.g. torch.bfloat16: half the file);
+            `load_model` casts them back to the model's float32.
 
     Returns:
         The path written.
@@ -48,7 +51,11 @@ def save_model(
     meta[CONFIG_KEY] = json.dumps(config.to_dict())
     meta[FORMAT_KEY] = FORMAT
     meta["gmsdi_version"] = gmsdi.__version__
-    return write_safetensors(path, model.state_dict(), meta)
+    state = model.state_dict()
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        meta["gmsdi_storage_dtype"] = str(dtype).replace("torch.", "")
+    return write_safetensors(path, state, meta)
 
 
 def write_safetensors(path: str | os.PathLike[str], state: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:

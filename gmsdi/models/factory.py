@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,10 +12,17 @@ import torch
 from torch import nn
 
 from gmsdi.models.edm import EDMConfig, EDMDenoiser
+from gmsdi.models.spectral import SpectralWiener
 from gmsdi.models.unet import UNet1d, UNetConfig
 
-# name -> constructor(config: UNetConfig, text_dim: int) -> network F(x_in, c_noise, cond).
-NETWORKS: dict[str, Callable[..., nn.Module]] = {"unet1d": UNet1d}
+def _wiener(config: UNetConfig, text_dim: int, sigma_data: float) -> nn.Module:
+    # The linear floor reads the STFT of the U-Net config (hop = patch_size, n_fft); nothing else.
+    return SpectralWiener(config.patch_size, config.n_fft, text_dim, sigma_data, config.in_channels)
+
+
+# name -> constructor(config: UNetConfig, text_dim: int[, sigma_data: float]) -> network F(x_in, c_noise, cond);
+# a constructor that takes `sigma_data` gets the EDM σ_d.
+NETWORKS: dict[str, Callable[..., nn.Module]] = {"unet1d": UNet1d, "wiener": _wiener}
 
 
 @dataclass
@@ -130,7 +138,14 @@ def _spectral() -> ModelConfig:
     )
 
 
-MODEL_PRESETS: dict[str, Callable[[], ModelConfig]] = {"tiny": _tiny, "default": _default, "spectral": _spectral}
+def _floor() -> ModelConfig:
+    # The Wiener floor on the spectral model's STFT and prompt encoder (gmsdi.models.spectral).
+    spectral = _spectral()
+    return dataclasses.replace(spectral, network="wiener", edm=dataclasses.replace(spectral.edm, sigma_data=0.1))
+
+
+MODEL_PRESETS: dict[str, Callable[[], ModelConfig]] = {"tiny": _tiny, "default": _default, "spectral": _spectral,
+                                                      "floor": _floor}
 
 
 def model_config(preset: str = "default", **overrides: Any) -> ModelConfig:
@@ -153,7 +168,9 @@ def build_model(config: ModelConfig | str = "default", seed: int | None = None) 
         raise ValueError(f"unknown network {config.network!r}; valid names are {sorted(NETWORKS)}")
 
     def make() -> EDMDenoiser:
-        net = NETWORKS[config.network](config.unet, text_dim=config.text_dim)
+        ctor = NETWORKS[config.network]
+        extra = {"sigma_data": config.edm.sigma_data} if "sigma_data" in inspect.signature(ctor).parameters else {}
+        net = ctor(config.unet, text_dim=config.text_dim, **extra)
         model = EDMDenoiser(net, config.edm)
         model.model_config = config
         return model

@@ -17,9 +17,14 @@ T / hop frames, and `synthesize(analyze(x)) == x` for every x.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gmsdi.text.embedding import TextEmbedding
 
 
 class Stft(nn.Module):
@@ -115,3 +120,60 @@ class SpectralUnembed(nn.Module):
             gain = torch.complex(out[:, :, 0], out[:, :, 1])
             residual = torch.complex(out[:, :, 2], out[:, :, 3])
             return self.stft.synthesize(gain * spec + residual)
+
+
+class SpectralWiener(nn.Module):
+    """The linear floor: a Wiener filter whose per-bin signal power comes from the prompt.
+
+    The prompt's parts (tokens of a `TextEmbedding`, one per part with `minilm-parts`) each give a
+    power spectrum exp(W·t + b) [F]; a mixture prompt's spectrum is their sum, the null prompt's a
+    learned spectrum of its own. The denoiser is then the exact posterior mean of a stationary
+    Gaussian source of that spectrum in white noise, D = S / (S + σ²) · X per bin, synthesised back.
+    It knows each class's average timbre and nothing else (no notes, no time): every model must
+    beat it. Train it by `train/train_floor.py` (the Gaussian likelihood of STFT frames).
+
+    The Wiener gain is defined on x and σ, so this network undoes the EDM preconditioning itself:
+    with x = x_in / c_in it returns F = (D − c_skip·x) / c_out, which needs σ_d (`sigma_data`).
+
+    Args:
+        hop, n_fft: the STFT (samples).
+        text_dim: D of the prompt tokens.
+        sigma_data: the EDM σ_d of the wrapping `EDMDenoiser`.
+    """
+
+    def __init__(self, hop: int, n_fft: int, text_dim: int, sigma_data: float, in_channels: int = 1) -> None:
+        super().__init__()
+        if in_channels != 1:
+            raise ValueError("the Wiener floor is a single-channel model (in_channels=1)")
+        self.stft = Stft(n_fft, hop)
+        self.text_dim, self.sigma_data = text_dim, sigma_data
+        self.part_spectrum = nn.Linear(text_dim, self.stft.bins)
+        nn.init.zeros_(self.part_spectrum.weight)
+        nn.init.constant_(self.part_spectrum.bias, math.log(sigma_data**2))
+        self.null_log_spectrum = nn.Parameter(torch.full((self.stft.bins,), math.log(sigma_data**2)))
+
+    def spectrum(self, cond: Any, batch: int) -> torch.Tensor:
+        """Per-bin signal power S [B, F] of each prompt (units: the STFT's, white noise of variance v = v)."""
+        if cond is None:
+            return self.null_log_spectrum.exp().expand(batch, -1)
+        cond = TextEmbedding.from_any(cond)
+        parts = self.part_spectrum(cond.tokens.float()).exp() * cond.mask[..., None]  # [B, L, F]
+        null = self.null_log_spectrum.exp().expand(batch, -1)
+        return torch.where(cond.is_null[:, None], null, parts.sum(dim=1))
+
+    def gaussian_nll(self, audio: torch.Tensor, cond: Any) -> torch.Tensor:
+        """Mean negative log-likelihood (per bin and frame, up to a constant) of clean audio [B, 1, T]
+        as a stationary complex Gaussian with the prompt's spectrum: ln S + |X|² / S. Returns [B]."""
+        power = self.stft.analyze(audio[:, 0]).abs().pow(2)  # [B, F, N]
+        s = self.spectrum(cond, audio.shape[0])[..., None]
+        return (s.log() + power / s).mean(dim=(1, 2))
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            x, sigma, sd = x.float(), (4 * c_noise.float()).exp()[:, None, None], self.sigma_data
+            var = sigma**2 + sd**2
+            x_raw = x * var.sqrt()  # x_in = c_in·x
+            s = self.spectrum(cond, x.shape[0]).float()[:, None, :, None]  # [B, 1, F, 1]
+            denoised = self.stft.synthesize(self.stft.analyze(x_raw) * (s / (s + sigma[..., None] ** 2)))
+            c_skip, c_out = sd**2 / var, sigma * sd / var.sqrt()
+            return (denoised - c_skip * x_raw) / c_out
