@@ -73,7 +73,8 @@ def _add_common(p: argparse.ArgumentParser, defaults: Any) -> None:
     p.add_argument("--guidance", type=_weights, default=None, metavar="W[,W...]",
                    help="negative-prompt guidance weight, 1 = off: one for all stems, or one per stem joined by "
                         f"commas, e.g. 5,5,2 (extract: one) (default {defaults.guidance})")
-    p.add_argument("--window-seconds", type=float, default=None, help="model window (default: the model's, 4.096 s for the bundled one)")
+    p.add_argument("--window-seconds", type=float, default=None,
+                   help="model window (default: the model's, 4.096 s for the bundled one)")
     p.add_argument("--overlap", type=float, default=None, help="window overlap fraction (default 0.25)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        model, loss = train_floor(args.data, args.steps, args.batch_size, seed=args.seed, text_encoder=args.text_encoder)
+        model, loss = train_floor(args.data, args.steps, args.batch_size, seed=args.seed,
+                                  text_encoder=args.text_encoder)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

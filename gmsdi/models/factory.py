@@ -15,6 +15,7 @@ from gmsdi.models.edm import EDMConfig, EDMDenoiser
 from gmsdi.models.spectral import SpectralWiener
 from gmsdi.models.unet import UNet1d, UNetConfig
 
+
 def _wiener(config: UNetConfig, text_dim: int, sigma_data: float) -> nn.Module:
     # The linear floor reads the STFT of the U-Net config (hop = patch_size, n_fft); nothing else.
     return SpectralWiener(config.patch_size, config.n_fft, text_dim, sigma_data, config.in_channels)
