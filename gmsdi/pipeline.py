@@ -53,7 +53,14 @@ from gmsdi.data.classes import PAPER_STEMS
 from gmsdi.data.prompts import compose
 from gmsdi.inference import ensemble as ensemble_mod
 from gmsdi.inference.chunking import chunk_starts, continuation_spans, overlap_add, window_samples
-from gmsdi.inference.constraints import DIRAC_MODES, GAMMA_MODES, LOCKED_NOISE, check_coupling, check_gamma
+from gmsdi.inference.constraints import (
+    DIRAC_MODES,
+    GAMMA_MODES,
+    LOCKED_NOISE,
+    check_coupling,
+    check_gamma,
+    keep_silence,
+)
 from gmsdi.inference.guidance import GuidedDenoiser, default_negative_prompts
 from gmsdi.inference.msdm import JointDenoiser, msdm_generate, msdm_separate
 from gmsdi.inference.tasks import check_dirac_steps, generate_sources, separate_sources
@@ -747,7 +754,8 @@ class GMSDIPipeline(BasePipeline):
                                     generator=generator)
 
         y = torch.from_numpy(mix).to(self.device)[None]
-        out = overlap_add(run, y, window, overlap, self.length_multiple)[0].float().cpu().numpy()
+        out = overlap_add(run, y, window, overlap, self.length_multiple)[0].float()
+        out = keep_silence(out, y[0].float(), self.sample_rate).cpu().numpy()
         return out, {"chunks": n_chunks, "network_calls": guided.calls, "network_rows": guided.rows,
                    "network_samples": guided.samples}
 
@@ -1053,7 +1061,8 @@ class MSDMPipeline(BasePipeline):
                                  s_churn=s.s_churn, resamples=s.resamples, callback=cb, generator=gen)
 
         x = torch.from_numpy(y * gain).to(self.device)[None]
-        out = overlap_add(run, x, window, overlap_n, self.length_multiple)[0].float().cpu().numpy()
+        out = overlap_add(run, x, window, overlap_n, self.length_multiple)[0].float()
+        out = keep_silence(out, x[0].float(), self.sample_rate).cpu().numpy()
         settings = {**self._base_settings("separate", s, seed, window, overlap_n), "model": "msdm",
                     "prompts": self.stems, "constrained": self.stems[c] if s.dirac == "constrained" else None,
                     "input_gain_db": round(20 * math.log10(gain), 3), "seconds": len(y) / self.sample_rate,

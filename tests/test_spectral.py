@@ -140,3 +140,34 @@ def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
     assert lrs[150] == pytest.approx(1e-4) and all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
     flat = train.load_config(None, ["lr=1e-3", "warmup_steps=10"])
     assert train.learning_rate(flat, 5000) == pytest.approx(1e-3)
+
+
+def test_keep_silence_silences_every_source_where_the_mix_is_silent() -> None:
+    from gmsdi.inference.constraints import keep_silence
+
+    sr = 16000
+    g = torch.Generator().manual_seed(0)
+    mix = 0.1 * torch.randn(2 * sr, generator=g)
+    mix[sr // 2: sr] = 0  # 0.5 s of digital silence
+    noise = 0.05 * torch.randn(3, 2 * sr, generator=g)
+    sources = torch.cat([noise[:2], (mix - noise[:2].sum(0))[None]])  # sums to the mix, noisy in the gap
+    out = keep_silence(sources, mix, sr)
+    assert torch.allclose(out.sum(0), mix, atol=1e-6)
+    gap = out[:, sr // 2 + 300: sr - 300]  # the fades take 15 ms of the silence
+    assert gap.abs().max() < 1e-6
+    assert torch.allclose(out[:, : sr // 2 - 10], sources[:, : sr // 2 - 10], atol=1e-7)  # loud parts untouched
+
+
+def test_separated_stems_are_silent_where_the_mix_is() -> None:
+    from gmsdi.pipeline import GMSDIPipeline
+
+    pipe = GMSDIPipeline(build_model("tiny", seed=0), HashTextEncoder(384), device="cpu")
+    sr = pipe.sample_rate
+    rng = np.random.default_rng(0)
+    mix = (0.1 * rng.standard_normal(2 * sr)).astype(np.float32)
+    mix[sr // 2: 3 * sr // 2] = 0
+    for result in (pipe.separate(mix, ["bass", "drums"], steps=16, seed=0),
+                   pipe.extract(mix, "bass", steps=16, seed=0)):
+        stems = np.stack(list(result.stems.values()))
+        assert np.abs(stems[:, sr // 2 + 300: 3 * sr // 2 - 300]).max() < 1e-6  # 15 ms fades
+        np.testing.assert_allclose(stems.sum(0), result.mix, atol=1e-5)

@@ -11,6 +11,7 @@ A score s enters a sampler through its denoised form `x + σ²·s` (EDM: s = (D 
 - `ProjectedDirac`: the same Dirac likelihood with no source singled out: all K sources move on
   the plane Σ_k x_k = y (ours; does not diverge at any step count, see
   `gmsdi.inference.tasks.dirac_error`).
+- `keep_silence`: after separation, every source is silent where the mixture is.
 """
 
 from __future__ import annotations
@@ -288,3 +289,38 @@ class ProjectedDirac:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x: [B, K, T]; sigma: [B]. Returns the denoised sources [B, K, T], summing to y."""
         return self.project(self.denoiser(x, sigma))
+
+
+def keep_silence(sources: torch.Tensor, mixture: torch.Tensor, sample_rate: int, threshold_db: float = -90.0,
+                 frame_seconds: float = 0.01, ramp_seconds: float = 0.005) -> torch.Tensor:
+    """Silences every source where the mixture is silent, keeping Σ_k sources = mixture.
+
+    The Dirac separator only makes the sources sum to the mix; where the mix is silent they can
+    still hold noise that cancels in the sum. Frames of `frame_seconds` (centred on each sample) whose mixture RMS is below
+    `threshold_db` dBFS are silent (16-bit silence is −101 dBFS; −90 leaves room for dither). A gate g
+    is 0 there and 1 elsewhere, with `ramp_seconds` cross-fades placed inside the silent stretch, so
+    that g < 1 only where the mix is silent (the first and last frame/2 + 2·ramp samples of a
+    silent stretch, 15 ms by default, fade); then x_k ← g·x_k + (y − g·Σ_l x_l) / K, which puts back
+    the (silent) difference and keeps the sum exact.
+
+    Args:
+        sources: [..., K, T] separated sources.
+        mixture: [..., T] the mix they sum to.
+        sample_rate: Hz.
+
+    Returns:
+        [..., K, T] sources, silent where the mix is.
+    """
+    t = mixture.shape[-1]
+    frame = max(1, int(round(frame_seconds * sample_rate)))
+    ramp = max(1, int(round(ramp_seconds * sample_rate)))
+    y = mixture.reshape(-1, 1, t).float()
+    power = torch.nn.functional.avg_pool1d(y.square(), frame, 1, padding=frame // 2, count_include_pad=False)[..., :t]
+    loud = (power > 10 ** (threshold_db / 10)).float()
+    # widen the loud region by a ramp on each side, then cross-fade: the fades fall in silence
+    loud = torch.nn.functional.max_pool1d(loud, 2 * ramp + 1, 1, padding=ramp)
+    gate = torch.nn.functional.avg_pool1d(loud, 2 * ramp + 1, 1, padding=ramp, count_include_pad=False)
+    gate = gate.reshape(*mixture.shape[:-1], 1, t).to(sources.dtype)
+    gated = sources * gate
+    k = sources.shape[-2]
+    return gated + (mixture.unsqueeze(-2) - gated.sum(-2, keepdim=True)) / k
