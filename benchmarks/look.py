@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = None
     for seed in range(args.songs):
         result = pipe.generate(classes, seconds=args.seconds, seed=seed, steps=args.steps)
-        settings = result.settings
+        settings = {**result.settings, "checkpoint": checkpoint["path"]}
         for c in classes:
             generated[c].append(result.stems[c])
             sf.write(wav_dir / f"seed{seed}_{c}.wav", result.stems[c], sr)

@@ -207,6 +207,8 @@ def _run(args: argparse.Namespace) -> list[str]:
             result = pipe.ensemble(args.mix, args.prompts, results=args.results, callback=progress, **common)
     finally:
         progress.close()
+    for warning in result.settings.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     return [str(p) for p in result.save(args.out, format=args.format)]
 
 

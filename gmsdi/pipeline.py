@@ -491,6 +491,7 @@ class GMSDIPipeline(BasePipeline):
     ) -> None:
         super().__init__(model, device, mixed_precision)
         self.text_encoder = text_encoder.to(self.device) if isinstance(text_encoder, nn.Module) else text_encoder
+        self._prompt_check: Any = None
         if text_encoder.dim != self.config.text_dim:
             raise ValueError(f"the text encoder gives {text_encoder.dim}-d embeddings but the model expects "
                              f"{self.config.text_dim}-d; use the encoder the model was trained with")
@@ -531,6 +532,19 @@ class GMSDIPipeline(BasePipeline):
         return pipe
 
     # -- helpers -------------------------------------------------------------------------------
+    def prompt_warnings(self, prompts: Sequence[str]) -> list[str]:
+        """Sentences for prompt parts far from every instrument the model was trained on
+        (`gmsdi.text.vocabulary.PromptCheck`, in this model's prompt embedding); [] when all are known."""
+        from gmsdi.text.vocabulary import PromptCheck
+
+        if self._prompt_check is None:
+            self._prompt_check = PromptCheck(self.text_encoder)
+        return self._prompt_check.warnings(prompts)
+
+    def _add_warnings(self, settings: dict[str, Any]) -> None:
+        """settings["warnings"]: `prompt_warnings` of the prompts the settings record."""
+        settings["warnings"] = self.prompt_warnings([*settings.get("prompts", []), settings.get("rest_prompt") or ""])
+
     def _guided(self, prompts: list[str], negatives: list[str], weights: list[float],
                 evaluate: list[bool] | None = None) -> GuidedDenoiser:
         return GuidedDenoiser.from_prompts(self.model, self.text_encoder, prompts, negatives, weights, evaluate,
@@ -653,6 +667,7 @@ class GMSDIPipeline(BasePipeline):
                     "negative_prompts": negatives, "guidance": weights, "seconds": length / self.sample_rate,
                     **details, "wall_seconds": round(time.perf_counter() - t0, 3)}
         stems = dict(zip(_unique(prompts), sources, strict=True))
+        self._add_warnings(settings)
         return Result(stems, sources.sum(axis=0), self.sample_rate, settings, mixture_chain=chain)
 
     def accompany(
@@ -728,6 +743,7 @@ class GMSDIPipeline(BasePipeline):
         names = _unique(all_prompts)
         stems = dict(zip(names, [*locked_arr, *generated], strict=True))
         mix = locked_arr.sum(axis=0) + generated.sum(axis=0)
+        self._add_warnings(settings)
         return Result(stems, mix.astype(np.float32), self.sample_rate, settings, mixture_chain=chain / gain)
 
     # -- separation and extraction --------------------------------------------------------------
@@ -814,6 +830,7 @@ class GMSDIPipeline(BasePipeline):
                     "constrained": prompts[c] if s.dirac == "constrained" else None,
                     "input_gain_db": round(20 * math.log10(gain), 3), "seconds": len(y) / self.sample_rate,
                     **details, "wall_seconds": round(time.perf_counter() - t0, 3)}
+        self._add_warnings(settings)
         return Result(dict(zip(_unique(prompts), out / gain, strict=True)), y, self.sample_rate, settings)
 
     def _extract_prompts(self, prompt: str, rest_prompt: str | None) -> tuple[list[str], list[str]]:
@@ -878,6 +895,7 @@ class GMSDIPipeline(BasePipeline):
                     "input_gain_db": round(20 * math.log10(gain), 3), "seconds": len(y) / self.sample_rate,
                     **details, "wall_seconds": round(time.perf_counter() - t0, 3)}
         stems = dict(zip(_unique([prompt, "rest"]), out / gain, strict=True))
+        self._add_warnings(settings)
         return Result(stems, y, self.sample_rate, settings)
 
     def ensemble(
@@ -952,6 +970,7 @@ class GMSDIPipeline(BasePipeline):
                     "network_calls": calls, "network_samples": samples,
                     "wall_seconds": round(time.perf_counter() - t0, 3)}
         out = {n: a / gain for n, a in zip(_unique(prompts), stems, strict=True)}
+        self._add_warnings(settings)
         return Result(out, y, self.sample_rate, settings)
 
 

@@ -171,3 +171,21 @@ def test_separated_stems_are_silent_where_the_mix_is() -> None:
         stems = np.stack(list(result.stems.values()))
         assert np.abs(stems[:, sr // 2 + 300: 3 * sr // 2 - 300]).max() < 1e-6  # 15 ms fades
         np.testing.assert_allclose(stems.sum(0), result.mix, atol=1e-5)
+
+
+def test_prompt_check_warns_about_words_that_name_no_instrument(capsys, tmp_path: Path) -> None:
+    from gmsdi.pipeline import GMSDIPipeline
+    from gmsdi.text import build_text_encoder
+    from gmsdi.text.vocabulary import PromptCheck, training_vocabulary
+
+    assert {"bass", "electric bass", "finger electric bass", "drums"} <= set(training_vocabulary())
+    check = PromptCheck(build_text_encoder("minilm-parts"))
+    assert check.warnings(["bass, drum kit", "upright bass", "snare", ""]) == []
+    (warning,) = check.warnings(["asdfgh, piano"])
+    assert warning.startswith("'asdfgh' is far from every instrument") and "nearest:" in warning
+    # the pipeline records the warning with its result
+    pipe = GMSDIPipeline(build_model("tiny", seed=0), HashTextEncoder(384), device="cpu")
+    pipe._prompt_check = check
+    result = pipe.generate(["bass", "asdfgh"], seconds=0.25, steps=2, seed=0)
+    assert len(result.settings["warnings"]) == 1 and "'asdfgh'" in result.settings["warnings"][0]
+    assert pipe.generate(["bass"], seconds=0.25, steps=2, seed=0).settings["warnings"] == []

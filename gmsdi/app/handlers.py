@@ -458,6 +458,8 @@ class AppTasks:
             if isinstance(e, RuntimeError) and "out of memory" not in str(e).lower():
                 raise
             raise app_error("The model ran out of memory; try shorter audio, fewer stems or fewer at once.") from None
+        for warning in result.settings.get("warnings", []):
+            gr.Warning(warning[0].upper() + warning[1:] + ".")
         if progress is not None:
             progress(1.0, f"{task}: writing files")
         out = write_outputs(result, self._run_folder(), task, seed)
