@@ -296,11 +296,12 @@ def keep_silence(sources: torch.Tensor, mixture: torch.Tensor, sample_rate: int,
     """Silences every source where the mixture is silent, keeping Σ_k sources = mixture.
 
     The Dirac separator only makes the sources sum to the mix; where the mix is silent they can
-    still hold noise that cancels in the sum. Frames of `frame_seconds` (centred on each sample) whose
-    mixture RMS is below `threshold_db` dBFS are silent (16-bit silence is −101 dBFS; −90 leaves
-    room for dither). A gate g is 0 there and 1 elsewhere, with `ramp_seconds` cross-fades placed
-    inside the silent stretch, so that g < 1 only where the mix is silent (the first and last frame/2 + 2·ramp samples of a
-    silent stretch, 15 ms by default, fade); then x_k ← g·x_k + (y − g·Σ_l x_l) / K, which puts back
+    still hold noise that cancels in the sum. Frames of `frame_seconds` (centred on each sample)
+    whose mixture RMS is below `threshold_db` dBFS are silent (16-bit silence is −101 dBFS; −90
+    leaves room for dither). A gate g is 0 there and 1 elsewhere, with `ramp_seconds` cross-fades
+    placed inside the silent stretch, so that g < 1 only where the mix is silent (the first and last
+    frame/2 + 2·ramp samples of a silent stretch, 15 ms by default, fade); then
+    x_k ← g·x_k + (y − g·Σ_l x_l) / K, which puts back
     the (silent) difference and keeps the sum exact.
 
     Args:
