@@ -96,7 +96,7 @@ VA, VB = 0.01, 0.04
 @pytest.fixture(scope="module")
 def gaussian_pipe(encoder) -> GMSDIPipeline:
     model = GaussianDenoiser({"a": VA, "b": VB, "a, b": VA + VB}, encoder)
-    return GMSDIPipeline(model, encoder, device="cpu")
+    return GMSDIPipeline(model, encoder, device="cpu", mixed_precision=False)  # closed forms: fp32
 
 
 def _eq2_covariance(v: list[float], v_y: float, g_x: float, g_y: float, sigma_min: float,

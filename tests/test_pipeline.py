@@ -241,7 +241,9 @@ def test_from_pretrained(tmp_path, monkeypatch) -> None:
         GMSDIPipeline.from_pretrained()
     path = save_model(tmp_path / "tiny.safetensors", _tiny_model())
     loaded = GMSDIPipeline.from_pretrained(path, device="cpu")
-    assert loaded.checkpoint == str(path) and loaded.autocast_dtype is None
+    # bf16 autocast by default where the CPU has bf16 instructions (AMX / AVX-512-BF16), else none
+    assert loaded.checkpoint == str(path)
+    assert loaded.autocast_dtype == (torch.bfloat16 if pipeline_mod.cpu_has_fast_bf16() else None)
     r = loaded.generate("bass", seconds=0.05, seed=0, steps=2)
     assert r.settings["checkpoint"] == str(path)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
