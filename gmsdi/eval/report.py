@@ -689,6 +689,33 @@ def contrastive_section(results: Mapping[str, Any], status: Mapping[str, Mapping
     return lines
 
 
+def look_section(look_dir: Path, out: Path) -> list[str]:
+    """The first gate (issue #17): spectrograms of generated beside real stems, and the structure
+    measure of real stems, class-coloured noise and each model's stems (`benchmarks/look.py`)."""
+    runs = {p.stem: json.loads(p.read_text()) for p in sorted(look_dir.glob("*.json"))} if look_dir.is_dir() else {}
+    lines = ["## Look and structure: generated stems beside real ones", "",
+             "Eight four-stem songs (bass, drums, guitar, piano; seeds 0-7, 4 s) at the app's defaults, beside eight "
+             "real test stems of each class. The structure measure (`gmsdi.eval.structure.tf_contrast`) is the mean "
+             "dB by which the loudest 5 % of time-frequency bins stand above the median of their neighbourhood in "
+             "frequency or in time: partials and hits stand out, stationary noise of any colour does not. This gate "
+             "comes first: no figure below overrides what these pictures show.", ""]
+    if not runs:
+        return [*lines, "Not measured yet: `python benchmarks/look.py`.", ""]
+    classes = list(next(iter(runs.values()))["tf_contrast"])
+    first = next(iter(runs.values()))["tf_contrast"]
+    lines += ["| clips | " + " | ".join(classes) + " |", "|---|" + "---|" * len(classes),
+              "| real test stems | " + " | ".join(_fmt(first[c]["real"]["mean"]) for c in classes) + " |",
+              "| noise coloured to the class | " + " | ".join(_fmt(first[c]["coloured_noise"]["mean"])
+                                                         for c in classes) + " |"]
+    for tag, r in runs.items():
+        lines.append(f"| generated: {tag} (`{r['checkpoint']['path']}`, sha256 {_short(r['checkpoint']['sha256'])}) | "
+                     + " | ".join(_fmt(r["tf_contrast"][c]["generated"]["mean"]) for c in classes) + " |")
+    lines.append("")
+    for tag, r in runs.items():
+        lines += [f"![{tag}]({_rel(REPO_ROOT / r['picture'], out)})", "", f"*{tag}: `{r['command']}`*", ""]
+    return lines
+
+
 def models_section(status: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines = ["## Models", "", "| model | trained on | config | checkpoint | sha256 |", "|---|---|---|---|---|"]
     for name, spec in MODELS.items():
@@ -717,6 +744,8 @@ def write_report(results_dir: str | Path, out: str | Path, plots: str | Path, qu
         lines += ["> **Quick mode.** Tiny untrained models built in code, a couple of windows, few steps: this "
                   "checks that the evaluation runs. None of these numbers is a result.", ""]
     lines += models_section(status)
+    if not quick:
+        lines += look_section(REPO_ROOT / "benchmarks" / "results" / "look", out)
     lines += separation_section(results, status)
     lines += ensemble_section(results, status)
     lines += fad_section(results, status)
