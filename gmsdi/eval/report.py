@@ -722,11 +722,12 @@ def models_section(status: Mapping[str, Mapping[str, Any]]) -> list[str]:
         st = status[name]
         ck = st["path"] if st["exists"] else f"{st['path']} — not trained yet"
         lines.append(f"| {spec.label} | {spec.data} | {spec.train_config} | {ck} | {_short(st['sha256'])} |")
-    return lines + ["", "All use the same U-Net family (`gmsdi.models.UNet1d`), the same training set "
-                    "(SynthSlakh train split, 1150 tracks), crops of 2.048 s, batch 16 and the same step budget "
-                    "(train/configs/). MSDM's network has 4 waveform channels, so its first level is wider "
-                    "(256 vs 64) to keep the patch embedding full rank: 5.09 M parameters against 4.82 M, "
-                    "1.58 GFLOP per 2.048 s example against 0.59, for four stems at once.", ""]
+    return lines + ["", "All train on the same set (SynthSlakh train split, 1150 tracks). GMSDI is the `spectral` "
+                    "network (STFT front end, 23.4 M parameters, 1.024 s crops, batch 32; train/RUNS.md); the floor "
+                    "is a Wiener filter of spectra from the prompt. The baselines and the no-tag model are "
+                    "waveform U-Nets of sessions 1-7 (4.8-5.1 M parameters, 2.048 s crops, batch 16, 6000 steps), "
+                    "no longer shipped: their rows below are history until they are retrained on the new design.",
+                    ""]
 
 
 def write_report(results_dir: str | Path, out: str | Path, plots: str | Path, quick: bool = False) -> list[Path]:
