@@ -69,3 +69,11 @@ def compose(prompts: Sequence[str], rng: np.random.Generator | None = None) -> s
     if rng is not None and len(parts) > 1:
         parts = [parts[i] for i in rng.permutation(len(parts))]
     return SEPARATOR.join(parts)
+
+
+def parts(prompt: str) -> list[str]:
+    """The per-source prompts of a composed prompt, the inverse of `compose`: "bass, drums" -> ["bass", "drums"].
+
+    Splits at commas and drops empty parts; "" gives [] (the unconditional prompt).
+    """
+    return [p.strip() for p in prompt.split(",") if p.strip()]

@@ -249,9 +249,8 @@ def train_probe(root: str | Path, config: ProbeConfig | None = None, progress: b
     probe = InstrumentProbe(cfg)
     audio, labels = read_crops(root, "train", real_classes, cfg.crops, cfg.crop_seconds, cfg.sample_rate, cfg.seed)
     if cfg.noise_class:
-        noise = noise_crops(audio, cfg.noise_crops, cfg.noise_files, cfg.sample_rate, cfg.seed)
-        audio = torch.cat([audio, noise])
-        labels = torch.cat([labels, torch.full((len(noise),), cfg.classes.index(cfg.noise_class))])
+        audio, labels = _with_noise(cfg, audio, labels, noise_crops(audio, cfg.noise_crops, cfg.noise_files,
+                                                                   cfg.sample_rate, cfg.seed))
     mels = _logmels(probe, audio)
     counts = torch.bincount(labels, minlength=len(cfg.classes)).float()
     weight = torch.where(counts > 0, counts.sum() / (len(cfg.classes) * counts.clamp(min=1)), torch.zeros(()))
@@ -276,10 +275,16 @@ def train_probe(root: str | Path, config: ProbeConfig | None = None, progress: b
     val_audio, val_labels = read_crops(root, "validation", real_classes, cfg.val_crops, cfg.crop_seconds,
                                        cfg.sample_rate, cfg.seed + 1)
     if cfg.noise_class:  # held-out coloured noise only: the model outputs were all used in training
-        noise = noise_crops(val_audio, max(1, cfg.val_crops // 10), (), cfg.sample_rate, cfg.seed + 1)
-        val_audio = torch.cat([val_audio, noise])
-        val_labels = torch.cat([val_labels, torch.full((len(noise),), cfg.classes.index(cfg.noise_class))])
+        val_audio, val_labels = _with_noise(cfg, val_audio, val_labels, noise_crops(
+            val_audio, max(1, cfg.val_crops // 10), (), cfg.sample_rate, cfg.seed + 1))
     return probe, {"validation": evaluate_crops(probe, val_audio, val_labels), "history": history}
+
+
+def _with_noise(cfg: ProbeConfig, audio: torch.Tensor, labels: torch.Tensor,
+                noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crops [N, T] and labels [N] with the noise crops appended under the noise class's label."""
+    label = torch.full((len(noise),), cfg.classes.index(cfg.noise_class), dtype=labels.dtype)
+    return torch.cat([audio, noise]), torch.cat([labels, label])
 
 
 def noise_crops(real: torch.Tensor, n: int, files: Sequence[str | os.PathLike[str]], sample_rate: int,
@@ -287,7 +292,7 @@ def noise_crops(real: torch.Tensor, n: int, files: Sequence[str | os.PathLike[st
     """[n, T] crops that are not instruments (see `ProbeConfig.noise_crops`): noise coloured to the
     spectrum of a random crop of `real` [M, T] at its level, and, when `files` are given, half of
     them random windows of those files (resampled to `sample_rate`, mono), each at a random level."""
-    from gmsdi.audio import read_file, resample, to_mono
+    from gmsdi.audio import load_audio
     from gmsdi.eval.structure import coloured_noise
 
     rng = np.random.default_rng([seed, 41])
@@ -299,14 +304,7 @@ def noise_crops(real: torch.Tensor, n: int, files: Sequence[str | os.PathLike[st
         if not np.any(ref):
             ref = rng.standard_normal(length).astype(np.float32) * 0.05
         out.append(coloured_noise(ref[None], 1, length, rng)[0])
-    sources = []
-    for f in files:
-        audio, sr = read_file(f)
-        mono = to_mono(audio, str(f)).astype(np.float32)
-        if sr != sample_rate:
-            mono = resample(mono, sr, sample_rate).astype(np.float32)
-        if len(mono) >= length and np.any(mono):
-            sources.append(mono)
+    sources = [a for a in (load_audio(f, sample_rate, name=f"noise file {f}") for f in files) if len(a) >= length]
     if files and not sources:
         raise ValueError(f"none of the noise files is at least {length / sample_rate:.2f} s of sound: {list(files)}")
     for _ in range(n_files):

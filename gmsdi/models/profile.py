@@ -141,7 +141,7 @@ def profile_model(
     train_samples = train_samples or samples
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     flops = count_forward_flops(model, samples)
-    flops_train = count_forward_flops(model, train_samples)
+    flops_train = flops if train_samples == samples else count_forward_flops(model, train_samples)
     model.eval()
     ms = {}
     for b in batches:

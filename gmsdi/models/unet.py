@@ -168,13 +168,14 @@ class PatchEmbed(nn.Module):
         self.window = 2 * patch_size if overlap else patch_size
         self.proj = nn.Linear(in_channels * self.window, out_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        """Returns the frames and no context for `Unpatch` (the front-end interface of `SpectralEmbed`)."""
         p = self.patch_size
         if self.overlap:
             x = F.pad(x, (p // 2, p // 2))
         frames = x.unfold(-1, self.window, p)  # [B, C, N, window]
         b, c, n, k = frames.shape
-        return self.proj(frames.permute(0, 2, 1, 3).reshape(b, n, c * k)).transpose(1, 2)
+        return self.proj(frames.permute(0, 2, 1, 3).reshape(b, n, c * k)).transpose(1, 2), None
 
 
 class Unpatch(nn.Module):
@@ -191,7 +192,7 @@ class Unpatch(nn.Module):
         self.window = 2 * patch_size if overlap else patch_size
         self.proj = _zero(nn.Linear(in_channels, out_channels * self.window))
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, context: None = None) -> torch.Tensor:
         p, c = self.patch_size, self.out_channels
         b, _, n = h.shape
         y = self.proj(h.transpose(1, 2)).reshape(b, n, c, self.window).permute(0, 2, 1, 3)  # [B, C, N, w]
@@ -303,6 +304,7 @@ class UNet1d(nn.Module):
         self.config = cfg = config if config is not None else UNetConfig()
         self.text_dim = text_dim
         p, chans, g = cfg.patch_size, cfg.channels, cfg.norm_groups
+        # The front end: waveform -> (frames, context); `unpatch` (built last) turns (frames, context) back.
         if cfg.frontend == "stft":
             self.patch_embed: nn.Module = SpectralEmbed(cfg.in_channels, chans[0], p, cfg.n_fft)
         else:
@@ -396,11 +398,7 @@ class UNet1d(nn.Module):
         emb = F.silu(emb)
         tokens, mask = self.text_norm(text.tokens.to(dtype)), text.mask
 
-        spec = None
-        if self.config.frontend == "stft":
-            h, spec = self.patch_embed(x)
-        else:
-            h = self.patch_embed(x)
+        h, context = self.patch_embed(x)  # context: the input's STFT for the "stft" front end
         skips = []
         for level in self.down:
             for blk in level.blocks:
@@ -428,5 +426,4 @@ class UNet1d(nn.Module):
             if level.attn is not None:
                 h = level.attn(h, tokens, mask)
 
-        h = F.silu(self.out_norm(h))
-        return self.unpatch(h, spec) if spec is not None else self.unpatch(h)
+        return self.unpatch(F.silu(self.out_norm(h)), context)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gmsdi.data.prompts import compose
+from gmsdi.data.prompts import compose, parts
 from gmsdi.text.embedding import TextEmbedding
 
 
@@ -268,13 +268,13 @@ class PartsTextEncoder(TextEncoder):
                              persistent=False)
 
     def _encode_uncached(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        split = [[q.strip() for q in p.split(",") if q.strip()] or [p] for p in prompts]
-        unique = list(dict.fromkeys(q for parts in split for q in parts))
+        split = [parts(p) or [p] for p in prompts]
+        unique = list(dict.fromkeys(q for names in split for q in names))
         vectors = torch.stack([v for _, v in super()._encode_uncached(unique)]) - self.center.cpu()
         pooled = dict(zip(unique, torch.nn.functional.normalize(vectors, dim=-1), strict=True))
         out = []
-        for parts in split:
-            tokens = torch.stack([pooled[q] for q in parts])  # [K, D], one token per part
+        for names in split:
+            tokens = torch.stack([pooled[q] for q in names])  # [K, D], one token per part
             out.append((tokens, tokens.sum(dim=0)))
         return out
 

@@ -8,8 +8,8 @@ model has seen ("asdfgh", "dog barking"): the model will still return a stem, bu
 like is not controlled by the words. The warning names the nearest known instruments.
 
 The threshold is measured, not guessed: `python -m gmsdi.text.vocabulary` prints the nearest
-similarity of in-vocabulary phrases that were never training prompts (synonyms such as "bass
-guitar", "violin", "sax") and of out-of-vocabulary ones, with the bundled prompt encoder.
+similarity of instrument words (some in the vocabulary, such as "violin"; some not, such as
+"upright bass" or "snare") and of words that name no instrument, with the bundled prompt encoder.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from gmsdi.data.classes import CLASS_DESCRIPTIONS, SYNTH_PROGRAMS, program_name
-from gmsdi.data.prompts import class_phrase, program_phrase
+from gmsdi.data.prompts import class_phrase, parts, program_phrase
 
 # Measured with minilm-parts (`python -m gmsdi.text.vocabulary`): instrument words outside the
 # vocabulary score 0.49-0.86 ("snare" 0.49, "hammond" 0.50, "upright bass" 0.65; "rhodes", which
@@ -36,10 +36,6 @@ def training_vocabulary() -> list[str]:
     for cls, programs in SYNTH_PROGRAMS.items():
         words |= {program_phrase(program_name(p, cls == "drums")) for p in programs}
     return sorted(words)
-
-
-def _parts(prompt: str) -> list[str]:
-    return [p.strip() for p in prompt.split(",") if p.strip()]
 
 
 class PromptCheck:
@@ -68,7 +64,7 @@ class PromptCheck:
     def warnings(self, prompts: Sequence[str]) -> list[str]:
         """One sentence per unknown part of `prompts` (empty prompts are fine: the null prompt)."""
         out = []
-        for part in dict.fromkeys(q for p in prompts for q in _parts(p)):
+        for part in dict.fromkeys(q for p in prompts for q in parts(p)):
             near = self.nearest(part)
             if near[0][1] < self.threshold:
                 names = ", ".join(f"{n} ({s:.2f})" for n, s in near)
