@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -57,4 +58,15 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     return stale
 
 
-__all__ = ["atomic_write", "remove_stale_temps"]
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+__all__ = ["atomic_write", "file_sha256", "remove_stale_temps"]

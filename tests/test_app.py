@@ -284,7 +284,7 @@ def test_main_without_checkpoint(monkeypatch, capsys) -> None:
     spec.loader.exec_module(app)
     import gmsdi.pipeline
 
-    monkeypatch.setattr(gmsdi.pipeline, "BUNDLED_CHECKPOINT", REPO / "assets" / "no-such-model.safetensors")
+    monkeypatch.setattr(gmsdi.pipeline.guided, "BUNDLED_CHECKPOINT", REPO / "assets" / "no-such-model.safetensors")
     assert app.main([]) == 2
     err = capsys.readouterr().err
     assert "no-such-model.safetensors is missing" in err and "--tiny" in err and "Traceback" not in err

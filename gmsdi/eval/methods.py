@@ -14,7 +14,6 @@ mask, unprocessed mixture). `paper` holds the Slakh2100 SI-SDRi of the GMSDI pap
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from gmsdi.audio import SILENCE_PEAK
 from gmsdi.data.classes import PAPER_STEMS
 from gmsdi.data.prompts import compose
 from gmsdi.eval.references import ideal_ratio_mask, unprocessed_mixture
+from gmsdi.fileio import file_sha256
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,15 +130,6 @@ SEPARATION_METHODS: dict[str, SeparationMethod] = {
 def _check(name: str, registry: Mapping[str, Any], what: str) -> None:
     if name not in registry:
         raise ValueError(f"unknown {what} {name!r}; valid names are {sorted(registry)}")
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The sha256 of a file, hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class CheckpointMissing(FileNotFoundError):

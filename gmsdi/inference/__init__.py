@@ -11,7 +11,8 @@ Layers, bottom up:
   accompaniment) for audio longer than the model's window.
 - `gaussian.GaussianDenoiser`: a closed-form denoiser for Gaussian sources, for tests.
 - `ensemble`: which of separator and extractor to use per instrument.
-- `msdm`: the MSDM baseline (one network over the stacked stems) on the same wrappers and samplers.
+- `msdm`: the MSDM baseline's joint denoiser (one network over the stacked stems), run by the
+  same wrappers and samplers.
 
 `gmsdi.pipeline.GMSDIPipeline` is the public API on top.
 """
@@ -30,7 +31,7 @@ from gmsdi.inference.constraints import (
 )
 from gmsdi.inference.gaussian import GaussianDenoiser
 from gmsdi.inference.guidance import GuidedDenoiser, default_negative_prompts
-from gmsdi.inference.msdm import JointDenoiser, joint_config, msdm_generate, msdm_separate
+from gmsdi.inference.msdm import JointDenoiser, joint_config
 from gmsdi.inference.tasks import (
     DiracStepsError,
     check_dirac_steps,
@@ -63,8 +64,6 @@ __all__ = [
     "min_dirac_steps",
     "generate_sources",
     "joint_config",
-    "msdm_generate",
-    "msdm_separate",
     "overlap_add",
     "round_up",
     "sample_stack",
