@@ -31,12 +31,19 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from gmsdi.cli import negatives_arg  # noqa: E402  (light; after the offline switches, as all gmsdi imports)
+from gmsdi.cli_common import (  # noqa: E402  (light; after the offline switches, as all gmsdi imports)
+    Parser,
+    add_dirac_flag,
+    add_sampling_flags,
+    negatives_arg,
+    run,
+    sampling_settings,
+)
 from gmsdi.fileio import atomic_write  # noqa: E402  (stdlib only)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -45,11 +52,6 @@ QUICK_RESULTS = Path("runs/eval-quick")
 STEMS = ("bass", "drums", "guitar", "piano")
 # separation_steps: MSDM's Dirac form converges for four stems from 14 Euler steps (`min_dirac_steps`)
 QUICK = {"steps": 2, "separation_steps": 16, "tracks": 1, "max_chunks": 2, "clips": 2, "seconds": 3.0}
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def _common(p: argparse.ArgumentParser, split: str = "test") -> None:
@@ -68,32 +70,13 @@ def _common(p: argparse.ArgumentParser, split: str = "test") -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _sampling(p: argparse.ArgumentParser) -> None:
-    from gmsdi.sampling import SAMPLERS
-
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the pipeline's)")
-    p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help="default: the pipeline's")
-    p.add_argument("--churn", type=float, default=None, dest="s_churn", help="S_churn (default: the pipeline's)")
-    p.add_argument("--resamples", type=int, default=None, help="MSDM's correction passes per step (default 1)")
-    p.add_argument("--guidance", type=float, default=None,
-                   help="negative-prompt guidance weight (default: the method's; 1 = off)")
-
-
-def _dirac(p: argparse.ArgumentParser) -> None:
-    from gmsdi.inference.constraints import DIRAC_MODES
-
-    p.add_argument("--dirac", choices=list(DIRAC_MODES), default=None,
-                   help="the separator's form (default: the pipeline's, constrained as MSDM; projected: no stem "
-                        "singled out)")
-
-
 def get_parser() -> argparse.ArgumentParser:
     """The `python -m gmsdi.eval` argument parser."""
     from gmsdi.eval.methods import MODELS, SEPARATION_METHODS
     from gmsdi.eval.runner import SINGLE_SOURCE_VARIANTS
 
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(prog="python -m gmsdi.eval", description=__doc__.split("\n\n")[0], epilog=__doc__,
+    parser = Parser(prog="python -m gmsdi.eval", description=__doc__.split("\n\n")[0], epilog=__doc__,
                      formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -112,8 +95,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--irm-hop", type=int, default=256, help="IRM STFT hop in samples (default 256)")
     p.add_argument("--irm-power", type=float, default=1.0, help="IRM mask exponent (1 magnitude, 2 power)")
     p.add_argument("--no-cache", action="store_true", help="do not reuse or write per-track scores")
-    _sampling(p)
-    _dirac(p)
+    add_sampling_flags(p, per_stem_guidance=False)
+    add_dirac_flag(p)
     _common(p)
 
     p = sub.add_parser("fad", help="FAD of generation, sub-FAD of accompaniment, single-source FAD",
@@ -137,7 +120,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-tracks", type=int, default=None, help="tracks of the real sets (default all)")
     p.add_argument("--hop-frames", type=int, default=187,
                    help="musicnn patch hop in mel frames (default 187: 3 s patches without overlap)")
-    _sampling(p)
+    add_sampling_flags(p, per_stem_guidance=False)
     _common(p)
 
     p = sub.add_parser("sweep", help="γ_x / γ_y sweep: mixture consistency and FAD", formatter_class=fmt)
@@ -152,7 +135,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop-frames", type=int, default=47,
                    help="musicnn patch hop in mel frames (default 47: 4 overlapping patches per 6 s clip, "
                         "so that 64 clips give more patches than the 200 dimensions)")
-    _sampling(p)
+    add_sampling_flags(p, per_stem_guidance=False)
     _common(p)
 
     p = sub.add_parser("steps", help="steps vs separation quality (and time)", formatter_class=fmt)
@@ -165,7 +148,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--churn", type=float, default=None, dest="s_churn")
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--tag", default="", help="suffix of the result file, for variants (e.g. projected)")
-    _dirac(p)
+    add_dirac_flag(p)
     _common(p)
 
     p = sub.add_parser("ensemble-choice", help="per stem, separator or extractor, chosen on validation",
@@ -175,8 +158,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="the file GMSDIPipeline.ensemble reads (default assets/ensemble.json; "
                         f"{QUICK_RESULTS}/ensemble.json with --quick)")
-    _sampling(p)
-    _dirac(p)
+    add_sampling_flags(p, per_stem_guidance=False)
+    add_dirac_flag(p)
     _common(p, split="validation")
 
     p = sub.add_parser("sensitivity", help="prompt sensitivity on isolated test stems (wrong ÷ own prompt error)",
@@ -227,7 +210,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-crops", type=int, default=1000,
                    help="isolated --split crops the trained probe is scored on (default 1000)")
     p.add_argument("--tag", default="", help="suffix of the result files, for variants")
-    _sampling(p)
+    add_sampling_flags(p, per_stem_guidance=False)
     _common(p)
 
     p = sub.add_parser("report", help="docs/RESULTS.md and its plots from the result files", formatter_class=fmt)
@@ -279,10 +262,7 @@ def _data_info(root: str, split: str, stems: Sequence[str], tracks_used: int | N
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("steps", "sampler", "s_churn", "resamples", "guidance")
-    out = {k: getattr(args, k, None) for k in keys}
-    if getattr(args, "dirac", None) is not None:  # separation commands only; absent keeps older cache keys
-        out["dirac"] = args.dirac
+    out = sampling_settings(args)  # "dirac" only where given: absent keeps older cache keys
     if args.quick and out["steps"] is None:
         separation = getattr(args, "command", None) in ("separation", "ensemble-choice")
         out["steps"] = QUICK["separation_steps"] if separation else QUICK["steps"]
@@ -836,17 +816,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    try:
-        paths = COMMANDS[args.command](args, argv)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    for p in paths:
-        print(f"wrote {p}")
-    return 0
+
+    def report(paths: list[Path]) -> None:
+        for p in paths:
+            print(f"wrote {p}")
+
+    return run(lambda: COMMANDS[args.command](args, argv), report)
 
 
 __all__ = ["COMMANDS", "get_parser", "main"]
