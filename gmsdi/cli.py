@@ -1,14 +1,7 @@
-"""Command line: a thin shell over `gmsdi.pipeline.GMSDIPipeline`.
+"""Command line: a thin shell over `gmsdi.pipeline.GMSDIPipeline` (examples in `EXAMPLES`, and `--help`).
 
-    python -m gmsdi generate bass drums piano --seconds 4 --seed 0 --out out/song
-    python -m gmsdi accompany --locked bass=bass.wav --prompts drums piano --out out/band
-    python -m gmsdi separate mix.wav --prompts bass drums guitar piano --out out/parts
-    python -m gmsdi separate mix.wav --prompts bass drums guitar piano --dirac projected --steps 16 --out out/fast
-    python -m gmsdi extract mix.wav --prompt bass --out out/bass
-    python -m gmsdi ensemble mix.wav --prompts bass drums guitar piano --out out/best
-
-Each writes stems/<name>.<format>, mix.<format> and settings.json into --out. Bad input prints one
-line `error: ...` and exits with status 2.
+Each task writes stems/<name>.<format>, mix.<format> and settings.json into --out. Bad input prints
+one line `error: ...` and exits with status 2.
 """
 
 from __future__ import annotations
@@ -18,14 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gmsdi.cli_common import (
-    Parser,
-    add_dirac_flag,
-    add_sampling_flags,
-    negatives_arg,
-    run,
-    sampling_settings,
-)
+from gmsdi.cli_common import Parser, add_dirac_flag, add_sampling_flags, negatives_arg, run, sampling_settings
 
 EXAMPLES = """examples:
   python -m gmsdi generate bass drums piano --seconds 4 --seed 0 --out out/song

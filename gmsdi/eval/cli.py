@@ -36,14 +36,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from gmsdi.cli_common import (  # noqa: E402  (light; after the offline switches, as all gmsdi imports)
-    Parser,
-    add_dirac_flag,
-    add_sampling_flags,
-    negatives_arg,
-    run,
-    sampling_settings,
-)
+import gmsdi.cli_common as cli_args  # noqa: E402  (light; after the offline switches, as all gmsdi imports)
 from gmsdi.fileio import atomic_write  # noqa: E402  (stdlib only)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +69,7 @@ def get_parser() -> argparse.ArgumentParser:
     from gmsdi.eval.runner import SINGLE_SOURCE_VARIANTS
 
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = Parser(prog="python -m gmsdi.eval", description=__doc__.split("\n\n")[0], epilog=__doc__,
+    parser = cli_args.Parser(prog="python -m gmsdi.eval", description=__doc__.split("\n\n")[0], epilog=__doc__,
                      formatter_class=fmt)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -95,8 +88,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--irm-hop", type=int, default=256, help="IRM STFT hop in samples (default 256)")
     p.add_argument("--irm-power", type=float, default=1.0, help="IRM mask exponent (1 magnitude, 2 power)")
     p.add_argument("--no-cache", action="store_true", help="do not reuse or write per-track scores")
-    add_sampling_flags(p, per_stem_guidance=False)
-    add_dirac_flag(p)
+    cli_args.add_sampling_flags(p, per_stem_guidance=False)
+    cli_args.add_dirac_flag(p)
     _common(p)
 
     p = sub.add_parser("fad", help="FAD of generation, sub-FAD of accompaniment, single-source FAD",
@@ -120,7 +113,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-tracks", type=int, default=None, help="tracks of the real sets (default all)")
     p.add_argument("--hop-frames", type=int, default=187,
                    help="musicnn patch hop in mel frames (default 187: 3 s patches without overlap)")
-    add_sampling_flags(p, per_stem_guidance=False)
+    cli_args.add_sampling_flags(p, per_stem_guidance=False)
     _common(p)
 
     p = sub.add_parser("sweep", help="γ_x / γ_y sweep: mixture consistency and FAD", formatter_class=fmt)
@@ -135,7 +128,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop-frames", type=int, default=47,
                    help="musicnn patch hop in mel frames (default 47: 4 overlapping patches per 6 s clip, "
                         "so that 64 clips give more patches than the 200 dimensions)")
-    add_sampling_flags(p, per_stem_guidance=False)
+    cli_args.add_sampling_flags(p, per_stem_guidance=False)
     _common(p)
 
     p = sub.add_parser("steps", help="steps vs separation quality (and time)", formatter_class=fmt)
@@ -148,7 +141,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--churn", type=float, default=None, dest="s_churn")
     p.add_argument("--guidance", type=float, default=None)
     p.add_argument("--tag", default="", help="suffix of the result file, for variants (e.g. projected)")
-    add_dirac_flag(p)
+    cli_args.add_dirac_flag(p)
     _common(p)
 
     p = sub.add_parser("ensemble-choice", help="per stem, separator or extractor, chosen on validation",
@@ -158,8 +151,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="the file GMSDIPipeline.ensemble reads (default assets/ensemble.json; "
                         f"{QUICK_RESULTS}/ensemble.json with --quick)")
-    add_sampling_flags(p, per_stem_guidance=False)
-    add_dirac_flag(p)
+    cli_args.add_sampling_flags(p, per_stem_guidance=False)
+    cli_args.add_dirac_flag(p)
     _common(p, split="validation")
 
     p = sub.add_parser("sensitivity", help="prompt sensitivity on isolated test stems (wrong ÷ own prompt error)",
@@ -210,7 +203,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-crops", type=int, default=1000,
                    help="isolated --split crops the trained probe is scored on (default 1000)")
     p.add_argument("--tag", default="", help="suffix of the result files, for variants")
-    add_sampling_flags(p, per_stem_guidance=False)
+    cli_args.add_sampling_flags(p, per_stem_guidance=False)
     _common(p)
 
     p = sub.add_parser("report", help="docs/RESULTS.md and its plots from the result files", formatter_class=fmt)
@@ -262,7 +255,7 @@ def _data_info(root: str, split: str, stems: Sequence[str], tracks_used: int | N
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    out = sampling_settings(args)  # "dirac" only where given: absent keeps older cache keys
+    out = cli_args.sampling_settings(args)  # "dirac" only where given: absent keeps older cache keys
     if args.quick and out["steps"] is None:
         separation = getattr(args, "command", None) in ("separation", "ensemble-choice")
         out["steps"] = QUICK["separation_steps"] if separation else QUICK["steps"]
@@ -728,7 +721,7 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
     if args.negative is not None and len(args.negative) != len(args.stems):
         raise ValueError(f"--negative needs one negative prompt per stem ({len(args.stems)}: {' '.join(args.stems)}; "
                          f"'-' = the default), got {len(args.negative)}")
-    negatives = negatives_arg(args.negative)
+    negatives = cli_args.negatives_arg(args.negative)
     if args.train:
         noise = {"noise_class": NOISE_CLASS, "noise_crops": args.noise_crops,
                  "noise_files": tuple(str(f) for f in args.noise_files)} if args.noise_crops else {}
@@ -821,7 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in paths:
             print(f"wrote {p}")
 
-    return run(lambda: COMMANDS[args.command](args, argv), report)
+    return cli_args.run(lambda: COMMANDS[args.command](args, argv), report)
 
 
 __all__ = ["COMMANDS", "get_parser", "main"]
