@@ -15,9 +15,8 @@ from torch import nn
 
 from gmsdi.audio import AudioSource
 from gmsdi.data.prompts import compose
-from gmsdi.inference import ensemble as ensemble_mod
 from gmsdi.inference.constraints import check_coupling
-from gmsdi.inference.guidance import GuidedDenoiser, default_negative_prompts
+from gmsdi.inference.guidance import GuidedDenoiser
 from gmsdi.inference.tasks import generate_sources
 from gmsdi.pipeline import inputs
 from gmsdi.pipeline.engine import REPO_ROOT, BasePipeline
@@ -121,8 +120,10 @@ class GMSDIPipeline(BasePipeline):
         k = len(prompts)
         n_locked = 0 if locked is None else locked.shape[0]
         mix_prompt = compose(prompts)
-        guided = self._guided(prompts + [mix_prompt], negatives + [""], weights + [s.mix_guidance],
-                              evaluate=[False] * n_locked + [True] * (k - n_locked + 1))
+        evaluate = [False] * n_locked + [True] * (k - n_locked + 1)  # locked stems need no network call
+        guided = GuidedDenoiser.from_prompts(self.model, self.text_encoder, prompts + [mix_prompt], negatives + [""],
+                                             weights + [s.mix_guidance], evaluate, self.autocast_dtype,
+                                             device=self.device)
         g_auto = math.sqrt(k - n_locked + 1)  # c = G/g² + 1/g² = 1 (MixtureCoupling)
         gamma_x = s.gamma_x if s.gamma_x is not None else (g_auto if s.gamma_mode == "relative" else None)
         gamma_y = s.gamma_y if s.gamma_y is not None else (g_auto if s.gamma_mode == "relative" else None)
@@ -303,52 +304,13 @@ class GMSDIPipeline(BasePipeline):
                  results: str | os.PathLike[str] | None = None, sample_rate: int | None = None,
                  seed: int | None = None, generator: torch.Generator | None = None,
                  callback: Callback | None = None, **settings: Any) -> Result:
-        """Per stem, the separator's or the extractor's estimate, whichever scored better.
+        """Per stem, the separator's or the extractor's estimate, whichever scored better
+        (`gmsdi.pipeline.ensemble.run_ensemble`). Arguments as `separate`; `results` is the choice
+        file (default `assets/ensemble.json`)."""
+        from gmsdi.pipeline.ensemble import run_ensemble
 
-        The choice comes from `results` (default `assets/ensemble.json`, written by the
-        evaluation; format in `gmsdi.inference.ensemble`), or, until that exists, from the
-        paper's ensemble. The separator runs once for all stems if any stem uses it; the
-        extractor runs once per stem that uses it, with the other prompts as its rest prompt.
-        The stems need not sum exactly to the mix. A stem's guidance weight serves both methods.
-        Arguments otherwise as `separate`.
-        """
-        prompts = inputs.check_prompts(prompts, minimum=2)
-        inputs.check_count(len(prompts))
-        choices, source = ensemble_mod.load_choices(results)
-        methods = ensemble_mod.choose(prompts, choices)
-        s = self._settings(SEPARATION, settings)
-        y, gain = self._mix_input(mix, sample_rate)
-        gen, seed = self._generator(seed, generator)
-        weights = s.weights(len(prompts))
-        use_sep = "separator" in methods
-        extract_idx = [i for i, m in enumerate(methods) if m == "extractor"]
-        if use_sep:  # check every part before any runs, so a refusal costs no work
-            self._check_dirac(s, len(prompts))
-        if extract_idx:
-            self._check_dirac(s, 2)
-        parts = int(use_sep) + len(extract_idx)
-        t0 = time.perf_counter()
-        stems: list[np.ndarray | None] = [None] * len(prompts)
-        calls = samples = part = 0
-        if use_sep:
-            guided = self._guided(prompts, default_negative_prompts(prompts), weights)
-            sep, _ = self._separate(guided, y * gain, prompts, len(prompts) - 1, s, gen, callback, "ensemble",
-                                    part, parts)
-            for i, m in enumerate(methods):
-                if m == "separator":
-                    stems[i] = sep[i]
-            calls, samples, part = calls + guided.calls, samples + guided.samples, part + 1
-        for i in extract_idx:
-            chains, negatives = self._extract_prompts(prompts[i], compose([p for j, p in enumerate(prompts) if j != i]))
-            guided = self._guided(chains, negatives, [weights[i]] * 2)
-            ext, _ = self._separate(guided, y * gain, chains, 1, s, gen, callback, "ensemble", part, parts)
-            stems[i] = ext[0]
-            calls, samples, part = calls + guided.calls, samples + guided.samples, part + 1
-        record = self._record("ensemble", s, seed, prompts=prompts, methods=dict(zip(prompts, methods, strict=True)),
-                              choices_from=source, guidance=weights, input_gain_db=_db(gain),
-                              seconds=len(y) / self.sample_rate, network_calls=calls, network_samples=samples,
-                              wall_seconds=round(time.perf_counter() - t0, 3))
-        return self._result({n: a / gain for n, a in zip(inputs.unique_names(prompts), stems, strict=True)}, y, record)
+        return run_ensemble(self, mix, prompts, results=results, sample_rate=sample_rate, seed=seed,
+                            generator=generator, callback=callback, **settings)
 
 
 __all__ = ["BUNDLED_CHECKPOINT", "GMSDIPipeline"]
