@@ -249,8 +249,7 @@ def make_separator(
     pipe = model.pipeline
     if model.spec.kind == "msdm":
         kw.pop("guidance", None)  # unconditional
-        if list(pipe.stems) != stems:
-            raise ValueError(f"the MSDM model separates {pipe.stems}, not {stems}")
+        pipe.check_stems(stems)  # before any work: its stems are its channels
     elif model.spec.guidance is not None:
         kw.setdefault("guidance", model.spec.guidance)
 
@@ -260,9 +259,7 @@ def make_separator(
     def run(mix: np.ndarray, refs: np.ndarray, seed: int) -> np.ndarray:
         if _silent(mix):
             return np.zeros((k, len(mix)), dtype=np.float32)
-        if method == "msdm":
-            return stack(pipe.separate(mix, seed=seed, **kw), stems)
-        if method in ("gmsdi-separator", "weak-msdm", "notags-separator", "floor-separator"):
+        if method in ("msdm", "gmsdi-separator", "weak-msdm", "notags-separator", "floor-separator"):
             return stack(pipe.separate(mix, stems, seed=seed, **kw), stems)
         if method in ("gmsdi-extractor", "notags-extractor"):
             out = []

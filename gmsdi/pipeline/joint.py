@@ -75,7 +75,8 @@ class MSDMPipeline(BasePipeline):
         pipe._set_checkpoint(path)
         return pipe
 
-    def _check_stems(self, stems: str | Sequence[str] | None) -> None:
+    def check_stems(self, stems: str | Sequence[str] | None) -> None:
+        """`stems` (None = all) must be the model's channels, in order."""
         if stems is not None and inputs.check_prompts(stems, "stems") != self.stems:
             raise ValueError(f"the MSDM model's stems are its channels {self.stems}, not {list(stems)}")
 
@@ -99,7 +100,7 @@ class MSDMPipeline(BasePipeline):
                  callback: Callback | None = None, **settings: Any) -> Result:
         """MSDM's Dirac separator (METHOD.md §3.3 with the joint score): one stem per channel, summing
         exactly to `mix`. Arguments as `GMSDIPipeline.separate`; `stems`, if given, must be the channels."""
-        self._check_stems(stems)
+        self.check_stems(stems)
         s = self._settings(MSDM_SEPARATION, settings)
         c = inputs.constrained_index(s.constrained, self.stems)
         y, gain = self._mix_input(mix, sample_rate)
@@ -117,7 +118,7 @@ class MSDMPipeline(BasePipeline):
                  generator: torch.Generator | None = None, callback: Callback | None = None,
                  **settings: Any) -> Result:
         """All K stems sampled jointly; mix = their sum. Arguments as `GMSDIPipeline.generate`."""
-        self._check_stems(stems)
+        self.check_stems(stems)
         s = self._settings(MSDM_GENERATION, settings)
         length = self._samples(seconds)
         gen, seed = self._generator(seed, generator)
