@@ -68,7 +68,7 @@ class GMSDIPipeline(BasePipeline):
             FileNotFoundError: no checkpoint there (the message says how to train and export one).
         """
         from gmsdi.models.checkpoint import load_model
-        from gmsdi.text.encoder import build_text_encoder
+        from gmsdi.text.registry import build_text_encoder
 
         if path is None:
             path = BUNDLED_CHECKPOINT
