@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import gmsdi.cli_common as cli_args  # noqa: E402  (light; after the offline switches, as all gmsdi imports)
-from gmsdi.fileio import atomic_write  # noqa: E402  (stdlib only)
+from gmsdi.fileio import atomic_write, relative_paths  # noqa: E402  (stdlib only)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path("benchmarks/results/eval")
@@ -263,7 +263,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _write(folder: Path, name: str, data: dict[str, Any]) -> Path:
-    text = json.dumps(data, indent=1, default=_json_default, allow_nan=True) + "\n"
+    data = relative_paths(json.loads(json.dumps(data, default=_json_default, allow_nan=True)))  # no machine paths
+    text = json.dumps(data, indent=1, allow_nan=True) + "\n"
     return atomic_write(folder / f"{name}.json", lambda tmp: tmp.write_text(text))  # a killed run leaves the old file
 
 
@@ -616,7 +617,7 @@ def cmd_ensemble_choice(args: argparse.Namespace, argv: Sequence[str]) -> list[P
                 "command": "python -m gmsdi.eval " + shlex.join(argv), "quick": bool(args.quick)}
     out_path = args.out if args.out is not None else (
         folder / "ensemble.json" if args.quick else REPO_ROOT / "assets" / "ensemble.json")
-    text = json.dumps(ensemble, indent=1) + "\n"
+    text = json.dumps(relative_paths(ensemble), indent=1) + "\n"
     atomic_write(out_path, lambda tmp: tmp.write_text(text))  # the pipeline reads it: never a torn file
     print(f"wrote {out_path}: " + ", ".join(f"{s} {m}" for s, m in choice.items()))
     data = {**_header("ensemble-choice", args, argv), "model": model, "ensemble_file": str(out_path),

@@ -26,7 +26,7 @@ from gmsdi.audio import SILENCE_PEAK
 from gmsdi.data.classes import PAPER_STEMS
 from gmsdi.data.prompts import compose
 from gmsdi.eval.references import ideal_ratio_mask, unprocessed_mixture
-from gmsdi.fileio import file_sha256
+from gmsdi.fileio import file_sha256, relative_paths
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -203,7 +203,7 @@ def load_model(name: str, checkpoint: str | os.PathLike[str] | None = None, quic
         from gmsdi.pipeline import GMSDIPipeline
 
         pipe = GMSDIPipeline.from_pretrained(path, device=device)
-    return LoadedModel(spec, pipe, str(path), file_sha256(path))
+    return LoadedModel(spec, pipe, relative_paths(str(path)), file_sha256(path))  # records hold no machine paths
 
 
 def _silent(mix: np.ndarray) -> bool:
