@@ -40,7 +40,7 @@ def _add_common(p: argparse.ArgumentParser, defaults: Any) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed (default: drawn; saved in settings.json)")
     add_sampling_flags(p, defaults)
     p.add_argument("--window-seconds", type=float, default=None,
-                   help="model window (default: the model's, 4.096 s for the bundled one)")
+                   help="model window in seconds (default: the model's training window)")
     p.add_argument("--overlap", type=float, default=None, help="window overlap fraction (default 0.25)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -5,7 +5,7 @@
 - `musicnn`: the MTT_musicnn tagger ported to torch (`load_musicnn`), weights in assets/musicnn_mtt.npz.
 - `fad`: `FrechetAudioDistance` (FAD, sub-FAD, single-source FAD), `frechet_distance`, `GaussianStats`.
 - `references`: the ideal ratio mask (oracle upper bound) and the unprocessed mixture (0 dB floor).
-- `methods`, `runner`, `report`, `cli`: the evaluation of issue #6 (`python -m gmsdi.eval`): the
+- `methods`, `runner`, `report`, `cli`: the evaluation (`python -m gmsdi.eval`): the
   compared methods and their checkpoints, the protocols over a split, and docs/RESULTS.md.
 """
 

@@ -1,4 +1,4 @@
-"""`python -m gmsdi.eval`: the evaluation of issue #6, one subcommand per table of docs/RESULTS.md.
+"""`python -m gmsdi.eval`: the evaluation, one subcommand per table of docs/RESULTS.md.
 
     python -m gmsdi.eval separation --method gmsdi-separator msdm irm mixture   # SI-SDRi, MSDM protocol
     python -m gmsdi.eval fad --task generation accompaniment single-source      # FAD, sub-FAD, ablation
