@@ -46,7 +46,7 @@ class _Unpicklable:
 
 
 def test_training_checkpoints_and_eval_results_are_written_atomically(tmp_path: Path) -> None:
-    from gmsdi.eval.cli import _write
+    from gmsdi.eval.records import write_result as _write
     from gmsdi.training import save_checkpoint
 
     save_checkpoint(tmp_path / "ckpt.pt", {"step": 3, "w": torch.ones(2)})
