@@ -7,7 +7,7 @@ Layers, bottom up:
   (Eq. 2), `KnownValues` (locked stems, continuation context), `DiracConstraint` and
   `ProjectedDirac` (separation: MSDM's form and ours).
 - `tasks`: `generate_sources` and `separate_sources` build those wrappers and run a sampler.
-- `chunking`: `overlap_add` (separation, extraction) and `continuation_spans` (generation,
+- `chunking`: `overlap_add` (separation, extraction) and `continue_windows` (generation,
   accompaniment) for audio longer than the model's window.
 - `gaussian.GaussianDenoiser`: a closed-form denoiser for Gaussian sources, for tests.
 - `ensemble`: which of separator and extractor to use per instrument.
@@ -17,7 +17,14 @@ Layers, bottom up:
 `gmsdi.pipeline.GMSDIPipeline` is the public API on top.
 """
 
-from gmsdi.inference.chunking import chunk_starts, continuation_spans, overlap_add, round_up, window_samples
+from gmsdi.inference.chunking import (
+    chunk_starts,
+    continuation_spans,
+    continue_windows,
+    overlap_add,
+    round_up,
+    window_samples,
+)
 from gmsdi.inference.constraints import (
     DIRAC_MODES,
     GAMMA_MODES,
@@ -59,6 +66,7 @@ __all__ = [
     "coupling_growth",
     "chunk_starts",
     "continuation_spans",
+    "continue_windows",
     "default_negative_prompts",
     "dirac_error",
     "min_dirac_steps",

@@ -31,7 +31,13 @@ from torch import nn
 import gmsdi
 from gmsdi import audio as audio_io
 from gmsdi.audio import AudioSource
-from gmsdi.inference.chunking import chunk_starts, continuation_spans, overlap_add, window_samples
+from gmsdi.inference.chunking import (
+    chunk_starts,
+    continuation_spans,
+    continue_windows,
+    overlap_add,
+    window_samples,
+)
 from gmsdi.inference.constraints import StackDenoiser, keep_silence
 from gmsdi.inference.tasks import check_dirac_steps, separate_sources
 from gmsdi.pipeline import settings as limits
@@ -206,40 +212,28 @@ class BasePipeline:
     # -- the two window loops --------------------------------------------------------------------
     def _continue(self, sample: WindowSampler, n_rows: int, locked: dict[int, np.ndarray], length: int, s: Settings,
                   callback: Callback | None, task: str, chains: list[str]) -> tuple[np.ndarray, int]:
-        """A stack [N, length] sampled window by window; each window continues the previous one.
+        """A stack [N, length] sampled window by window (`continue_windows`); each window continues the last.
 
         Args:
             sample: runs the sampler on one window (see `WindowSampler`).
             n_rows: N, the rows of the stack (stems, and the mixture chain for GMSDI).
-            locked: row -> [≤ length] known audio at model level (zero-padded); those rows come
-                back equal to it.
+            locked: row -> [≤ length] known audio at model level; those rows come back equal to it.
             chains: the row names the callback reports.
 
         Returns:
             The stack [N, length] float32, and the number of windows.
         """
         window, overlap = self._window(s)
-        spans = continuation_spans(length, window, overlap, self.length_multiple)
-        total = spans[-1][1]
-        out = torch.zeros(1, n_rows, total, device=self.device)
-        fixed = torch.zeros(1, n_rows, total, device=self.device)
-        for i, a in locked.items():
-            fixed[0, i, : len(a)] = torch.from_numpy(a).to(self.device)
-        is_locked = torch.zeros(n_rows, dtype=torch.bool, device=self.device)
-        is_locked[list(locked)] = True
-        for j, (a, b) in enumerate(spans):
-            w = b - a
-            known = torch.where(is_locked[None, :, None], fixed[:, :, a:b],
-                                torch.zeros(1, n_rows, w, device=self.device))
-            mask = is_locked[None, :, None].expand(1, n_rows, w).clone()
-            if j > 0 and overlap > 0:  # the previous window's tail is context for this one
-                known[:, ~is_locked, :overlap] = out[:, ~is_locked, a:a + overlap]
-                mask[:, :, :overlap] = True
-            any_known = bool(mask.any())
-            cb = self._part_callback(callback, j, len(spans), {"task": task, "chunk": j, "chunks": len(spans),
-                                                               "chains": chains})
-            out[:, :, a:b] = sample(w, known if any_known else None, mask if any_known else None, cb)
-        return out[0, :, :length].float().cpu().numpy(), len(spans)
+        n_windows = len(continuation_spans(length, window, overlap, self.length_multiple))
+
+        def run(j: int, w: int, known: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+            cb = self._part_callback(callback, j, n_windows, {"task": task, "chunk": j, "chunks": n_windows,
+                                                              "chains": chains})
+            return sample(w, known, mask, cb)
+
+        fixed = {i: torch.from_numpy(a) for i, a in locked.items()}
+        out, _ = continue_windows(run, n_rows, fixed, length, window, overlap, self.length_multiple, self.device)
+        return out.cpu().numpy(), n_windows
 
     def _separate(self, denoiser: StackDenoiser, mix: np.ndarray, names: list[str], constrained: int, s: Settings,
                   generator: torch.Generator, callback: Callback | None, task: str, part: int = 0,
