@@ -22,6 +22,10 @@ The package, in reading order:
 - `guided`: `GMSDIPipeline`, the provider that turns prompts into a guided denoiser.
 - `joint`: `MSDMPipeline`, the provider of the MSDM baseline's joint denoiser.
 
+Words: a *stem* is one instrument's audio (what a task returns); a *prompt* is the text that names
+a stem; a *chain* is one row of the stack the sampler moves (the stems, and for generation the
+mixture chain); MSDM's *channels* are its network's inputs, one per stem.
+
 Audio input conventions (paths, arrays, downmixing, resampling) are in `gmsdi.audio`.
 """
 
