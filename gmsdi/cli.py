@@ -1,14 +1,7 @@
-"""Command line: a thin shell over `gmsdi.pipeline.GMSDIPipeline`.
+"""Command line: a thin shell over `gmsdi.pipeline.GMSDIPipeline` (examples in `EXAMPLES`, and `--help`).
 
-    python -m gmsdi generate bass drums piano --seconds 4 --seed 0 --out out/song
-    python -m gmsdi accompany --locked bass=bass.wav --prompts drums piano --out out/band
-    python -m gmsdi separate mix.wav --prompts bass drums guitar piano --out out/parts
-    python -m gmsdi separate mix.wav --prompts bass drums guitar piano --dirac projected --steps 16 --out out/fast
-    python -m gmsdi extract mix.wav --prompt bass --out out/bass
-    python -m gmsdi ensemble mix.wav --prompts bass drums guitar piano --out out/best
-
-Each writes stems/<name>.<format>, mix.<format> and settings.json into --out. Bad input prints one
-line `error: ...` and exits with status 2.
+Each task writes stems/<name>.<format>, mix.<format> and settings.json into --out. Bad input prints
+one line `error: ...` and exits with status 2.
 """
 
 from __future__ import annotations
@@ -16,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
+
+from gmsdi.cli_common import Parser, add_dirac_flag, add_sampling_flags, negatives_arg, run, sampling_settings
 
 EXAMPLES = """examples:
   python -m gmsdi generate bass drums piano --seconds 4 --seed 0 --out out/song
@@ -28,13 +23,6 @@ EXAMPLES = """examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error as one line `error: ...` and exits with status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
 def _gamma(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -42,39 +30,17 @@ def _gamma(text: str) -> float:
     return value
 
 
-def negatives_arg(values: Sequence[str] | None) -> list[str | None] | None:
-    """`--negative` values as the pipeline takes them: "-" keeps a stem's default (None), "" is no
-    negative prompt (guidance against the unconditional model); no option at all is None."""
-    return None if values is None else [None if v == "-" else v for v in values]
-
-
-def _weights(text: str) -> list[float]:
-    try:
-        return [float(w) for w in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"guidance takes a number or numbers joined by commas (5 or 5,5,2), "
-                                         f"got {text!r}") from None
-
-
 def _add_common(p: argparse.ArgumentParser, defaults: Any) -> None:
     from gmsdi.audio import AUDIO_FORMATS
-    from gmsdi.sampling import SAMPLERS
 
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--format", default="wav", choices=sorted(AUDIO_FORMATS), help="audio format (default wav)")
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the bundled model)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: Accelerate chooses)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: drawn; saved in settings.json)")
-    p.add_argument("--steps", type=int, default=None, help=f"sampler steps (default {defaults.steps})")
-    p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help=f"default {defaults.sampler}")
-    p.add_argument("--churn", type=float, default=None, dest="s_churn",
-                   help=f"stochastic churn S_churn (default {defaults.s_churn:g})")
-    p.add_argument("--resamples", type=int, default=None, help="passes per step, MSDM correction (default 1)")
-    p.add_argument("--guidance", type=_weights, default=None, metavar="W[,W...]",
-                   help="negative-prompt guidance weight, 1 = off: one for all stems, or one per stem joined by "
-                        f"commas, e.g. 5,5,2 (extract: one) (default {defaults.guidance})")
+    add_sampling_flags(p, defaults)
     p.add_argument("--window-seconds", type=float, default=None,
-                   help="model window (default: the model's, 4.096 s for the bundled one)")
+                   help="model window in seconds (default: the model's training window)")
     p.add_argument("--overlap", type=float, default=None, help="window overlap fraction (default 0.25)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -93,7 +59,7 @@ def get_parser() -> argparse.ArgumentParser:
     """The `python -m gmsdi` argument parser."""
     from gmsdi.pipeline import GENERATION, SEPARATION
 
-    parser = _Parser(prog="python -m gmsdi", description="Generate, accompany, separate or extract music stems "
+    parser = Parser(prog="python -m gmsdi", description="Generate, accompany, separate or extract music stems "
                      "with one text-conditioned diffusion model trained on mixtures (GMSDI).",
                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="task", required=True, metavar="TASK")
@@ -117,14 +83,14 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("mix", help="the mixture (wav, flac, mp3, ...; stereo is downmixed)")
     p.add_argument("--prompts", nargs="+", required=True, help="the stems in the mix")
     p.add_argument("--constrained", default=None, help="the stem set to mix − others (default: the last)")
-    _add_dirac(p)
+    add_dirac_flag(p)
     _add_common(p, SEPARATION)
 
     p = sub.add_parser("extract", help="extract one named stem from a mix", epilog=EXAMPLES, formatter_class=fmt)
     p.add_argument("mix", help="the mixture")
     p.add_argument("--prompt", required=True, help="the stem to extract, e.g. bass")
     p.add_argument("--rest", default=None, help="what else plays (default: 'not the target')")
-    _add_dirac(p)
+    add_dirac_flag(p)
     _add_common(p, SEPARATION)
 
     p = sub.add_parser("ensemble", help="best of separator and extractor per stem", epilog=EXAMPLES,
@@ -132,7 +98,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("mix", help="the mixture")
     p.add_argument("--prompts", nargs="+", required=True, help="the stems in the mix")
     p.add_argument("--results", default=None, help="ensemble results JSON (default assets/ensemble.json)")
-    _add_dirac(p)
+    add_dirac_flag(p)
     _add_common(p, SEPARATION)
     return parser
 
@@ -164,14 +130,6 @@ class _Progress:
         self.bar.close()
 
 
-def _add_dirac(p: argparse.ArgumentParser) -> None:
-    from gmsdi.inference.constraints import DIRAC_MODES
-
-    p.add_argument("--dirac", choices=list(DIRAC_MODES), default=None,
-                   help="the separator's form: constrained (MSDM: one stem is the mix minus the others; default) or "
-                        "projected (no stem singled out; does not diverge at any step count)")
-
-
 def _run(args: argparse.Namespace) -> list[str]:
     from gmsdi.pipeline import GMSDIPipeline
 
@@ -181,11 +139,8 @@ def _run(args: argparse.Namespace) -> list[str]:
         if len(guidance) != n:
             raise ValueError("extract takes one guidance weight" if args.task == "extract" else
                              f"--guidance takes one weight or one per stem ({n}), got {len(guidance)}")
-    common = {"steps": args.steps, "sampler": args.sampler, "s_churn": args.s_churn, "resamples": args.resamples,
-              "guidance": guidance, "window_seconds": args.window_seconds, "overlap": args.overlap,
-              "seed": args.seed}
-    if args.task in ("separate", "extract", "ensemble"):
-        common["dirac"] = args.dirac
+    common = {**sampling_settings(args), "guidance": guidance, "window_seconds": args.window_seconds,
+              "overlap": args.overlap, "seed": args.seed}
     if args.task in ("generate", "accompany"):
         negatives = negatives_arg(args.negative)
         common.update(gamma_x=args.gamma_x, gamma_y=args.gamma_y, gamma_mode=args.gamma_mode,
@@ -215,13 +170,8 @@ def _run(args: argparse.Namespace) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the exit status (0 ok, 2 bad input, 130 interrupted)."""
     args = get_parser().parse_args(argv)
-    try:
-        paths = _run(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    print(f"wrote {len(paths)} files to {args.out}: " + ", ".join(p.split("/")[-1] for p in paths))
-    return 0
+
+    def report(paths: list[str]) -> None:
+        print(f"wrote {len(paths)} files to {args.out}: " + ", ".join(p.split("/")[-1] for p in paths))
+
+    return run(lambda: _run(args), report)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import glob
+import hashlib
+import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) -> Path:
@@ -57,4 +61,58 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     return stale
 
 
-__all__ = ["atomic_write", "remove_stale_temps"]
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# top-level folders of the repository: an absolute path through one of them is written from it on
+REPO_FOLDERS = ("assets", "benchmarks", "data", "docs", "manifests", "notebooks", "runs", "scripts", "tests", "train")
+_REPO_PREFIX = re.compile(r"(?<![\w.~])/(?:[^\s\"'=,:;/]+/)+?(?=(?:" + "|".join(REPO_FOLDERS) + r")/)")
+_TEMP_PREFIX = re.compile(r"(?<![\w.~])/tmp/[^\s\"'=,:;/]+/")
+
+
+def relative_paths(value: Any) -> Any:
+    """`value` (JSON-like: dicts, lists, strings) with machine-specific paths made relative, in every string.
+
+    A path into one of the repository's top-level folders (`REPO_FOLDERS`) becomes repo-relative
+    ("/home/me/gmsdi/assets/x.safetensors" -> "assets/x.safetensors"), and a temporary folder is
+    dropped ("/tmp/tmp.ab12/generation-0/stems/bass.wav" -> "generation-0/stems/bass.wav"), also
+    inside longer strings such as a recorded command line. Other text is unchanged.
+    """
+    if isinstance(value, str):
+        return _TEMP_PREFIX.sub("", _REPO_PREFIX.sub("", value))
+    if isinstance(value, dict):
+        return {k: relative_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [relative_paths(v) for v in value]
+    return value
+
+
+def relativize_json_files(paths: list[Path]) -> list[Path]:
+    """Rewrites each JSON file whose strings hold machine-specific paths (`relative_paths`); keeps its
+    indentation (guessed from the file) and key order. Returns the files changed."""
+    changed = []
+    for path in paths:
+        text = path.read_text()
+        data = json.loads(text)
+        new = relative_paths(data)
+        if new == data:
+            continue
+        match = re.search(r"^( +)\S", text, re.M)
+        indent = len(match.group(1)) if match else None
+        out = json.dumps(new, indent=indent, ensure_ascii="\\u" in text, allow_nan=True)
+        path.write_text(out + ("\n" if text.endswith("\n") else ""))
+        changed.append(path)
+    return changed
+
+
+__all__ = ["REPO_ROOT", "atomic_write", "file_sha256", "relative_paths", "relativize_json_files", "remove_stale_temps"]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The output examples in assets/examples/ (issues #4, #17): a 4-stem generation, an accompaniment of one
+# The output examples in assets/examples/: a 4-stem generation, an accompaniment of one
 # locked stem, and a separation of a SynthSlakh test mix, through the CLI, as small mono Ogg Vorbis
 # files with each run's settings.json; then the instrument probe (`python -m gmsdi.eval instruments`)
 # says what each stem sounds like, into benchmarks/results/eval/instruments-files-examples.json

@@ -26,7 +26,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gmsdi.app import AppConfig, AppTasks, build_ui, launch_options, tiny_pipeline  # noqa: E402
 from gmsdi.app.handlers import (  # noqa: E402
     new_run,
-    one_gamma_x,
+    parse_gamma,
     parse_seed,
     request_cancel,
     spectrogram_png,
@@ -261,8 +261,8 @@ def test_parsing() -> None:
     assert split_negatives("", 2) is None
     assert split_negatives("drums, piano\n-", 2) == ["drums, piano", None]
     assert parse_seed("12") == 12 and parse_seed(7.0) == 7 and 0 <= parse_seed("") < 2**31
-    assert one_gamma_x(["", "2", "2"]) == 2.0 and one_gamma_x(["", None]) is None
-    for bad in (lambda: parse_seed("-1"), lambda: parse_seed("x"), lambda: one_gamma_x(["1", "2"]),
+    assert parse_gamma("", "γ_x") is None and parse_gamma("2", "γ_x") == 2.0
+    for bad in (lambda: parse_seed("-1"), lambda: parse_seed("x"), lambda: parse_gamma("-1", "γ_x"),
                 lambda: split_negatives("a", 2)):
         with pytest.raises(gr.Error):
             bad()
@@ -284,7 +284,7 @@ def test_main_without_checkpoint(monkeypatch, capsys) -> None:
     spec.loader.exec_module(app)
     import gmsdi.pipeline
 
-    monkeypatch.setattr(gmsdi.pipeline, "BUNDLED_CHECKPOINT", REPO / "assets" / "no-such-model.safetensors")
+    monkeypatch.setattr(gmsdi.pipeline.guided, "BUNDLED_CHECKPOINT", REPO / "assets" / "no-such-model.safetensors")
     assert app.main([]) == 2
     err = capsys.readouterr().err
     assert "no-such-model.safetensors is missing" in err and "--tiny" in err and "Traceback" not in err

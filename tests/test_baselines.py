@@ -19,7 +19,8 @@ from torch import nn
 from gmsdi.eval import ideal_ratio_mask, score_separation, unprocessed_mixture
 from gmsdi.eval.methods import make_separator
 from gmsdi.eval.runner import run_separation, split_dataset
-from gmsdi.inference.msdm import JointDenoiser, joint_config, msdm_generate, msdm_separate
+from gmsdi.inference.msdm import JointDenoiser, joint_config
+from gmsdi.inference.tasks import sample_stack, separate_sources
 from gmsdi.models import build_model, model_config
 from gmsdi.pipeline import MSDMPipeline
 from gmsdi.sampling import get_sigmas_karras
@@ -94,7 +95,7 @@ def test_msdm_dirac_sums_to_the_mixture(constrained: int) -> None:
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
     mix = 0.3 * torch.randn(2, 1024, generator=torch.Generator().manual_seed(0))
     denoiser = JointDenoiser(model)
-    out = msdm_separate(denoiser, mix, 4, get_sigmas_karras(4, 1e-4, 1.0), constrained=constrained, s_churn=20.0,
+    out = separate_sources(denoiser, mix, 4, get_sigmas_karras(4, 1e-4, 1.0), constrained=constrained, s_churn=20.0,
                         generator=torch.Generator().manual_seed(2))
     assert out.shape == (2, 4, 1024) and denoiser.calls == 4
     torch.testing.assert_close(out.sum(dim=1), mix, rtol=0, atol=1e-5)  # float32 rounding
@@ -106,7 +107,7 @@ def test_msdm_dirac_approaches_the_gaussian_posterior() -> None:
     """Gaussian stems: E[x_k | Σ x = y] = (v_k / V)·y, which the joint-score separator reaches."""
     v = [0.01, 0.02, 0.03]
     mix = math.sqrt(sum(v)) * torch.randn(1, 20000, generator=torch.Generator().manual_seed(0))
-    out = msdm_separate(JointDenoiser(JointGaussian(v)), mix, 3, get_sigmas_karras(100, 1e-4, 1.0), constrained=2,
+    out = separate_sources(JointDenoiser(JointGaussian(v)), mix, 3, get_sigmas_karras(100, 1e-4, 1.0), constrained=2,
                         s_churn=20.0, resamples=2, generator=torch.Generator().manual_seed(1))
     for k in range(3):
         gain = float((out[0, k] * mix[0]).sum() / (mix[0] ** 2).sum())
@@ -117,14 +118,14 @@ def test_msdm_generation_matches_the_prior_and_keeps_known_stems() -> None:
     v = [0.01, 0.04]
     model = JointGaussian(v)
     sigmas = get_sigmas_karras(40, 1e-3, 80.0)
-    out = msdm_generate(JointDenoiser(model), 2, 4096, sigmas, batch=4, generator=torch.Generator().manual_seed(0))
+    out = sample_stack(JointDenoiser(model), 2, 4096, sigmas, batch=4, generator=torch.Generator().manual_seed(0))
     assert out.shape == (4, 2, 4096)
     np.testing.assert_allclose(out.var(dim=(0, 2)).numpy(), v, rtol=0.15)
     known = torch.zeros(1, 2, 4096)
     known[0, 0] = 0.1
     mask = torch.zeros(1, 2, 4096, dtype=torch.bool)
     mask[0, 0] = True
-    out = msdm_generate(JointDenoiser(model), 2, 4096, sigmas, known=known, mask=mask,
+    out = sample_stack(JointDenoiser(model), 2, 4096, sigmas, known=known, mask=mask,
                         generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out[0, 0], known[0, 0])
 

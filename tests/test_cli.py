@@ -122,7 +122,8 @@ def test_bad_input_is_one_line_and_status_2(ckpt, wavs, tmp_path, capsys, args, 
 def test_missing_bundled_model_is_one_line(tmp_path, monkeypatch, capsys) -> None:
     import gmsdi.pipeline as pipeline_mod
 
-    monkeypatch.setattr(pipeline_mod, "BUNDLED_CHECKPOINT", pipeline_mod.REPO_ROOT / "assets" / "missing.safetensors")
+    monkeypatch.setattr(pipeline_mod.guided, "BUNDLED_CHECKPOINT",
+                        pipeline_mod.REPO_ROOT / "assets" / "missing.safetensors")
     assert main(["generate", "bass", "--out", str(tmp_path / "o"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "train.py" in err[0]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from eval_fixtures import make_four_stem_set
 
-from gmsdi.eval import cli
+from gmsdi.eval import cli, records
 from gmsdi.eval.methods import quick_model
 from gmsdi.eval.report import SEPARATION_HEADER
 from gmsdi.inference.ensemble import load_choices
@@ -248,5 +248,5 @@ def test_reference_window_follows_the_gmsdi_checkpoint(tmp_path: Path) -> None:
 
     path = save_model(tmp_path / "m.safetensors", build_model(model_config("tiny", segment_samples=12000)))
     args = argparse.Namespace(quick=False, checkpoint=[f"gmsdi={path}"])
-    assert cli._chunk(None, args) == 12000
-    assert cli._chunk(None, argparse.Namespace(quick=False, checkpoint=[], chunk_seconds=0.5)) == 8000
+    assert records.chunk_samples(None, args) == 12000
+    assert records.chunk_samples(None, argparse.Namespace(quick=False, checkpoint=[], chunk_seconds=0.5)) == 8000

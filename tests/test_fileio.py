@@ -46,7 +46,7 @@ class _Unpicklable:
 
 
 def test_training_checkpoints_and_eval_results_are_written_atomically(tmp_path: Path) -> None:
-    from gmsdi.eval.cli import _write
+    from gmsdi.eval.records import write_result as _write
     from gmsdi.training import save_checkpoint
 
     save_checkpoint(tmp_path / "ckpt.pt", {"step": 3, "w": torch.ones(2)})
@@ -74,3 +74,21 @@ def test_the_next_checkpoint_save_removes_a_killed_saves_temp(tmp_path: Path) ->
     save_checkpoint(tmp_path / "ckpt.pt", {"step": 5})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "other.pt.x.tmp"]
     assert remove_stale_temps(tmp_path / "missing" / "x.pt") == []
+
+
+def test_relative_paths_drop_machine_paths(tmp_path) -> None:
+    import json
+
+    from gmsdi.fileio import relative_paths, relativize_json_files
+
+    data = {"checkpoint": "/home/me/gmsdi/assets/x.safetensors", "root": "/data/synthslakh",
+            "command": "python -m gmsdi.eval x --files /tmp/tmp.ab12/gen-0/stems/bass.wav=bass",
+            "rows": [{"file": "/srv/checkout/benchmarks/results/a.json"}], "n": 3, "note": "assets/ensemble.json"}
+    out = relative_paths(data)
+    assert out == {"checkpoint": "assets/x.safetensors", "root": "/data/synthslakh",  # outside any repo folder: kept
+                   "command": "python -m gmsdi.eval x --files gen-0/stems/bass.wav=bass",
+                   "rows": [{"file": "benchmarks/results/a.json"}], "n": 3, "note": "assets/ensemble.json"}
+    f = tmp_path / "r.json"
+    f.write_text(json.dumps(data, indent=1) + "\n")
+    assert relativize_json_files([f]) == [f] and f.read_text() == json.dumps(out, indent=1) + "\n"
+    assert relativize_json_files([f]) == []  # already clean: untouched

@@ -401,3 +401,21 @@ def test_gaussian_denoiser_selects_variance(encoder) -> None:
     x = torch.ones(4, 1, 2)
     out = model(x, torch.ones(4), cond)
     torch.testing.assert_close(out[:, 0, 0], torch.tensor([0.5 / 1.5, 2 / 3, 0.5, 0.75]))
+
+
+def test_continue_windows_keeps_locked_rows_and_passes_context() -> None:
+    from gmsdi.inference.chunking import continue_windows
+
+    seen = []
+
+    def sample(j, w, known, mask):
+        seen.append((j, w, None if mask is None else mask[0, 1].sum().item()))
+        out = torch.full((1, 2, w), float(j + 1))
+        return torch.where(mask, known, out) if mask is not None else out
+
+    locked = {0: torch.linspace(-1, 1, 300)}
+    out, n = continue_windows(sample, 2, locked, 300, window=128, overlap=32)
+    assert out.shape == (2, 300) and n == len(seen) == 3
+    torch.testing.assert_close(out[0], locked[0])  # the locked row comes back exactly
+    assert [s[2] for s in seen] == [0, 32, 32]  # each later window knows the overlap of the free row
+    assert out[1, 127].item() == 1.0 and out[1, 96].item() == 1.0  # the context is the previous window's output

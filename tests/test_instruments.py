@@ -14,6 +14,7 @@ from eval_fixtures import make_four_stem_set
 
 from gmsdi.eval import cli
 from gmsdi.eval.instruments import InstrumentProbe, ProbeConfig, classify, scores, train_probe
+from gmsdi.fileio import relative_paths
 from gmsdi.pipeline import GMSDIPipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -137,12 +138,13 @@ def test_cli_train_generate_and_files(data: Path, tmp_path: Path, capsys, monkey
     sf.write(wav, np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1, 16000)
     assert cli.main(["instruments", "--files", f"{wav}=drums", *common]) == 0
     files = json.loads((tmp_path / "instruments-files.json").read_text())
-    assert files["results"]["clips"][0]["file"] == str(wav)
+    assert files["results"]["clips"][0]["file"] == relative_paths(str(wav))  # results hold no machine paths
+    assert not files["results"]["clips"][0]["file"].startswith("/")
     assert "named drums, sounds like" in capsys.readouterr().out
     report = tmp_path / "RESULTS.md"
     assert cli.main(["report", "--quick", "--results", str(tmp_path), "--out", str(report)]) == 0
     text = report.read_text()
-    assert "## Instrument identity" in text and f"| {wav} | drums |" in text
+    assert "## Instrument identity" in text and f"| {relative_paths(str(wav))} | drums |" in text
     section = text.split("## Instrument identity")[1]
     row = next(line for line in section.splitlines() if line.startswith("| GMSDI"))
     assert row.endswith("| 2 × 3 s, seeds 0–1 |")

@@ -276,7 +276,7 @@ def test_save_load_round_trip_is_bit_identical(tiny: EDMDenoiser, tmp_path) -> N
 
 
 def test_a_failed_write_leaves_no_file(tmp_path) -> None:
-    from gmsdi.models.checkpoint import write_safetensors
+    from gmsdi.checkpoint_io import write_safetensors
 
     with pytest.raises(AttributeError):
         write_safetensors(tmp_path / "x.safetensors", {"w": "not a tensor"}, {})  # type: ignore[dict-item]

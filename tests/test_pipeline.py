@@ -12,6 +12,7 @@ import torch
 
 import gmsdi.pipeline as pipeline_mod
 from gmsdi.audio import load_audio
+from gmsdi.fileio import file_sha256
 from gmsdi.models import build_model, model_config, save_model
 from gmsdi.pipeline import GMSDIPipeline, Result
 from gmsdi.sampling import Cancelled
@@ -179,7 +180,7 @@ def test_ensemble_guidance_per_stem(pipe, tmp_path) -> None:
     for name in ("drums", "bass"):  # each extractor uses its own stem's weight only
         np.testing.assert_array_equal(one.stems[name], per.stems[name])
     assert not np.allclose(one.stems["piano"], per.stems["piano"])
-    with pytest.raises(ValueError, match="one value per source"):
+    with pytest.raises(ValueError, match="one value per stem"):
         pipe.ensemble(_mix(0.05), prompts, results=f, seed=0, steps=12, guidance=[2.0, 5.0])
     # the separator runs all stems together, each chain with its own stem's weight
     f.write_text(json.dumps({"choice": {"bass": "separator", "drums": "separator", "piano": "separator"}}))
@@ -236,7 +237,8 @@ def test_result_save_formats(tmp_path) -> None:
 
 
 def test_from_pretrained(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(pipeline_mod, "BUNDLED_CHECKPOINT", pipeline_mod.REPO_ROOT / "assets" / "missing.safetensors")
+    monkeypatch.setattr(pipeline_mod.guided, "BUNDLED_CHECKPOINT",
+                        pipeline_mod.REPO_ROOT / "assets" / "missing.safetensors")
     with pytest.raises(FileNotFoundError, match="train.py .*--export"):
         GMSDIPipeline.from_pretrained()
     path = save_model(tmp_path / "tiny.safetensors", _tiny_model())
@@ -245,7 +247,9 @@ def test_from_pretrained(tmp_path, monkeypatch) -> None:
     assert loaded.checkpoint == str(path)
     assert loaded.autocast_dtype == (torch.bfloat16 if pipeline_mod.cpu_has_fast_bf16() else None)
     r = loaded.generate("bass", seconds=0.05, seed=0, steps=2)
-    assert r.settings["checkpoint"] == str(path)
+    # records never hold a machine's absolute path: repo-relative, else the file name, and the sha256
+    assert r.settings["checkpoint"] == "tiny.safetensors"
+    assert r.settings["checkpoint_sha256"] == file_sha256(path)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         GMSDIPipeline.from_pretrained(tmp_path / "nope.safetensors")
 
@@ -266,7 +270,7 @@ def test_from_pretrained(tmp_path, monkeypatch) -> None:
     (lambda p: p.generate(["bass"], steps=2.5), "steps must be a whole number"),
     (lambda p: p.generate(["bass"], sampler="rk4"), r"unknown sampler 'rk4'; valid names are \['euler', 'heun'\]"),
     (lambda p: p.generate(["bass"], guidance=float("nan")), "guidance must be a finite number"),
-    (lambda p: p.generate(["bass", "drums"], guidance=[1.0]), "one value per source"),
+    (lambda p: p.generate(["bass", "drums"], guidance=[1.0]), "one value per stem"),
     (lambda p: p.generate(["bass"], seconds=0), "seconds must be in"),
     (lambda p: p.generate(["bass"], seconds=601), "seconds must be in"),
     (lambda p: p.generate(["bass"], seed=-1), "seed must be a whole number"),
@@ -291,7 +295,7 @@ def test_errors(pipe, call, message: str) -> None:
 
 
 def test_too_long_and_corrupt_audio(pipe, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(pipeline_mod, "MAX_SECONDS", 0.5)
+    monkeypatch.setattr(pipeline_mod.settings, "MAX_SECONDS", 0.5)
     with pytest.raises(ValueError, match=r"mix is 1.0 s long, more than the limit of 0.5 s"):
         pipe.separate(_mix(1.0), ["bass", "drums"])
     long_file = tmp_path / "long.wav"

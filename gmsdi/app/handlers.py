@@ -171,20 +171,6 @@ def parse_gamma(value: Any, name: str) -> float | None:
     return number
 
 
-def one_gamma_x(values: Sequence[Any]) -> float | None:
-    """The γ_x of all stem slots as the one value the pipeline takes.
-
-    `GMSDIPipeline` couples every stem with the same γ_x, so the slots must agree (empty slots
-    take the others' value).
-    """
-    gammas = {g for g in (parse_gamma(v, "γ_x") for v in values) if g is not None}
-    if len(gammas) > 1:
-        raise app_error(f"The stems have different γ_x values ({', '.join(f'{g:g}' for g in sorted(gammas))}), "
-                        "but the model couples all stems with one γ_x: give every stem the same value, or leave "
-                        "γ_x empty for the default √(G+1).")
-    return gammas.pop() if gammas else None
-
-
 def _int_steps(value: Any, limit: int) -> int:
     try:
         steps = float(value)
@@ -203,6 +189,14 @@ def _float(value: Any, name: str, low: float, high: float) -> float:
     if not (math.isfinite(number) and low <= number <= high):
         raise app_error(f"{name} must be a number from {low:g} to {high:g}; got {value!r}.")
     return number
+
+
+def _number(value: Any, name: str) -> float:
+    """A number from a field; its range is checked once, by the pipeline's `Settings`."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise app_error(f"{name} must be a number; got {value!r}.") from None
 
 
 def file_path(upload: Any) -> str | None:
@@ -424,7 +418,7 @@ class AppTasks:
     def _common(self, steps: Any, guidance: Any, seed: Any, sampler: str | None, churn: Any) -> dict[str, Any]:
         out: dict[str, Any] = {
             "steps": _int_steps(steps, self.config.max_steps),
-            "guidance": _float(guidance, "The guidance weight", 0.0, 20.0),
+            "guidance": _number(guidance, "The guidance weight"),
             "seed": parse_seed(seed),
         }
         if sampler:
@@ -432,7 +426,7 @@ class AppTasks:
                 raise app_error(f"Unknown sampler {sampler!r}; choose one of {', '.join(sorted(SAMPLERS))}.")
             out["sampler"] = sampler
         if churn is not None and churn != "":
-            out["s_churn"] = _float(churn, "Churn", 0.0, 100.0)
+            out["s_churn"] = _number(churn, "Churn")
         return out
 
     def _stem_count(self, n: int) -> None:
@@ -546,7 +540,7 @@ class AppTasks:
 
 __all__ = [
     "AUDIO_EXTENSIONS", "DEFAULT_PROMPT_SET", "EXAMPLES_DIR", "METHODS", "PROMPT_SETS", "AppConfig", "AppTasks",
-    "Output", "app_error", "check_upload", "file_path", "gradio_dropped", "new_run", "one_gamma_x", "parse_gamma",
+    "Output", "app_error", "check_upload", "file_path", "gradio_dropped", "new_run", "parse_gamma",
     "parse_seed", "request_cancel", "sampler_callback", "spectrogram_png", "split_negatives", "split_prompts",
     "user_error", "write_outputs",
 ]

@@ -1,6 +1,6 @@
 """The Gradio interface: `build_ui(pipeline) -> gr.Blocks`, with no module-level state.
 
-Layout. "Generate & accompany": stem slots (prompt, negative prompt, γ_x, lock, audio,
+Layout. "Generate & accompany": stem slots (prompt, negative prompt, lock, audio,
 spectrogram) shown or hidden up to `AppConfig.max_stems`; "Generate all" makes every stem anew,
 "Regenerate unlocked" keeps the locked stems (generated or uploaded) and generates the rest to
 fit them. "Separate / extract": a mix in, named stems out. Every output is a file (true relative
@@ -33,14 +33,13 @@ from gmsdi.app.handlers import (
     app_error,
     file_path,
     new_run,
-    one_gamma_x,
     parse_gamma,
     request_cancel,
     split_negatives,
     split_prompts,
 )
 from gmsdi.inference.constraints import DIRAC_MODES
-from gmsdi.pipeline import GENERATION, SEPARATION, GMSDIPipeline
+from gmsdi.pipeline import CHURN_RANGE, GENERATION, GUIDANCE_RANGE, SEPARATION, GMSDIPipeline
 from gmsdi.sampling import SAMPLERS
 
 API_SNIPPET = '''from gradio_client import Client, handle_file
@@ -65,9 +64,8 @@ CSS = """
 .spectrogram img {image-rendering: auto; object-fit: fill !important;}
 """
 
-SLOT_FIELDS = ("prompt", "negative", "gamma_x", "lock", "audio", "image")
-EMPTY_SLOT: dict[str, Any] = {"prompt": "", "negative": "", "gamma_x": "", "lock": False, "audio": None,
-                              "image": None}
+SLOT_FIELDS = ("prompt", "negative", "lock", "audio", "image")
+EMPTY_SLOT: dict[str, Any] = {"prompt": "", "negative": "", "lock": False, "audio": None, "image": None}
 
 
 def _progress(progress: gr.Progress):
@@ -143,9 +141,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                                                 elem_classes="stem-prompt", max_lines=1)
                             negative = gr.Textbox(label="Negative prompt", max_lines=1,
                                                   placeholder="empty = the other stems")
-                            with gr.Row():
-                                gamma_x = gr.Textbox(label="γ_x", placeholder="√(G+1)", max_lines=1, min_width=80)
-                                lock = gr.Checkbox(label="Lock (keep)", min_width=80, elem_classes="stem-lock")
+                            lock = gr.Checkbox(label="Lock (keep)", min_width=80, elem_classes="stem-lock")
                             remove = gr.Button("✕ Remove", size="sm")
                         with gr.Column(scale=5, min_width=300):
                             audio = gr.Audio(type="filepath", sources=["upload"], label=f"Stem {i + 1} audio "
@@ -153,7 +149,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                                              buttons=["download"], elem_classes="stem-audio")
                             image = _spectrogram()
                 groups.append(group)
-                slots.append({"prompt": prompt, "negative": negative, "gamma_x": gamma_x, "lock": lock,
+                slots.append({"prompt": prompt, "negative": negative, "lock": lock,
                               "audio": audio, "image": image, "remove": remove})
             slot_values = [s[f] for s in slots for f in SLOT_FIELDS]
 
@@ -161,14 +157,16 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                 seconds = gr.Slider(0.5, config.max_seconds, value=config.seconds, step=0.5,
                                     label="Duration (s)", info="Regenerate unlocked: the locked stems' length")
                 gen_steps = gr.Slider(1, config.max_steps, value=config.generate_steps, step=1, label="Steps")
-                gen_guidance = gr.Slider(1.0, 10.0, value=config.guidance, step=0.1, label="Guidance weight",
+                gen_guidance = gr.Slider(*GUIDANCE_RANGE, value=config.guidance, step=0.1, label="Guidance weight",
                                          info="negative-prompt guidance; 1 = off")
             with gr.Row():
+                # one γ_x for all stems: Eq. (2) couples every stem to the mixture with the same width
+                gamma_x = gr.Textbox(label="γ_x (stems)", placeholder="default √(G+1)", max_lines=1)
                 gamma_y = gr.Textbox(label="γ_y (mixture)", placeholder="default √(G+1)", max_lines=1)
                 gen_seed = gr.Textbox(label="Seed", placeholder="empty = random", max_lines=1)
                 with gr.Accordion("Advanced", open=False):
                     gen_sampler = gr.Radio(sorted(SAMPLERS), value=GENERATION.sampler, label="Sampler")
-                    gen_churn = gr.Slider(0, 50, value=GENERATION.s_churn, step=1, label="Churn (S_churn)")
+                    gen_churn = gr.Slider(*CHURN_RANGE, value=GENERATION.s_churn, step=1, label="Churn (S_churn)")
             with gr.Row():
                 gen_btn = gr.Button("Generate all", variant="primary", elem_id="generate-btn")
                 acc_btn = gr.Button("Regenerate unlocked", variant="secondary", elem_id="accompany-btn")
@@ -207,8 +205,8 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                                       placeholder="e.g. drums, guitar, piano; empty = anything but the stem")
             with gr.Row():
                 sep_steps = gr.Slider(1, config.max_steps, value=config.separate_steps, step=1, label="Steps")
-                sep_guidance = gr.Slider(1.0, 10.0, value=config.guidance, step=0.1, label="Guidance weight")
-                sep_churn = gr.Slider(0, 50, value=SEPARATION.s_churn, step=1, label="Churn (S_churn)")
+                sep_guidance = gr.Slider(*GUIDANCE_RANGE, value=config.guidance, step=0.1, label="Guidance weight")
+                sep_churn = gr.Slider(*CHURN_RANGE, value=SEPARATION.s_churn, step=1, label="Churn (S_churn)")
                 sep_dirac = gr.Radio(list(DIRAC_MODES), value=SEPARATION.dirac, label="Separator form",
                                      info="constrained: MSDM's (one stem is the mix minus the others; needs enough "
                                           "steps); projected: no stem singled out, runs at any step count")
@@ -309,7 +307,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
         preset.change(load_preset, [preset], [n_slots, *groups, *slot_values], queue=False, api_visibility="private")
         reuse.click(lambda s: s, [gen_seed_used], [gen_seed], queue=False, api_visibility="private")
 
-        gen_inputs = {n_slots, *slot_values, seconds, gen_steps, gen_guidance, gamma_y, gen_seed, gen_sampler,
+        gen_inputs = {n_slots, *slot_values, seconds, gen_steps, gen_guidance, gamma_x, gamma_y, gen_seed, gen_sampler,
                       gen_churn, cancel_gen}
         slot_audio = [s["audio"] for s in slots]
         slot_images = [s["image"] for s in slots]
@@ -322,7 +320,8 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
 
         def common(d: dict) -> dict[str, Any]:
             return {"steps": d[gen_steps], "guidance": d[gen_guidance], "seed": d[gen_seed],
-                    "sampler": d[gen_sampler], "churn": d[gen_churn], "gamma_y": d[gamma_y]}
+                    "sampler": d[gen_sampler], "churn": d[gen_churn], "gamma_x": parse_gamma(d[gamma_x], "γ_x"),
+                    "gamma_y": d[gamma_y]}
 
         def shown(out: Output, slot_indices: list[int], fresh: list[bool]) -> dict[Any, Any]:
             """Component updates for a result whose stem j belongs to slot slot_indices[j]."""
@@ -342,7 +341,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
             if not used:
                 raise app_error("Type a prompt in at least one stem slot, e.g. 'bass'.")
             out = tasks.generate([r["prompt"] for r in used], [r["negative"].strip() or None for r in used],
-                                 one_gamma_x([r["gamma_x"] for r in used]), seconds=d[seconds], **common(d),
+                                 seconds=d[seconds], **common(d),
                                  progress=_progress(progress), flag=new_run(d[cancel_gen]))
             return shown(out, [r["index"] for r in used], [True] * len(used))
 
@@ -358,8 +357,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                                     "file into its slot, or untick 'lock'.")
             free = [r for r in rows if not r["lock"] and r["prompt"].strip()]
             out = tasks.accompany([(r["prompt"], r["audio"]) for r in locked], [r["prompt"] for r in free],
-                                  [r["negative"].strip() or None for r in free],
-                                  one_gamma_x([r["gamma_x"] for r in locked + free]), **common(d),
+                                  [r["negative"].strip() or None for r in free], **common(d),
                                   progress=_progress(progress), flag=new_run(d[cancel_gen]))
             order = locked + free
             return shown(out, [r["index"] for r in order], [False] * len(locked) + [True] * len(free))

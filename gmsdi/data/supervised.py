@@ -1,4 +1,4 @@
-"""Training crops for the supervised baselines of the evaluation (issue #6), from separated stems.
+"""Training crops for the supervised baselines of the evaluation, from separated stems.
 
 GMSDI trains on mixtures (`slakh.MixtureDataset`); the baselines it is compared with see stems:
 

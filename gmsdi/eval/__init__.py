@@ -5,8 +5,10 @@
 - `musicnn`: the MTT_musicnn tagger ported to torch (`load_musicnn`), weights in assets/musicnn_mtt.npz.
 - `fad`: `FrechetAudioDistance` (FAD, sub-FAD, single-source FAD), `frechet_distance`, `GaussianStats`.
 - `references`: the ideal ratio mask (oracle upper bound) and the unprocessed mixture (0 dB floor).
-- `methods`, `runner`, `report`, `cli`: the evaluation of issue #6 (`python -m gmsdi.eval`): the
-  compared methods and their checkpoints, the protocols over a split, and docs/RESULTS.md.
+- `methods`, `runner`, `report`: the compared methods and their checkpoints, the protocols over
+  a split, and docs/RESULTS.md.
+- `cli` (`python -m gmsdi.eval`: the parser), `commands` (one function per subcommand over
+  `runner`) and `records` (the result files' header, folders and writer).
 """
 
 from gmsdi.eval.fad import EMBEDDING_LAYERS, FrechetAudioDistance, GaussianStats, fad, frechet_distance

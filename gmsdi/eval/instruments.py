@@ -145,7 +145,7 @@ class InstrumentProbe(nn.Module):
 
     def save(self, path: str | os.PathLike[str], metadata: Mapping[str, str] | None = None) -> Path:
         """Writes the weights and config as safetensors (atomically)."""
-        from gmsdi.models.checkpoint import write_safetensors
+        from gmsdi.checkpoint_io import write_safetensors
 
         meta = {"gmsdi_format": FORMAT, "probe_config": json.dumps(asdict(self.config)), **(metadata or {})}
         return write_safetensors(path, self.state_dict(), meta)
@@ -158,7 +158,7 @@ class InstrumentProbe(nn.Module):
         Raises:
             FileNotFoundError: no file there (the message says how to train one).
         """
-        from gmsdi.models.checkpoint import read_safetensors
+        from gmsdi.checkpoint_io import read_safetensors
 
         path = Path(path) if path is not None else BUNDLED_PROBE
         if not path.is_file():

@@ -14,7 +14,6 @@ mask, unprocessed mixture). `paper` holds the Slakh2100 SI-SDRi of the GMSDI pap
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from gmsdi.audio import SILENCE_PEAK
 from gmsdi.data.classes import PAPER_STEMS
 from gmsdi.data.prompts import compose
 from gmsdi.eval.references import ideal_ratio_mask, unprocessed_mixture
+from gmsdi.fileio import file_sha256, relative_paths
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,15 +132,6 @@ def _check(name: str, registry: Mapping[str, Any], what: str) -> None:
         raise ValueError(f"unknown {what} {name!r}; valid names are {sorted(registry)}")
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """The sha256 of a file, hex."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class CheckpointMissing(FileNotFoundError):
     """A method's model has not been trained and exported yet."""
 
@@ -212,7 +203,7 @@ def load_model(name: str, checkpoint: str | os.PathLike[str] | None = None, quic
         from gmsdi.pipeline import GMSDIPipeline
 
         pipe = GMSDIPipeline.from_pretrained(path, device=device)
-    return LoadedModel(spec, pipe, str(path), file_sha256(path))
+    return LoadedModel(spec, pipe, relative_paths(str(path)), file_sha256(path))  # records hold no machine paths
 
 
 def _silent(mix: np.ndarray) -> bool:
@@ -258,8 +249,7 @@ def make_separator(
     pipe = model.pipeline
     if model.spec.kind == "msdm":
         kw.pop("guidance", None)  # unconditional
-        if list(pipe.stems) != stems:
-            raise ValueError(f"the MSDM model separates {pipe.stems}, not {stems}")
+        pipe.check_stems(stems)  # before any work: its stems are its channels
     elif model.spec.guidance is not None:
         kw.setdefault("guidance", model.spec.guidance)
 
@@ -269,9 +259,7 @@ def make_separator(
     def run(mix: np.ndarray, refs: np.ndarray, seed: int) -> np.ndarray:
         if _silent(mix):
             return np.zeros((k, len(mix)), dtype=np.float32)
-        if method == "msdm":
-            return stack(pipe.separate(mix, seed=seed, **kw), stems)
-        if method in ("gmsdi-separator", "weak-msdm", "notags-separator", "floor-separator"):
+        if method in ("msdm", "gmsdi-separator", "weak-msdm", "notags-separator", "floor-separator"):
             return stack(pipe.separate(mix, stems, seed=seed, **kw), stems)
         if method in ("gmsdi-extractor", "notags-extractor"):
             out = []

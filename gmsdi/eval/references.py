@@ -1,4 +1,4 @@
-"""Reference "separators" that bracket the learned ones (issue #6, baseline c).
+"""Reference "separators" that bracket the learned ones.
 
 - `ideal_ratio_mask`: an oracle that knows the true stems: each stem's STFT magnitude share of the
   mixture, applied to the mixture's STFT. Not reachable by any real method at this STFT

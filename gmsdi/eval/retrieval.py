@@ -1,4 +1,4 @@
-"""How well a contrastive text–audio encoder ties prompts to mixtures (issue #8).
+"""How well a contrastive text–audio encoder ties prompts to mixtures.
 
 Protocol (ours; CLAP papers use one caption per clip, our captions are tag sets):
 

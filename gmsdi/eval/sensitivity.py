@@ -3,7 +3,7 @@
 On isolated stems (one instrument each), the denoising error at a noise level σ is measured under
 the stem's own prompt ("bass"), under another instrument's prompt ("piano") and under the null
 prompt. The ratio wrong ÷ own is the first sign that a model can stand for one instrument at all,
-which every GMSDI task relies on (issue #3); 1 means the prompt does not matter. Training logs it
+which every GMSDI task relies on; 1 means the prompt does not matter. Training logs it
 on validation stems (`train/train.py`); `python -m gmsdi.eval sensitivity` measures it on the test
 split for every model, so models trained differently (tags, no tags, isolated stems) compare on the
 same stems, noise and prompts.

@@ -7,16 +7,24 @@ Layers, bottom up:
   (Eq. 2), `KnownValues` (locked stems, continuation context), `DiracConstraint` and
   `ProjectedDirac` (separation: MSDM's form and ours).
 - `tasks`: `generate_sources` and `separate_sources` build those wrappers and run a sampler.
-- `chunking`: `overlap_add` (separation, extraction) and `continuation_spans` (generation,
+- `chunking`: `overlap_add` (separation, extraction) and `continue_windows` (generation,
   accompaniment) for audio longer than the model's window.
 - `gaussian.GaussianDenoiser`: a closed-form denoiser for Gaussian sources, for tests.
 - `ensemble`: which of separator and extractor to use per instrument.
-- `msdm`: the MSDM baseline (one network over the stacked stems) on the same wrappers and samplers.
+- `msdm`: the MSDM baseline's joint denoiser (one network over the stacked stems), run by the
+  same wrappers and samplers.
 
 `gmsdi.pipeline.GMSDIPipeline` is the public API on top.
 """
 
-from gmsdi.inference.chunking import chunk_starts, continuation_spans, overlap_add, round_up, window_samples
+from gmsdi.inference.chunking import (
+    chunk_starts,
+    continuation_spans,
+    continue_windows,
+    overlap_add,
+    round_up,
+    window_samples,
+)
 from gmsdi.inference.constraints import (
     DIRAC_MODES,
     GAMMA_MODES,
@@ -30,7 +38,7 @@ from gmsdi.inference.constraints import (
 )
 from gmsdi.inference.gaussian import GaussianDenoiser
 from gmsdi.inference.guidance import GuidedDenoiser, default_negative_prompts
-from gmsdi.inference.msdm import JointDenoiser, joint_config, msdm_generate, msdm_separate
+from gmsdi.inference.msdm import JointDenoiser, joint_config
 from gmsdi.inference.tasks import (
     DiracStepsError,
     check_dirac_steps,
@@ -58,13 +66,12 @@ __all__ = [
     "coupling_growth",
     "chunk_starts",
     "continuation_spans",
+    "continue_windows",
     "default_negative_prompts",
     "dirac_error",
     "min_dirac_steps",
     "generate_sources",
     "joint_config",
-    "msdm_generate",
-    "msdm_separate",
     "overlap_add",
     "round_up",
     "sample_stack",

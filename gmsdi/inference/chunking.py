@@ -7,6 +7,7 @@
 - `continuation_spans`: windows for generation and accompaniment, where each window after the
   first starts `overlap` samples before the previous one ends and that overlap is inpainted from
   the previous window's output (it is locked context), so the stems run on continuously.
+  `continue_windows` runs a sampler over them.
 
 All lengths are in samples; windows are multiples of the network's `length_multiple`.
 """
@@ -14,7 +15,7 @@ All lengths are in samples; windows are multiples of the network's `length_multi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -107,3 +108,51 @@ def continuation_spans(length: int, window: int, overlap: int, multiple: int = 1
         if end >= length:
             return spans
         start = end - overlap
+
+
+# (window index, window samples, known [1, N, W] or None, mask [1, N, W] or None) -> [1, N, W]
+ContinuationStep = Callable[[int, int, "torch.Tensor | None", "torch.Tensor | None"], torch.Tensor]
+
+
+def continue_windows(
+    sample: ContinuationStep,
+    n_rows: int,
+    locked: Mapping[int, torch.Tensor],
+    length: int,
+    window: int,
+    overlap: int,
+    multiple: int = 1,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, int]:
+    """Samples a stack [N, length] window by window (`continuation_spans`), each window continuing the last.
+
+    In each window the locked rows are known values, and so is the overlap of every other row with
+    the previous window's output; `sample` inpaints them (`KnownValues`).
+
+    Args:
+        sample: runs the sampler on one window; gets None for known and mask when nothing is known.
+        n_rows: N.
+        locked: row -> [≤ length] known audio (zero-padded); those rows come back equal to it.
+        length, window, overlap, multiple: in samples, as `continuation_spans`.
+
+    Returns:
+        The stack [N, length] (float32, on `device`), and the number of windows.
+    """
+    spans = continuation_spans(length, window, overlap, multiple)
+    total = spans[-1][1]
+    out = torch.zeros(1, n_rows, total, device=device)
+    fixed = torch.zeros(1, n_rows, total, device=device)
+    for i, a in locked.items():
+        fixed[0, i, : len(a)] = a.to(device)
+    is_locked = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    is_locked[list(locked)] = True
+    for j, (a, b) in enumerate(spans):
+        w = b - a
+        known = torch.where(is_locked[None, :, None], fixed[:, :, a:b], torch.zeros(1, n_rows, w, device=device))
+        mask = is_locked[None, :, None].expand(1, n_rows, w).clone()
+        if j > 0 and overlap > 0:  # the previous window's tail is context for this one
+            known[:, ~is_locked, :overlap] = out[:, ~is_locked, a:a + overlap]
+            mask[:, :, :overlap] = True
+        any_known = bool(mask.any())
+        out[:, :, a:b] = sample(j, w, known if any_known else None, mask if any_known else None)
+    return out[0, :, :length].float(), len(spans)

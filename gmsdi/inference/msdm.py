@@ -6,11 +6,13 @@ network's input itself, so the wrappers and samplers of GMSDI apply unchanged:
 
 - `JointDenoiser` adapts the network to the stack-denoiser call `(x [B, K, T], sigma [B]) -> [B, K, T]`
   (null conditioning: MSDM is unconditional).
-- `msdm_separate`: the Dirac separator (METHOD.md §3.3) with the joint score, through
-  `separate_sources`: the free channels move along score(x_k) − score(x_c), the constrained one is
+- separation is `separate_sources` with it: the Dirac separator (METHOD.md §3.3) with the joint
+  score (MSDM Eq. 10), the free channels moving along score(x_k) − score(x_c), the constrained one
   y − Σ others.
-- `msdm_generate`: all K channels from noise, or accompaniment with some channels known (MSDM's
-  partial generation), through `sample_stack` and `KnownValues`.
+- generation and MSDM's partial generation are `sample_stack` with it (known channels through
+  `KnownValues`).
+
+`gmsdi.pipeline.MSDMPipeline` runs both over long audio on the same engine as GMSDI.
 
 `joint_config` turns a (single-channel) `ModelConfig` into MSDM's K-channel one.
 """
@@ -23,9 +25,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from gmsdi.inference.tasks import StackDenoiser, sample_stack, separate_sources
 from gmsdi.models.factory import ModelConfig
-from gmsdi.sampling.samplers import Callback
 
 
 def joint_config(base: ModelConfig, n_sources: int, cross_attention: bool = False) -> ModelConfig:
@@ -74,55 +74,3 @@ class JointDenoiser(nn.Module):
         self.rows += x.shape[0]
         self.samples += x.shape[0] * x.shape[1] * x.shape[2]
         return d
-
-
-@torch.no_grad()
-def msdm_separate(
-    denoiser: StackDenoiser,
-    mixture: torch.Tensor,
-    n_sources: int,
-    sigmas: torch.Tensor,
-    *,
-    constrained: int,
-    dirac: str = "constrained",
-    sampler: str = "euler",
-    s_churn: float = 20.0,
-    resamples: int = 1,
-    callback: Callback | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """MSDM's Dirac separator: mixture [B, T] -> stems [B, K, T] summing to it exactly.
-
-    The joint score of the constrained stack is ∇_{x_k} log p(x_1, .., y − Σ_{l≠c} x_l, ..) =
-    s_k − s_c (MSDM Eq. 10, METHOD.md §3.3), which is what `DiracConstraint` computes from the
-    K channels of one `JointDenoiser` call. Arguments as `separate_sources`.
-    """
-    return separate_sources(denoiser, mixture, n_sources, sigmas, constrained=constrained, dirac=dirac,
-                            sampler=sampler, s_churn=s_churn, resamples=resamples, callback=callback,
-                            generator=generator)
-
-
-@torch.no_grad()
-def msdm_generate(
-    denoiser: StackDenoiser,
-    n_sources: int,
-    length: int,
-    sigmas: torch.Tensor,
-    *,
-    known: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-    locked_noise: str = "fixed",
-    sampler: str = "heun",
-    s_churn: float = 0.0,
-    resamples: int = 1,
-    batch: int = 1,
-    callback: Callback | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """All K stems sampled jointly [B, K, T]; with `known`/`mask` [B or 1, K, T] the known entries
-    (locked stems, or a previous window's overlap) are inpainted as in `generate_sources`
-    (MSDM's partial generation). Arguments as `sample_stack`."""
-    return sample_stack(denoiser, n_sources, length, sigmas, known=known, mask=mask, locked_noise=locked_noise,
-                        sampler=sampler, s_churn=s_churn, resamples=resamples, batch=batch, callback=callback,
-                        generator=generator, device=device)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import torch
 
@@ -44,18 +45,9 @@ def generate_sources(
     gamma_x: float,
     gamma_y: float,
     gamma_mode: str = "relative",
-    known: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-    locked_noise: str = "fixed",
-    sampler: str = "heun",
-    s_churn: float = 0.0,
-    resamples: int = 1,
-    batch: int = 1,
-    callback: Callback | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str = "cpu",
+    **stack: Any,
 ) -> torch.Tensor:
-    """K sources and their mixture, sampled in parallel with Eq. (2) (METHOD.md §3.1-3.2).
+    """K stems and their mixture, sampled in parallel with Eq. (2) (METHOD.md §3.1-3.2).
 
     Args:
         denoiser: per-chain (guided) denoiser over [B, K+1, T] (`GuidedDenoiser`).
@@ -63,21 +55,14 @@ def generate_sources(
         length: T in samples (a valid network length).
         sigmas: [n + 1] noise levels ending at 0.
         gamma_x, gamma_y, gamma_mode: the likelihood widths of Eq. (2) (`MixtureCoupling`).
-        known, mask: [B or 1, K+1, T] clean values and where they are known: locked stems (whole
-            chains, §3.2) or the context of a previous window. None = nothing known.
-        locked_noise: "fixed" or "fresh" ε for known entries (`KnownValues`).
-        sampler: a name in `gmsdi.sampling.SAMPLERS`.
-        s_churn, resamples: passed to the sampler.
-        batch: B.
-        callback: the sampler callback (see `gmsdi.sampling.samplers`); may cancel.
-        generator: all randomness (initial noise, churn, fresh locked noise).
+        stack: the keywords of `sample_stack` (known, mask, locked_noise, sampler, s_churn,
+            resamples, batch, callback, generator, device); `known`/`mask` are [B or 1, K+1, T].
 
     Returns:
-        [B, K+1, T]: the sources, then the mixture chain; known entries equal `known` exactly.
+        [B, K+1, T]: the stems, then the mixture chain; known entries equal `known` exactly.
     """
     return sample_stack(MixtureCoupling(denoiser, gamma_x, gamma_y, gamma_mode), n_sources + 1, length, sigmas,
-                        known=known, mask=mask, locked_noise=locked_noise, sampler=sampler, s_churn=s_churn,
-                        resamples=resamples, batch=batch, callback=callback, generator=generator, device=device)
+                        **stack)
 
 
 @torch.no_grad()
@@ -101,8 +86,22 @@ def sample_stack(
     """Samples a stack [B, N, T] from pure noise with any stack denoiser, optionally inpainting.
 
     The shared core of `generate_sources` (whose denoiser is the Eq. (2) coupling over K + 1
-    chains) and of MSDM's joint generation (`gmsdi.inference.msdm`, whose chains are the channels
-    of one network). Arguments as `generate_sources`; `n_chains` is N.
+    chains) and of MSDM's joint generation (`JointDenoiser`, whose chains are the channels of one
+    network).
+
+    Args:
+        denoiser: a stack denoiser [B, N, T] -> [B, N, T].
+        n_chains: N.
+        length: T in samples (a valid network length).
+        sigmas: [n + 1] noise levels ending at 0.
+        known, mask: [B or 1, N, T] clean values and where they are known: locked stems (whole
+            chains, §3.2) or the context of a previous window. None = nothing known.
+        locked_noise: "fixed" or "fresh" ε for known entries (`KnownValues`).
+        sampler: a name in `gmsdi.sampling.SAMPLERS`.
+        s_churn, resamples: passed to the sampler.
+        batch: B.
+        callback: the sampler callback (see `gmsdi.sampling.samplers`); may cancel.
+        generator: all randomness (initial noise, churn, fresh locked noise).
 
     Returns:
         [B, N, T]; known entries equal `known` exactly.

@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 import gmsdi
-from gmsdi.fileio import atomic_write
+from gmsdi.checkpoint_io import read_metadata, write_safetensors
 from gmsdi.models.edm import EDMDenoiser
 from gmsdi.models.factory import ModelConfig, build_model
 
@@ -58,34 +58,10 @@ def save_model(
     return write_safetensors(path, state, meta)
 
 
-def write_safetensors(path: str | os.PathLike[str], state: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
-    """Writes tensors and string metadata to `path` atomically (`gmsdi.fileio.atomic_write`)."""
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
-
-
-def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
-    """(metadata, tensors) of a safetensors file.
-
-    Raises:
-        ValueError: the file is not a readable safetensors file (the message names it).
-    """
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        return meta, load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{str(path)!r} is not a readable safetensors file: {e}") from e
-
-
 def _read_metadata(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{str(path)!r} is not a readable safetensors checkpoint: {e}") from e
+    meta = read_metadata(path)
     if CONFIG_KEY not in meta:
         raise ValueError(
             f"{str(path)!r} is a safetensors file without a gmsdi model config; was it written by save_model?"

@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gmsdi.text.base import CachedPromptEncoder, import_transformers
 from gmsdi.text.embedding import TextEmbedding
-from gmsdi.text.encoder import CachedPromptEncoder, _import_transformers
 
 CLAP_SAMPLE_RATE = 48000
 """The rate (Hz) LAION-CLAP's audio branch was trained at."""
@@ -286,7 +286,7 @@ class LaionClapEncoder(CachedPromptEncoder):
             raise FileNotFoundError(
                 f"the LAION-CLAP directory {str(path)!r} lacks {', '.join(missing)}; {HF_LAYOUT}"
             )
-        transformers = _import_transformers()
+        transformers = import_transformers()
         model = transformers.ClapModel.from_pretrained(str(path), local_files_only=True)
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         feature_extractor = transformers.ClapFeatureExtractor.from_pretrained(str(path), local_files_only=True)
@@ -311,7 +311,7 @@ class LaionClapEncoder(CachedPromptEncoder):
                 "and the weights, e.g. saved with RobertaModel/RobertaTokenizer.save_pretrained)"
             )
         # transformers must not try the network for "roberta-base" (HF_HUB_OFFLINE before the import).
-        _import_transformers()
+        import_transformers()
         ckpt = str(path.resolve())
         name = path.name.lower()
         amodel = amodel or ("HTSAT-tiny" if name.startswith("630k") else "HTSAT-base")

