@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from gmsdi.app import AppConfig, build_ui, launch_options, tiny_config, tiny_pipeline  # noqa: E402
+from gmsdi.cli_common import threads_arg  # noqa: E402
 
 __all__ = ["build_ui", "get_parser", "main"]
 
@@ -41,13 +42,15 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=None, help="longest audio accepted or generated (default 30)")
     p.add_argument("--max-file-size", default=None, help="largest upload, e.g. 50mb (default 50mb)")
     p.add_argument("--concurrency", type=int, default=None, help="model runs at once (default 1)")
+    p.add_argument("--threads", type=threads_arg, default=None, metavar="N|auto",
+                   help="CPU threads per run (default auto: the cores other processes leave free)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     overrides = {k: v for k, v in {"max_seconds": args.max_seconds, "max_file_size": args.max_file_size,
-                                   "concurrency": args.concurrency}.items() if v is not None}
+                                   "concurrency": args.concurrency, "threads": args.threads}.items() if v is not None}
     if args.max_seconds is not None:
         overrides["seconds"] = min(args.max_seconds, 2.0 if args.tiny else 4.0)
     if args.tiny:

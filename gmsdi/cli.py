@@ -11,7 +11,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from gmsdi.cli_common import Parser, add_dirac_flag, add_sampling_flags, negatives_arg, run, sampling_settings
+from gmsdi.cli_common import (
+    Parser,
+    add_dirac_flag,
+    add_sampling_flags,
+    negatives_arg,
+    run,
+    sampling_settings,
+    threads_arg,
+)
+from gmsdi.runtime import set_threads
 
 EXAMPLES = """examples:
   python -m gmsdi generate bass drums piano --seconds 4 --seed 0 --out out/song
@@ -37,6 +46,8 @@ def _add_common(p: argparse.ArgumentParser, defaults: Any) -> None:
     p.add_argument("--format", default="wav", choices=sorted(AUDIO_FORMATS), help="audio format (default wav)")
     p.add_argument("--checkpoint", default=None, help="model checkpoint (default: the bundled model)")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: Accelerate chooses)")
+    p.add_argument("--threads", type=threads_arg, default=None, metavar="N|auto",
+                   help="CPU threads (default auto: the cores other processes leave free)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: drawn; saved in settings.json)")
     add_sampling_flags(p, defaults)
     p.add_argument("--window-seconds", type=float, default=None,
@@ -147,6 +158,7 @@ def _run(args: argparse.Namespace) -> list[str]:
                       mix_guidance=args.mix_guidance, negative_prompts=negatives)
     locked = _locked(args.locked) if args.task == "accompany" else None
     pipe = GMSDIPipeline.from_pretrained(args.checkpoint, device=args.device)
+    set_threads(args.threads)
     progress = _Progress(args.quiet)
     try:
         if args.task == "generate":

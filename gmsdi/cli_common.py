@@ -21,6 +21,16 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+def threads_arg(value: str) -> int | None:
+    """argparse type of --threads: a whole number >= 1, or "auto" (None)."""
+    from gmsdi.runtime import parse_threads
+
+    try:
+        return parse_threads(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def negatives_arg(values: Sequence[str] | None) -> list[str | None] | None:
     """`--negative` values as the pipeline takes them: "-" keeps a stem's default (None), "" is no
     negative prompt (guidance against the unconditional model); no option at all is None."""

@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from gmsdi.pipeline import settings as pipeline_settings
+
 
 @pytest.fixture(scope="module")
 def one_thread():
@@ -14,3 +16,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def short_clips(monkeypatch):
+    """The tests' tiny models take clips of a fraction of a second; `test_short_clip_is_refused`
+    restores the real minimum."""
+    monkeypatch.setattr(pipeline_settings, "MIN_INPUT_SECONDS", 0.0)

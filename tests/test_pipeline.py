@@ -294,6 +294,16 @@ def test_errors(pipe, call, message: str) -> None:
         call(pipe)
 
 
+def test_short_clip_is_refused(pipe, monkeypatch) -> None:
+    """A mix or locked stem shorter than MIN_INPUT_SECONDS gets a sentence, not a result."""
+    monkeypatch.setattr(pipeline_mod.settings, "MIN_INPUT_SECONDS", 0.5)
+    with pytest.raises(ValueError, match=r"mix is 0.10 s long, shorter than the 0.5 s gmsdi needs.*longer clip"):
+        pipe.separate(_mix(0.1), ["bass", "drums"])
+    with pytest.raises(ValueError, match=r"locked stem 'bass' is 0.10 s long"):
+        pipe.accompany({"bass": _tone(0.1)}, ["drums"])
+    assert pipe.extract(_mix(0.5), "bass", steps=2, seed=0, dirac="projected").stems["bass"].shape == (8000,)
+
+
 def test_too_long_and_corrupt_audio(pipe, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(pipeline_mod.settings, "MAX_SECONDS", 0.5)
     with pytest.raises(ValueError, match=r"mix is 1.0 s long, more than the limit of 0.5 s"):

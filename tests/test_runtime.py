@@ -50,3 +50,20 @@ def test_set_threads():
         assert 1 <= n <= runtime.available_cores() and torch.get_num_threads() == n
     finally:
         torch.set_num_threads(old)
+
+
+def test_cli_and_app_take_threads(capsys):
+    from gmsdi.app import AppConfig
+    from gmsdi.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "bass", "--out", "/nonexistent/x", "--threads", "0"])
+    assert exit_.value.code == 2
+    assert "threads must be a whole number >= 1 or 'auto'" in capsys.readouterr().err
+    assert AppConfig(threads="auto").threads is None and AppConfig(threads=2).threads == 2
+    with pytest.raises(ValueError, match="whole number"):
+        AppConfig(threads="many")
+    import app
+
+    assert app.get_parser().parse_args(["--threads", "1"]).threads == 1
+    assert app.get_parser().parse_args([]).threads is None

@@ -35,6 +35,7 @@ import numpy as np
 from gmsdi import audio as audio_io
 from gmsdi.inference.constraints import DIRAC_MODES
 from gmsdi.pipeline import GENERATION, MAX_STEMS, SEPARATION, GMSDIPipeline, Result
+from gmsdi.runtime import parse_threads, set_threads
 from gmsdi.sampling import SAMPLERS, Cancelled
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -78,6 +79,8 @@ class AppConfig:
         queue_size: requests that may wait; more are turned away with a "queue full" message.
         seconds, generate_steps, separate_steps, guidance: the UI's starting values.
         keep_seconds: run folders older than this are deleted when a new run starts.
+        threads: torch's CPU threads per run; None decides at each run (`gmsdi.runtime.auto_threads`:
+            the cores other processes leave free).
     """
 
     max_seconds: float = 30.0
@@ -91,8 +94,10 @@ class AppConfig:
     separate_steps: int = SEPARATION.steps
     guidance: float = 2.0
     keep_seconds: float = 3600.0
+    threads: int | str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "threads", parse_threads(self.threads))  # "auto" -> None
         if not 1 <= self.max_stems <= MAX_STEMS:
             raise ValueError(f"max_stems must be in 1..{MAX_STEMS}, got {self.max_stems}")
         if not 0 < self.seconds <= self.max_seconds:
@@ -442,6 +447,7 @@ class AppTasks:
         if progress is not None:
             progress(0.0, f"{task}: starting")
         try:
+            set_threads(self.config.threads)
             result = call(**kwargs, callback=callback)
         except Cancelled:
             raise app_error("Stopped before the end; nothing was kept. Press the button again to start over.",

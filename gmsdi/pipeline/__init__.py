@@ -41,6 +41,7 @@ from gmsdi.pipeline.settings import (
     MAX_SECONDS,
     MAX_STEMS,
     MAX_STEPS,
+    MIN_INPUT_SECONDS,
     MIX_PEAK,
     MSDM_GENERATION,
     MSDM_SEPARATION,
@@ -49,5 +50,6 @@ from gmsdi.pipeline.settings import (
 )
 
 __all__ = ["BUNDLED_CHECKPOINT", "CHURN_RANGE", "GENERATION", "GUIDANCE_RANGE", "MAX_RESAMPLES", "MAX_SECONDS",
-           "MAX_STEMS", "MAX_STEPS", "MIX_PEAK", "MSDM_GENERATION", "MSDM_SEPARATION", "REPO_ROOT", "SEPARATION",
+           "MIN_INPUT_SECONDS", "MAX_STEMS", "MAX_STEPS", "MIX_PEAK", "MSDM_GENERATION", "MSDM_SEPARATION",
+           "REPO_ROOT", "SEPARATION",
            "BasePipeline", "Engine", "GMSDIPipeline", "MSDMPipeline", "Result", "Settings", "cpu_has_fast_bf16"]

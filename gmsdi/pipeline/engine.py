@@ -164,7 +164,11 @@ class BasePipeline:
         return max(1, round(seconds * self.sample_rate))
 
     def _load(self, source: AudioSource, sample_rate: int | None, name: str) -> np.ndarray:
-        return audio_io.load_audio(source, self.sample_rate, sample_rate, name, limits.MAX_SECONDS)
+        audio = audio_io.load_audio(source, self.sample_rate, sample_rate, name, limits.MAX_SECONDS)
+        if audio.shape[-1] < limits.MIN_INPUT_SECONDS * self.sample_rate:
+            raise ValueError(f"{name} is {audio.shape[-1] / self.sample_rate:.2f} s long, shorter than the "
+                             f"{limits.MIN_INPUT_SECONDS:g} s gmsdi needs to hear an instrument; give a longer clip")
+        return audio
 
     def _mix_input(self, mix: AudioSource, sample_rate: int | None) -> tuple[np.ndarray, float]:
         """The mix [T] at the model's rate, and the gain that brings its peak to `MIX_PEAK`."""

@@ -18,6 +18,9 @@ from gmsdi.sampling.samplers import SAMPLERS
 
 MAX_STEMS = 8
 MAX_SECONDS = 600.0
+# Shortest input clip (a mix or a locked stem): one beat at 120 BPM. Training counted an instrument
+# as playing in a crop only with 0.25 s of notes, so a shorter clip may not hold one instrument note.
+MIN_INPUT_SECONDS = 0.5
 MAX_STEPS = 1000
 MAX_RESAMPLES = 10
 GUIDANCE_RANGE = (0.0, 20.0)  # 1 = no guidance
@@ -156,6 +159,7 @@ SEPARATION = Settings(sampler="euler", steps=64, s_churn=20.0, guidance=2.0)
 MSDM_GENERATION = dataclasses.replace(GENERATION, guidance=1.0)
 MSDM_SEPARATION = dataclasses.replace(SEPARATION, guidance=1.0)
 
-__all__ = ["CHURN_RANGE", "GENERATION", "GUIDANCE_RANGE", "MAX_RESAMPLES", "MAX_SECONDS", "MAX_STEMS", "MAX_STEPS",
+__all__ = ["CHURN_RANGE", "GENERATION", "GUIDANCE_RANGE", "MAX_RESAMPLES", "MAX_SECONDS", "MAX_STEMS",
+           "MIN_INPUT_SECONDS", "MAX_STEPS",
            "MIX_PEAK", "MSDM_GENERATION", "MSDM_SEPARATION", "SEPARATION", "Settings", "check_gamma",
            "check_guidance"]
