@@ -154,6 +154,28 @@ def test_generate_errors(client) -> None:
            api_name="/generate")
 
 
+@pytest.mark.parametrize(("field", "value", "match"), [
+    ("seed", "abc", "seed must be a whole number"),
+    ("seconds", "long", "seconds must be a number"),
+    ("steps", [3], "steps must be a whole number"),
+    ("guidance", {"w": 2}, "guidance must be a number"),
+    ("gamma_y", "wide", "gamma_y must be a number"),
+    ("prompts", 3, "prompts must be text"),
+])
+def test_wrong_types_get_a_sentence(client, field, value, match) -> None:
+    """Every endpoint input of the wrong type is refused with a sentence, before the model runs."""
+    _error(client, match, **{"prompts": "bass", field: value, "api_name": "/generate"})
+
+
+def test_wrong_types_on_the_other_endpoints(client, tmp_path) -> None:
+    mix = gradio_client.handle_file(str(_wav(tmp_path / "mix.wav", _mix(0.5))))
+    _error(client, "seed must be a whole number", mix=mix, prompts="bass, drums", seed="x", api_name="/separate")
+    _error(client, "steps must be a whole number", mix=mix, prompt="bass", steps="many", api_name="/extract")
+    _error(client, "method must be text", mix=mix, prompts="bass, drums", method=2, api_name="/separate")
+    _error(client, "guidance must be a number", locked=[mix], locked_prompts="bass", prompts="drums",
+           guidance="high", api_name="/accompany")
+
+
 @pytest.mark.parametrize(
     ("name", "content", "match"),
     [

@@ -82,6 +82,44 @@ def _model_banner(pipeline: GMSDIPipeline, config: AppConfig) -> str:
     return f"Model: `{Path(pipeline.checkpoint).name}` on `{pipeline.device}`. {limits}"
 
 
+class _ApiNumber(gr.Number):
+    """A number input of the named endpoints: a wrong type gets a sentence, not a component fault."""
+
+    def preprocess(self, payload: Any) -> float | None:
+        whole = self.precision == 0
+        what = "a whole number" if whole else "a number"
+        if payload is None or payload == "":
+            return None
+        if isinstance(payload, str):
+            try:
+                payload = float(payload)
+            except ValueError:
+                payload = None
+        if isinstance(payload, bool) or not isinstance(payload, (int, float)) or (whole and payload != int(payload)):
+            raise app_error(f"{self.label} must be {what} or empty for the default, got {payload!r}.")
+        return super().preprocess(payload)
+
+
+class _ApiText(gr.Textbox):
+    """A text input of the named endpoints: anything but text gets a sentence."""
+
+    def preprocess(self, payload: Any) -> str | None:
+        if payload is not None and not isinstance(payload, str):
+            raise app_error(f"{self.label} must be text, got {payload!r}.")
+        return super().preprocess(payload)
+
+
+class _ApiFile(gr.File):
+    """A file input of the named endpoints: anything but an uploaded file gets a sentence."""
+
+    def preprocess(self, payload: Any) -> Any:
+        try:
+            return super().preprocess(payload)
+        except Exception:
+            raise app_error(f"{self.label} must be an audio file sent with gradio_client.handle_file(path), "
+                            f"got {payload!r}."[:300]) from None
+
+
 def _spectrogram(**kwargs: Any) -> gr.Image:
     """An output picture for `spectrogram_png` files."""
     return gr.Image(type="filepath", interactive=False, height=110, show_label=False,
@@ -247,17 +285,17 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
         # ---------------------------------------------------------------- hidden API components
         with gr.Column(visible=False):
             api = {
-                "prompts": gr.Textbox(label="prompts"), "negative_prompts": gr.Textbox("", label="negative_prompts"),
-                "seconds": gr.Number(config.seconds, label="seconds"),
-                "steps": gr.Number(None, label="steps", precision=0),
-                "guidance": gr.Number(config.guidance, label="guidance"),
-                "gamma_x": gr.Number(None, label="gamma_x"), "gamma_y": gr.Number(None, label="gamma_y"),
-                "seed": gr.Number(None, label="seed", precision=0),
-                "locked": gr.File(file_count="multiple", label="locked"),
-                "locked_prompts": gr.Textbox(label="locked_prompts"),
-                "mix": gr.File(label="mix"), "method": gr.Textbox("separator", label="method"),
-                "prompt": gr.Textbox(label="prompt"), "rest_prompt": gr.Textbox("", label="rest_prompt"),
-                "dirac": gr.Textbox(SEPARATION.dirac, label="dirac"),
+                "prompts": _ApiText(label="prompts"), "negative_prompts": _ApiText("", label="negative_prompts"),
+                "seconds": _ApiNumber(config.seconds, label="seconds"),
+                "steps": _ApiNumber(None, label="steps", precision=0),
+                "guidance": _ApiNumber(config.guidance, label="guidance"),
+                "gamma_x": _ApiNumber(None, label="gamma_x"), "gamma_y": _ApiNumber(None, label="gamma_y"),
+                "seed": _ApiNumber(None, label="seed", precision=0),
+                "locked": _ApiFile(file_count="multiple", label="locked"),
+                "locked_prompts": _ApiText(label="locked_prompts"),
+                "mix": _ApiFile(label="mix"), "method": _ApiText("separator", label="method"),
+                "prompt": _ApiText(label="prompt"), "rest_prompt": _ApiText("", label="rest_prompt"),
+                "dirac": _ApiText(SEPARATION.dirac, label="dirac"),
             }
             api_out = [gr.File(file_count="multiple", label="stems"), gr.File(label="mix"), gr.File(label="zip"),
                        gr.JSON(label="settings")]
