@@ -69,7 +69,7 @@ def page(app_url):
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
         page.set_default_timeout(TIMEOUT_MS)
         page.goto(app_url)
         page.get_by_role("button", name="Generate all").wait_for()
@@ -109,8 +109,18 @@ def _tone_file(path: Path, seconds: float = 1.0) -> Path:
     return path
 
 
+def _aligned(page, slot) -> tuple[dict, dict]:
+    """The bounding boxes of a slot's waveform and of the spectrogram below it."""
+    wave = slot.locator("canvas").first.bounding_box()
+    picture = slot.locator(".spectrogram img").first.bounding_box()
+    return wave, picture
+
+
 def test_generate_accompany_separate(page, tmp_path) -> None:
     assert "Untrained tiny model" in page.inner_text("#model-banner")
+    # the main action is on the first screen (1280×800), before any scrolling
+    button = page.get_by_role("button", name="Generate all", exact=True).bounding_box()
+    assert page.evaluate("window.scrollY") == 0 and button["y"] + button["height"] <= 800, button
     prompts = page.locator(".stem-prompt textarea, .stem-prompt input")
     assert prompts.count() >= 4 and prompts.nth(0).input_value() == "bass"  # the preset
 
@@ -135,6 +145,12 @@ def test_generate_accompany_separate(page, tmp_path) -> None:
     assert _value(page, "#generate-seed-used").isdigit()
     page.locator(".mix-audio a[download]").first.wait_for()
     assert _players(page) == 3 and _pictures(page) >= 4  # 3 stems + the mix
+    # each spectrogram spans its player's waveform, so their time axes line up
+    for slot in (page.locator(".stem-slot").first, page.locator(".mix-audio").first.locator("xpath=..")):
+        wave, picture = _aligned(page, slot)
+        tolerance = 0.01 * wave["width"]  # 1 % of the time axis
+        assert abs(wave["x"] - picture["x"]) <= tolerance, (wave, picture)
+        assert abs(wave["x"] + wave["width"] - picture["x"] - picture["width"]) <= tolerance, (wave, picture)
 
     # lock the first stem; upload audio into the third, which locks it; regenerate the second
     mix = _tone_file(tmp_path / "mix.wav")
@@ -149,7 +165,8 @@ def test_generate_accompany_separate(page, tmp_path) -> None:
     assert locks.nth(0).is_checked() and not locks.nth(1).is_checked() and locks.nth(2).is_checked()
     page.locator(".mix-audio a[download]").first.wait_for()
     SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(SCREENSHOT))  # the first screen, 1280×800
 
     # separate an uploaded mix
     page.get_by_role("tab", name="Separate / extract").click()
@@ -161,6 +178,9 @@ def test_generate_accompany_separate(page, tmp_path) -> None:
     page.locator("#separate-tab .mix-audio a[download], .mix-audio:visible a[download]").first.wait_for()
     assert page.locator(".stem-audio:visible a[download]").count() == 2
     assert page.locator(".spectrogram:visible img[src]").count() == 3
+    # every picture is drawn, also those below the fold, without scrolling to them
+    page.wait_for_function("[...document.querySelectorAll('.spectrogram img')].filter(i => i.offsetParent !== null)"
+                           ".every(i => i.loading === 'eager' && i.complete && i.naturalWidth > 0)")
     print("\nclick-to-result seconds (tiny model, 1 s of audio, 2 steps): "
           + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
 

@@ -17,6 +17,7 @@ events (adding a stem, loading a preset, Stop) bypass the queue so they answer a
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,20 @@ stems, mix, zip_path, settings = client.predict(
 
 CSS = """
 .stem-slot {padding: 6px !important;}
-.spectrogram img {image-rendering: auto; object-fit: fill !important;}
+/* a spectrogram spans the width of the waveform above it, so their time axes line up */
+.spectrogram .image-container > button {width: 100% !important; padding: 0 16px 0 12px !important;}
+.spectrogram .image-frame {width: 100% !important; height: 100% !important;}
+.spectrogram img {image-rendering: auto; object-fit: fill !important; max-width: none !important;
+                  width: 100% !important; height: 100% !important;}
+"""
+
+# Gradio marks pictures loading="lazy", so a spectrogram below the fold stayed blank until scrolled
+# to; spectrograms load at once.
+HEAD = """<script>
+new MutationObserver(() => {
+  for (const img of document.querySelectorAll(".spectrogram img[loading='lazy']")) img.loading = "eager";
+}).observe(document.documentElement, {childList: true, subtree: true, attributes: true, attributeFilter: ["src"]});
+</script>
 """
 
 SLOT_FIELDS = ("prompt", "negative", "lock", "audio", "image")
@@ -82,42 +96,58 @@ def _model_banner(pipeline: GMSDIPipeline, config: AppConfig) -> str:
     return f"Model: `{Path(pipeline.checkpoint).name}` on `{pipeline.device}`. {limits}"
 
 
-class _ApiNumber(gr.Number):
+def _api_number(value: float | None, label: str, whole: bool = False) -> gr.Number:
     """A number input of the named endpoints: a wrong type gets a sentence, not a component fault."""
+    component = gr.Number(value, label=label, precision=0 if whole else None)
+    preprocess = component.preprocess
 
-    def preprocess(self, payload: Any) -> float | None:
-        whole = self.precision == 0
-        what = "a whole number" if whole else "a number"
+    def checked(payload: Any) -> float | None:
         if payload is None or payload == "":
             return None
+        number = payload
         if isinstance(payload, str):
             try:
-                payload = float(payload)
+                number = float(payload)
             except ValueError:
-                payload = None
-        if isinstance(payload, bool) or not isinstance(payload, (int, float)) or (whole and payload != int(payload)):
-            raise app_error(f"{self.label} must be {what} or empty for the default, got {payload!r}.")
-        return super().preprocess(payload)
+                number = None
+        if (isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number)
+                or (whole and number != int(number))):
+            what = "a whole number" if whole else "a number"
+            raise app_error(f"{label} must be {what} or empty for the default, got {payload!r}.")
+        return preprocess(number)
+
+    component.preprocess = checked  # an instance attribute: a subclass would make Gradio write a .pyi here
+    return component
 
 
-class _ApiText(gr.Textbox):
+def _api_text(value: str | None, label: str) -> gr.Textbox:
     """A text input of the named endpoints: anything but text gets a sentence."""
+    component = gr.Textbox(value, label=label)
+    preprocess = component.preprocess
 
-    def preprocess(self, payload: Any) -> str | None:
+    def checked(payload: Any) -> str | None:
         if payload is not None and not isinstance(payload, str):
-            raise app_error(f"{self.label} must be text, got {payload!r}.")
-        return super().preprocess(payload)
+            raise app_error(f"{label} must be text, got {payload!r}.")
+        return preprocess(payload)
+
+    component.preprocess = checked
+    return component
 
 
-class _ApiFile(gr.File):
+def _api_file(label: str, multiple: bool = False) -> gr.File:
     """A file input of the named endpoints: anything but an uploaded file gets a sentence."""
+    component = gr.File(file_count="multiple" if multiple else "single", label=label)
+    preprocess = component.preprocess
 
-    def preprocess(self, payload: Any) -> Any:
+    def checked(payload: Any) -> Any:
         try:
-            return super().preprocess(payload)
+            return preprocess(payload)
         except Exception:
-            raise app_error(f"{self.label} must be an audio file sent with gradio_client.handle_file(path), "
-                            f"got {payload!r}."[:300]) from None
+            raise app_error(f"{label} must be an audio file sent with gradio_client.handle_file(path), "
+                            f"got {str(payload)[:200]!r}.") from None
+
+    component.preprocess = checked
+    return component
 
 
 def _spectrogram(**kwargs: Any) -> gr.Image:
@@ -169,6 +199,31 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                 preset = gr.Dropdown(list(PROMPT_SETS), value=DEFAULT_PROMPT_SET, allow_custom_value=True,
                                      label="Preset (or type stems, comma-separated, and press Enter)", scale=4)
                 add = gr.Button("+ Add stem", size="sm", scale=1)
+            with gr.Row():
+                seconds = gr.Slider(0.5, config.max_seconds, value=config.seconds, step=0.5,
+                                    label="Duration (s)", info="Regenerate unlocked: the locked stems' length")
+                gen_steps = gr.Slider(1, config.max_steps, value=config.generate_steps, step=1, label="Steps")
+                gen_guidance = gr.Slider(*GUIDANCE_RANGE, value=config.guidance, step=0.1,
+                                         label="Negative-prompt strength (guidance)",
+                                         info="how hard each stem steers away from its negative prompt; 1 = off")
+            with gr.Row():
+                # one γ_x for all stems: Eq. (2) couples every stem to the mixture with the same width
+                gamma_x = gr.Textbox(label="Stems follow the mix (γ_x)", placeholder="default √(G+1)",
+                                     max_lines=1, info="how loosely the stems are pulled to add up to the mix; "
+                                     "smaller = tighter")
+                gamma_y = gr.Textbox(label="Mix follows the stems (γ_y)", placeholder="default √(G+1)",
+                                     max_lines=1, info="how loosely the mix is pulled toward the sum of the "
+                                     "stems; smaller = tighter")
+                gen_seed = gr.Textbox(label="Seed", placeholder="empty = random", max_lines=1,
+                                      info="the same seed and settings give the same music")
+                with gr.Accordion("Advanced", open=False):
+                    gen_sampler = gr.Radio(sorted(SAMPLERS), value=GENERATION.sampler, label="Sampler")
+                    gen_churn = gr.Slider(*CHURN_RANGE, value=GENERATION.s_churn, step=1, label="Churn (S_churn)")
+            with gr.Row():
+                gen_btn = gr.Button("Generate all", variant="primary", elem_id="generate-btn")
+                acc_btn = gr.Button("Regenerate unlocked", variant="secondary", elem_id="accompany-btn")
+                gen_stop = gr.Button("Stop", variant="stop", elem_id="generate-stop")
+            gen_status = gr.Markdown("", elem_id="generate-status")
             groups, slots = [], []
             for i in range(m):
                 names = PROMPT_SETS[DEFAULT_PROMPT_SET]
@@ -191,25 +246,6 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                               "audio": audio, "image": image, "remove": remove})
             slot_values = [s[f] for s in slots for f in SLOT_FIELDS]
 
-            with gr.Row():
-                seconds = gr.Slider(0.5, config.max_seconds, value=config.seconds, step=0.5,
-                                    label="Duration (s)", info="Regenerate unlocked: the locked stems' length")
-                gen_steps = gr.Slider(1, config.max_steps, value=config.generate_steps, step=1, label="Steps")
-                gen_guidance = gr.Slider(*GUIDANCE_RANGE, value=config.guidance, step=0.1, label="Guidance weight",
-                                         info="negative-prompt guidance; 1 = off")
-            with gr.Row():
-                # one γ_x for all stems: Eq. (2) couples every stem to the mixture with the same width
-                gamma_x = gr.Textbox(label="γ_x (stems)", placeholder="default √(G+1)", max_lines=1)
-                gamma_y = gr.Textbox(label="γ_y (mixture)", placeholder="default √(G+1)", max_lines=1)
-                gen_seed = gr.Textbox(label="Seed", placeholder="empty = random", max_lines=1)
-                with gr.Accordion("Advanced", open=False):
-                    gen_sampler = gr.Radio(sorted(SAMPLERS), value=GENERATION.sampler, label="Sampler")
-                    gen_churn = gr.Slider(*CHURN_RANGE, value=GENERATION.s_churn, step=1, label="Churn (S_churn)")
-            with gr.Row():
-                gen_btn = gr.Button("Generate all", variant="primary", elem_id="generate-btn")
-                acc_btn = gr.Button("Regenerate unlocked", variant="secondary", elem_id="accompany-btn")
-                gen_stop = gr.Button("Stop", variant="stop", elem_id="generate-stop")
-            gen_status = gr.Markdown("", elem_id="generate-status")
             with gr.Row():
                 with gr.Column(scale=5):
                     gen_mix = gr.Audio(type="filepath", label="Mix", interactive=False, buttons=["download"],
@@ -285,17 +321,15 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
         # ---------------------------------------------------------------- hidden API components
         with gr.Column(visible=False):
             api = {
-                "prompts": _ApiText(label="prompts"), "negative_prompts": _ApiText("", label="negative_prompts"),
-                "seconds": _ApiNumber(config.seconds, label="seconds"),
-                "steps": _ApiNumber(None, label="steps", precision=0),
-                "guidance": _ApiNumber(config.guidance, label="guidance"),
-                "gamma_x": _ApiNumber(None, label="gamma_x"), "gamma_y": _ApiNumber(None, label="gamma_y"),
-                "seed": _ApiNumber(None, label="seed", precision=0),
-                "locked": _ApiFile(file_count="multiple", label="locked"),
-                "locked_prompts": _ApiText(label="locked_prompts"),
-                "mix": _ApiFile(label="mix"), "method": _ApiText("separator", label="method"),
-                "prompt": _ApiText(label="prompt"), "rest_prompt": _ApiText("", label="rest_prompt"),
-                "dirac": _ApiText(SEPARATION.dirac, label="dirac"),
+                "prompts": _api_text(None, "prompts"), "negative_prompts": _api_text("", "negative_prompts"),
+                "seconds": _api_number(config.seconds, "seconds"), "steps": _api_number(None, "steps", whole=True),
+                "guidance": _api_number(config.guidance, "guidance"),
+                "gamma_x": _api_number(None, "gamma_x"), "gamma_y": _api_number(None, "gamma_y"),
+                "seed": _api_number(None, "seed", whole=True),
+                "locked": _api_file("locked", multiple=True), "locked_prompts": _api_text(None, "locked_prompts"),
+                "mix": _api_file("mix"), "method": _api_text("separator", "method"),
+                "prompt": _api_text(None, "prompt"), "rest_prompt": _api_text("", "rest_prompt"),
+                "dirac": _api_text(SEPARATION.dirac, "dirac"),
             }
             api_out = [gr.File(file_count="multiple", label="stems"), gr.File(label="mix"), gr.File(label="zip"),
                        gr.JSON(label="settings")]
@@ -504,7 +538,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
 def launch_options(config: AppConfig | None = None) -> dict[str, Any]:
     """Keyword arguments for `demo.launch`: the upload limit, the examples folder, the style."""
     config = config or AppConfig()
-    return {"max_file_size": config.max_file_size, "allowed_paths": [str(EXAMPLES_DIR)], "css": CSS,
+    return {"max_file_size": config.max_file_size, "allowed_paths": [str(EXAMPLES_DIR)], "css": CSS, "head": HEAD,
             "footer_links": ["api", "gradio"]}
 
 
