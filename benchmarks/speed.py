@@ -3,8 +3,9 @@
     python benchmarks/speed.py                  # CPU (and the GPU too, when there is one)
     python benchmarks/speed.py --quick          # a few steps only: checks that the script works
     python benchmarks/speed.py --device cuda    # one device only
-    python benchmarks/speed.py --threads 1      # one intra-op thread (far better when another
-                                                # job keeps the cores busy)
+    python benchmarks/speed.py --threads 1      # one intra-op thread
+    python benchmarks/speed.py --threads-steps 8  # also: each --threads setting, idle and with
+                                                  # another process keeping every core busy
 
 Tasks, each on 4 s of audio with the defaults of `gmsdi.pipeline` (GENERATION / SEPARATION):
 4-stem generation, accompaniment of 1 locked + 3 generated stems, 4-stem separation. The model
@@ -26,6 +27,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -158,6 +160,38 @@ def bench(device: torch.device, quick: bool, window_seconds: float | None = None
     }
 
 
+HOG = "import torch; torch.set_num_threads({n}); a = torch.randn(1024, 1024)\nwhile True: a @ a"
+
+
+def threads_table(pipe: GMSDIPipeline, steps: int) -> list[dict]:
+    """Wall time of 4-stem generation (`steps` Heun steps) at each thread setting, with the machine
+    idle and with another process keeping every core busy (a torch matmul loop on all cores)."""
+    from gmsdi.runtime import auto_threads, available_cores
+
+    cores = available_cores()
+    settings = sorted({cores, 1}, reverse=True)
+    rows = []
+    for load in ("idle", "busy"):
+        hog = None
+        if load == "busy":
+            hog = subprocess.Popen([sys.executable, "-c", HOG.format(n=cores)])
+            time.sleep(2.0)
+        try:
+            for setting in [*settings, "auto"]:
+                n = auto_threads() if setting == "auto" else setting
+                torch.set_num_threads(n)
+                t0 = time.perf_counter()
+                pipe.generate(PROMPTS, seconds=SECONDS, seed=0, steps=steps)
+                rows.append({"load": load, "setting": str(setting), "threads": n,
+                             "wall_s": time.perf_counter() - t0, "steps": steps})
+                print(f"threads {setting} ({n}), {load}: {rows[-1]['wall_s']:.1f} s", file=sys.stderr)
+        finally:
+            if hog is not None:
+                hog.kill()
+                hog.wait()
+    return rows
+
+
 def to_markdown(runs: list[dict], command: str = "python benchmarks/speed.py") -> str:
     lines = ["# Inference speed", "",
              f"`{command}` on {platform.processor() or platform.machine()}, "
@@ -184,6 +218,14 @@ def to_markdown(runs: list[dict], command: str = "python benchmarks/speed.py") -
                          f"{r['wall_s']:.1f} | {r['rtf']:.2f} | {r['network_audio_s_per_s']:.1f} | "
                          f"{r['network_gflops']:.1f} | {100 * r['fraction_of_matmul']:.0f} % |")
         lines.append("")
+        if run.get("threads_table"):
+            steps = run["threads_table"][0]["steps"]
+            lines += [f"**Threads** (`--threads`; generate 4 stems, 4 s, Heun {steps} steps; busy = another "
+                      "process running a matmul loop on every core):", "",
+                      "| machine | --threads | threads used | wall (s) |", "|---|---|---|---|"]
+            lines += [f"| {r['load']} | {r['setting']} | {r['threads']} | {r['wall_s']:.1f} |"
+                      for r in run["threads_table"]]
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -194,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="2 steps per task: only checks that it runs")
     p.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads-steps", type=int, default=0,
+                   help="also time generation at each thread setting, idle and busy, with this many steps (0: skip)")
     p.add_argument("--window-seconds", type=float, default=None,
                    help="model window (default: the model's training crop)")
     args = p.parse_args(argv)
@@ -205,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for device in devices:
         runs.append(bench(device, args.quick, args.window_seconds))
+        if args.threads_steps and device.type == "cpu":
+            runs[-1]["threads_table"] = threads_table(load_pipeline(device)[0], args.threads_steps)
         for r in runs[-1]["tasks"]:
             print(f"{device} {r['task']}: {r['wall_s']:.1f} s, real-time factor {r['rtf']:.2f}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             page.set_default_timeout(args.timeout * 1000)
             page.goto(f"http://127.0.0.1:{port}/")
             page.get_by_role("button", name="Generate all", exact=True).wait_for()
-            page.get_by_label("Seed", exact=True).first.fill(str(args.seed))
+            page.locator("#generate-seed textarea, #generate-seed input").first.fill(str(args.seed))
             before = page.inner_text("#generate-status")
             page.get_by_role("button", name="Generate all", exact=True).click()
             page.wait_for_function(

@@ -214,7 +214,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                 gamma_y = gr.Textbox(label="Mix follows the stems (γ_y)", placeholder="default √(G+1)",
                                      max_lines=1, info="how loosely the mix is pulled toward the sum of the "
                                      "stems; smaller = tighter")
-                gen_seed = gr.Textbox(label="Seed", placeholder="empty = random", max_lines=1,
+                gen_seed = gr.Textbox(label="Seed", placeholder="empty = random", max_lines=1, elem_id="generate-seed",
                                       info="the same seed and settings give the same music")
                 with gr.Accordion("Advanced", open=False):
                     gen_sampler = gr.Radio(sorted(SAMPLERS), value=GENERATION.sampler, label="Sampler")
