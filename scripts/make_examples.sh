@@ -51,3 +51,16 @@ for stem in bass drums guitar piano; do FILES+=("$OUT/generation/stems/$stem.ogg
 for stem in drums guitar piano; do FILES+=("$OUT/accompaniment/stems/$stem.ogg=$stem"); done
 for stem in bass drums piano; do FILES+=("$OUT/separation/stems/$stem.ogg=$stem"); done
 $PY -m gmsdi.eval instruments --quiet --tag=-examples --files "${FILES[@]}"
+# the spectrograms the README and assets/examples/README.md show: stems and mix on one dB scale
+$PY - "$OUT" <<'PY'
+import sys, pathlib, soundfile as sf
+from gmsdi.viz import plot_stems
+out = pathlib.Path(sys.argv[1])
+for task in ("generation", "accompaniment", "separation"):
+    signals = {}
+    for f in sorted((out / task / "stems").glob("*.ogg")):
+        signals[f.stem], rate = sf.read(f, dtype="float32")
+    signals["mix"], rate = sf.read(out / task / "mix.ogg", dtype="float32")
+    plot_stems(signals, rate, out / f"{task}.png", title=task)
+    print(f"wrote {out / task}.png")
+PY
