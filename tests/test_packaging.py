@@ -55,3 +55,33 @@ def test_space_header_names_the_app():
     head = (ROOT / "README.md").read_text().split("---")[1]
     fields = dict(ln.split(":", 1) for ln in head.strip().splitlines())
     assert fields["sdk"].strip() == "gradio" and (ROOT / fields["app_file"].strip()).is_file()
+
+
+def test_runtime_setup_after_the_test_setup_installs_nothing():
+    """`bash scripts/test.sh` (a --dev install) then `bash scripts/app.sh` must not install again."""
+    import subprocess
+
+    if not (ROOT / ".venv/.gmsdi-installed").is_file():
+        pytest.skip("no scripts/setup.sh install here")
+    out = subprocess.run(["bash", "scripts/setup.sh"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "installing Python packages" not in out.stdout and "setup: ready" in out.stdout, out.stdout
+
+
+def test_no_deprecation_warnings_from_our_files():
+    """Importing the package, its app and its CLI warns about nothing of ours; pyproject's licence is
+    an SPDX string (setuptools warns about the old table form)."""
+    import importlib
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name in ("gmsdi", "gmsdi.pipeline", "gmsdi.app", "gmsdi.cli", "gmsdi.eval.cli", "gmsdi.data.synth"):
+            importlib.import_module(name)
+    ours = [w for w in caught if issubclass(w.category, DeprecationWarning | FutureWarning)
+            and str(ROOT / "gmsdi") in str(w.filename)]
+    assert not ours, [f"{w.filename}:{w.lineno}: {w.message}" for w in ours]
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert isinstance(project["license"], str), "project.license must be an SPDX string, e.g. \"MIT\""
