@@ -19,7 +19,6 @@ mean spectrum, and for the generated stems, and writes:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -34,7 +33,7 @@ import torch  # noqa: E402
 
 from gmsdi.data.classes import PAPER_STEMS  # noqa: E402
 from gmsdi.eval.structure import coloured_noise, tf_contrast  # noqa: E402
-from gmsdi.fileio import atomic_write  # noqa: E402
+from gmsdi.fileio import atomic_write, file_sha256  # noqa: E402
 from gmsdi.viz import log_spectrogram  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,14 +45,6 @@ def real_stems(root: Path, split: str, cls: str, n: int, seconds: float, sample_
 
     audio, _ = read_crops(root, split, [cls], n, seconds, sample_rate, seed)
     return audio.numpy()
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def relative(path: Path) -> str:
@@ -114,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         pipe = GMSDIPipeline.from_pretrained(args.checkpoint)
         path = Path(pipe.checkpoint)
-        checkpoint = {"path": relative(path), "sha256": sha256(path)}
+        checkpoint = {"path": relative(path), "sha256": file_sha256(path)}
     sr = pipe.sample_rate
 
     generated: dict[str, list[np.ndarray]] = {c: [] for c in classes}

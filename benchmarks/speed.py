@@ -131,7 +131,7 @@ def _cpu_busy_seconds() -> float | None:
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
-def bench(device: torch.device, quick: bool, window_seconds: float | None = None) -> dict:
+def bench(device: torch.device, quick: bool, window_seconds: float | None = None, threads_steps: int = 0) -> dict:
     busy0, own0, t0 = _cpu_busy_seconds(), time.process_time(), time.perf_counter()
     pipe, model_name = load_pipeline(device)
     window = pipe.config.window_samples
@@ -157,6 +157,7 @@ def bench(device: torch.device, quick: bool, window_seconds: float | None = None
         "window_samples": window, "sample_rate": pipe.sample_rate, "gflop_per_window_row": fps * window / 1e9,
         "matmul_gflops": gflops, "quick": quick, "tasks": rows,
         "mixed_precision": str(pipe.autocast_dtype) if pipe.autocast_dtype else "no",
+        "threads_table": threads_table(pipe, threads_steps) if threads_steps and device.type == "cpu" else None,
     }
 
 
@@ -248,9 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         devices.append(torch.device("cuda"))
     runs = []
     for device in devices:
-        runs.append(bench(device, args.quick, args.window_seconds))
-        if args.threads_steps and device.type == "cpu":
-            runs[-1]["threads_table"] = threads_table(load_pipeline(device)[0], args.threads_steps)
+        runs.append(bench(device, args.quick, args.window_seconds, args.threads_steps))
         for r in runs[-1]["tasks"]:
             print(f"{device} {r['task']}: {r['wall_s']:.1f} s, real-time factor {r['rtf']:.2f}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)

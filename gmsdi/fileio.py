@@ -61,8 +61,6 @@ def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     return stale
 
 
-
-
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The sha256 of a file, hex."""
     h = hashlib.sha256()
@@ -70,7 +68,6 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -33,12 +33,12 @@ import gradio as gr
 import numpy as np
 
 from gmsdi import audio as audio_io
+from gmsdi.fileio import REPO_ROOT
 from gmsdi.inference.constraints import DIRAC_MODES
 from gmsdi.pipeline import GENERATION, MAX_STEMS, SEPARATION, GMSDIPipeline, Result
 from gmsdi.runtime import parse_threads, set_threads
 from gmsdi.sampling import SAMPLERS, Cancelled
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = REPO_ROOT / "assets" / "examples"
 
 # File name endings the app accepts: what soundfile decodes, plus what ffmpeg reads through pydub.

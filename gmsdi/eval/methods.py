@@ -26,9 +26,7 @@ from gmsdi.audio import SILENCE_PEAK
 from gmsdi.data.classes import PAPER_STEMS
 from gmsdi.data.prompts import compose
 from gmsdi.eval.references import ideal_ratio_mask, unprocessed_mixture
-from gmsdi.fileio import file_sha256, relative_paths
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from gmsdi.fileio import REPO_ROOT, file_sha256, relative_paths
 
 # (mix [T], references [K, T], seed) -> estimates [K, T]
 Separator = Callable[[np.ndarray, np.ndarray, int], np.ndarray]

@@ -15,7 +15,6 @@ from typing import Any
 import gmsdi.cli_common as cli_args
 from gmsdi.fileio import atomic_write, relative_paths
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path("benchmarks/results/eval")
 QUICK_RESULTS = Path("runs/eval-quick")
 STEMS = ("bass", "drums", "guitar", "piano")

@@ -20,8 +20,8 @@ import numpy as np
 
 from gmsdi.eval.methods import MODELS, SEPARATION_METHODS, file_sha256
 from gmsdi.eval.runner import SINGLE_SOURCE_VARIANTS, SeparationRun, active_from_summary, scores_from_summary
+from gmsdi.fileio import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 STEMS = ("bass", "drums", "guitar", "piano")
 
 SEPARATION_HEADER = ("| method | bass | drums | guitar | piano | **All** "

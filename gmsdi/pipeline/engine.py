@@ -31,6 +31,7 @@ from torch import nn
 import gmsdi
 from gmsdi import audio as audio_io
 from gmsdi.audio import AudioSource
+from gmsdi.fileio import REPO_ROOT
 from gmsdi.inference.chunking import (
     chunk_starts,
     continuation_spans,
@@ -43,8 +44,6 @@ from gmsdi.inference.tasks import check_dirac_steps, separate_sources
 from gmsdi.pipeline import settings as limits
 from gmsdi.pipeline.settings import Settings
 from gmsdi.sampling.samplers import Callback, get_sigmas_karras
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # (window samples, known [1, N, W] or None, mask [1, N, W] or None, callback) -> [1, N, W]
 WindowSampler = Callable[[int, "torch.Tensor | None", "torch.Tensor | None", "Callback | None"], torch.Tensor]

@@ -15,11 +15,12 @@ from torch import nn
 
 from gmsdi.audio import AudioSource
 from gmsdi.data.prompts import compose
+from gmsdi.fileio import REPO_ROOT
 from gmsdi.inference.constraints import check_coupling
 from gmsdi.inference.guidance import GuidedDenoiser
 from gmsdi.inference.tasks import generate_sources
 from gmsdi.pipeline import inputs
-from gmsdi.pipeline.engine import REPO_ROOT, BasePipeline
+from gmsdi.pipeline.engine import BasePipeline
 from gmsdi.pipeline.result import Result
 from gmsdi.pipeline.settings import GENERATION, SEPARATION, Settings
 from gmsdi.sampling.samplers import Callback

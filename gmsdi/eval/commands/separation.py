@@ -14,7 +14,6 @@ from typing import Any
 
 from gmsdi.eval.records import (
     QUICK,
-    REPO_ROOT,
     chunk_samples,
     data_info,
     header,
@@ -23,7 +22,7 @@ from gmsdi.eval.records import (
     sampling_args,
     write_result,
 )
-from gmsdi.fileio import atomic_write, relative_paths
+from gmsdi.fileio import REPO_ROOT, atomic_write, relative_paths
 
 
 def _separation(method: str, args: argparse.Namespace, models: dict[str, Any], split: str,
