@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gmsdi.models.bandunet import BandUNet2d
 from gmsdi.models.edm import EDMConfig, EDMDenoiser
 from gmsdi.models.spectral import SpectralWiener
 from gmsdi.models.unet import UNet1d, UNetConfig
@@ -23,7 +24,7 @@ def _wiener(config: UNetConfig, text_dim: int, sigma_data: float) -> nn.Module:
 
 # name -> constructor(config: UNetConfig, text_dim: int[, sigma_data: float]) -> network F(x_in, c_noise, cond);
 # a constructor that takes `sigma_data` gets the EDM σ_d.
-NETWORKS: dict[str, Callable[..., nn.Module]] = {"unet1d": UNet1d, "wiener": _wiener}
+NETWORKS: dict[str, Callable[..., nn.Module]] = {"unet1d": UNet1d, "bandunet2d": BandUNet2d, "wiener": _wiener}
 
 
 @dataclass
@@ -142,13 +143,35 @@ def _spectral() -> ModelConfig:
     )
 
 
+def _bands() -> ModelConfig:
+    # The frequency-local design (gmsdi.models.bandunet): 32 bands of 16 bins (250 Hz) × 16 ms frames,
+    # a 2-D U-Net over (band, frame) in channels-last bf16, cross-attention to the part tokens at the
+    # two coarse levels and the bottleneck, FiLM from the pooled prompt everywhere. The STFT, σ_d, training σ and prompt encoder are the `spectral` preset's.
+    base = _spectral()
+    return dataclasses.replace(
+        base,
+        network="bandunet2d",
+        unet=UNetConfig(
+            patch_size=256,
+            frontend="stft",
+            n_fft=1024,
+            band_width=16,
+            channels=(96, 192, 384),
+            num_blocks=(1, 1, 1),
+            emb_dim=256,
+            cross_attn_levels=(1, 2),
+            self_attn_bottleneck=False,
+        ),
+    )
+
+
 def _floor() -> ModelConfig:
     # The Wiener floor on the spectral model's STFT, σ_d and prompt encoder (gmsdi.models.spectral).
     return dataclasses.replace(_spectral(), network="wiener")
 
 
 MODEL_PRESETS: dict[str, Callable[[], ModelConfig]] = {"tiny": _tiny, "default": _default, "spectral": _spectral,
-                                                      "floor": _floor}
+                                                      "bands": _bands, "floor": _floor}
 
 
 def model_config(preset: str = "default", **overrides: Any) -> ModelConfig:

@@ -52,6 +52,7 @@ class UNetConfig:
             a linear map of each frame's samples; "stft", every bin of an STFT frame in and a
             complex gain and residual per bin out (`gmsdi.models.spectral`).
         n_fft: the STFT window in samples (`frontend="stft"`).
+        band_width: STFT bins per band of the band-split 2-D network (`gmsdi.models.bandunet`).
         channels: width per level, finest first; frames halve from one level to the next.
             channels[0] must be at least patch_size·in_channels, so that the patch embedding
             and the unpatching are full rank: noise outside their span could never be removed.
@@ -72,6 +73,7 @@ class UNetConfig:
     patch_overlap: bool = True
     frontend: str = "patch"
     n_fft: int = 1024
+    band_width: int = 16
     channels: tuple[int, ...] = (64, 96, 192, 256)
     num_blocks: tuple[int, ...] = (1, 1, 1, 1)
     kernel_size: int = 3
@@ -106,7 +108,9 @@ class UNetConfig:
             raise ValueError(f"fourier_dim must be even, got {self.fourier_dim}")
         if self.frontend == "patch" and self.patch_overlap and self.patch_size % 2:
             raise ValueError(f"patch_overlap needs an even patch_size, got {self.patch_size}")
-        if self.channels[0] < self.patch_size * self.in_channels:
+        if self.band_width < 1:
+            raise ValueError(f"band_width must be positive, got {self.band_width}")
+        if self.frontend == "patch" and self.channels[0] < self.patch_size * self.in_channels:
             raise ValueError(
                 f"channels[0]={self.channels[0]} is below patch_size·in_channels="
                 f"{self.patch_size * self.in_channels}: the output could not span every waveform of a "

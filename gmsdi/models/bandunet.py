@@ -1,0 +1,235 @@
+"""A frequency-local denoiser: band-split STFT in, a 2-D U-Net over (band, frame), masked STFT out.
+
+The diffusion variable stays the waveform (METHOD.md §2); only the inside of the network works in
+frequency. Where `UNet1d`'s "stft" front end squeezes all 513 bins of a frame into one channel
+vector (so a frame's fine spectrum must pass through 512 numbers), this network keeps frequency
+as an axis:
+
+1. STFT (n_fft 1024, hop 256 at 16 kHz: 15.6 Hz bins, 16 ms frames) of the input; bins 0..511
+   are cut into bands of `band_width` bins. Each band has its own linear map from its bins'
+   features (real and imaginary part, the same compressed to |X|^½, and log power) to C_0
+   channels, so every band keeps its bins' detail (C_0 ≥ features) and knows where it sits.
+2. A 2-D U-Net over (band, frame), channels-last: residual blocks of 3×3 convolutions with FiLM
+   from (noise level + pooled prompt), stride-2 down- and upsampling of both axes, skip
+   connections added, cross-attention over the prompt's part tokens at every level in
+   `cross_attn_levels`, and a learned per-band embedding at every level. Fully convolutional in
+   time: 1 s crops train it and it denoises windows of any length (a multiple of
+   hop · 2^(levels-1) samples).
+3. Each band's own linear map back to a complex gain M and a complex residual R per bin; the
+   output is the synthesis of M·X + R (the Nyquist bin is left out: M = R = 0 there). Zero-
+   initialised: the untrained network outputs zeros, so the denoiser starts as D = c_skip·x.
+
+The network receives c_in·x and c_noise from `EDMDenoiser`; it does no σ arithmetic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gmsdi.models.spectral import Stft
+from gmsdi.models.unet import CrossAttention, FourierFeatures, UNetConfig, _groups, _zero
+from gmsdi.text.embedding import TextEmbedding
+
+FEATURES_PER_BIN = 5  # re, im, re·|X|^-½, im·|X|^-½, ln(|X|² + 1e-4) / 4
+
+
+class BandEmbed(nn.Module):
+    """STFT [B, F, N] complex -> [B, C, bands, N]: one linear map per band of `width` bins."""
+
+    def __init__(self, bands: int, width: int, channels: int) -> None:
+        super().__init__()
+        self.bands, self.width = bands, width
+        fan_in = FEATURES_PER_BIN * width
+        self.weight = nn.Parameter(torch.randn(bands, fan_in, channels) / fan_in**0.5)
+        self.bias = nn.Parameter(torch.zeros(bands, channels))
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        b, _, n = spec.shape
+        with torch.autocast(spec.device.type, enabled=False):
+            s = spec[:, : self.bands * self.width]
+            mag = s.abs()
+            comp = s / (mag + 1e-4).sqrt()  # |X|^½ with the phase of X
+            feats = torch.stack([s.real, s.imag, comp.real, comp.imag, (mag.pow(2) + 1e-4).log() / 4], dim=-1)
+            feats = feats.reshape(b, self.bands, self.width, n, FEATURES_PER_BIN).permute(0, 1, 3, 2, 4)
+            feats = feats.reshape(b, self.bands, n, -1)  # [B, bands, N, 5·width]
+        h = torch.einsum("bknf,kfc->bckn", feats.to(self.weight.dtype), self.weight)
+        return h + self.bias.t()[None, :, :, None]
+
+
+class BandUnembed(nn.Module):
+    """[B, C, bands, N] and the input's STFT [B, F, N] -> the synthesis of M·X + R, [B, N·hop]."""
+
+    def __init__(self, bands: int, width: int, channels: int, stft: Stft) -> None:
+        super().__init__()
+        self.bands, self.width, self.stft = bands, width, stft
+        self.weight = nn.Parameter(torch.zeros(bands, channels, 4 * width))
+        self.bias = nn.Parameter(torch.zeros(bands, 4 * width))
+
+    def forward(self, h: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+        b, _, _, n = h.shape
+        out = torch.einsum("bckn,kcf->bknf", h, self.weight.to(h.dtype)) + self.bias[None, :, None].to(h.dtype)
+        with torch.autocast(h.device.type, enabled=False):
+            out = out.float().reshape(b, self.bands, n, 4, self.width).permute(0, 3, 1, 4, 2)
+            out = out.reshape(b, 4, self.bands * self.width, n)
+            out = F.pad(out, (0, 0, 0, spec.shape[1] - self.bands * self.width))  # the Nyquist bin: 0
+            gain, residual = torch.complex(out[:, 0], out[:, 1]), torch.complex(out[:, 2], out[:, 3])
+            return self.stft.synthesize(gain * spec + residual)
+
+
+class ResBlock2d(nn.Module):
+    """GroupNorm-SiLU-conv3×3, FiLM, GroupNorm-SiLU-conv3×3, residual. [B, C_in, K, N] -> [B, C_out, K, N]."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, max_groups: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(c_in, max_groups), c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.film = _zero(nn.Linear(emb_dim, 2 * c_out))
+        self.norm2 = nn.GroupNorm(_groups(c_out, max_groups), c_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class CrossAttention2d(CrossAttention):
+    """`CrossAttention` over every (band, frame) position: [B, C, K, N] -> [B, C, K, N]."""
+
+    def forward(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, c, k, n = x.shape
+        out = super().forward(x.reshape(b, c, k * n), tokens, mask)
+        return out.reshape(b, c, k, n).contiguous(memory_format=torch.channels_last)
+
+
+class _Level2d(nn.Module):
+    def __init__(self, blocks: list[ResBlock2d], attn: CrossAttention2d | None, resample: nn.Module | None,
+                 bands: int, channels: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.attn = attn
+        self.resample = resample
+        self.band_embedding = nn.Parameter(torch.zeros(1, channels, bands, 1))
+
+
+class BandUNet2d(nn.Module):
+    """The frequency-local text-conditioned denoiser (see the module docstring).
+
+    Uses from `UNetConfig`: in_channels (1), patch_size (the STFT hop), n_fft, band_width,
+    channels, num_blocks, emb_dim, fourier_dim, cross_attn_levels, attn_head_dim, norm_groups,
+    dropout. Call: `net(x_in [B, 1, T], c_noise [B], cond) -> [B, 1, T]`, `cond` a
+    `TextEmbedding` (or mapping) or None for the null prompt; T a multiple of
+    `config.length_multiple`.
+    """
+
+    def __init__(self, config: UNetConfig, text_dim: int = 384) -> None:
+        super().__init__()
+        self.config = cfg = config
+        if cfg.in_channels != 1:
+            raise ValueError("BandUNet2d is a single-channel model (in_channels=1)")
+        self.text_dim = text_dim
+        self.stft = Stft(cfg.n_fft, cfg.patch_size)
+        width = cfg.band_width
+        if (self.stft.bins - 1) % width:
+            raise ValueError(f"band_width={width} must divide the {self.stft.bins - 1} non-Nyquist bins of n_fft "
+                             f"{cfg.n_fft}")
+        bands = (self.stft.bins - 1) // width
+        chans, g = cfg.channels, cfg.norm_groups
+        if bands % 2 ** (cfg.levels - 1):
+            raise ValueError(f"{bands} bands cannot be halved {cfg.levels - 1} times; use fewer levels or "
+                             "narrower bands")
+        if chans[0] < 2 * width:
+            raise ValueError(f"channels[0]={chans[0]} is below 2·band_width={2 * width}: the residual could not "
+                             "span every spectrum of a band")
+
+        self.embed = BandEmbed(bands, width, chans[0])
+        self.fourier = FourierFeatures(cfg.fourier_dim)
+        self.sigma_mlp = nn.Sequential(
+            nn.Linear(cfg.fourier_dim, cfg.emb_dim), nn.SiLU(), nn.Linear(cfg.emb_dim, cfg.emb_dim)
+        )
+        self.text_pool_proj = nn.Linear(text_dim, cfg.emb_dim)
+        self.text_norm = nn.LayerNorm(text_dim)
+
+        def block(c_in: int, c_out: int) -> ResBlock2d:
+            return ResBlock2d(c_in, c_out, cfg.emb_dim, g, cfg.dropout)
+
+        def cross(c: int, level: int) -> CrossAttention2d | None:
+            return CrossAttention2d(c, text_dim, cfg.attn_head_dim, g) if level in cfg.cross_attn_levels else None
+
+        last = cfg.levels - 1
+        self.down, self.up = nn.ModuleList(), nn.ModuleList()
+        for i, c in enumerate(chans):
+            k = bands // 2**i
+            down = nn.Conv2d(c, chans[i + 1], 2, stride=2) if i < last else None
+            self.down.append(_Level2d([block(c, c) for _ in range(cfg.num_blocks[i])], cross(c, i), down, k, c))
+            up = nn.ConvTranspose2d(chans[i + 1], c, 2, stride=2) if i < last else None
+            self.up.append(_Level2d([block(c, c) for _ in range(cfg.num_blocks[i])], cross(c, i), up, k, c))
+        c_mid = chans[-1]
+        self.mid1, self.mid2 = block(c_mid, c_mid), block(c_mid, c_mid)
+        self.mid_cross = CrossAttention2d(c_mid, text_dim, cfg.attn_head_dim, g) if cfg.cross_attn_levels else None
+        self.out_norm = nn.GroupNorm(_groups(chans[0], g), chans[0])
+        self.unembed = BandUnembed(bands, width, chans[0], self.stft)
+        self.to(memory_format=torch.channels_last)
+
+    def check_length(self, length: int) -> None:
+        """Raises ValueError unless `length` samples fit the STFT hop and the time downsampling."""
+        m = self.config.length_multiple
+        if length <= 0 or length % m:
+            raise ValueError(f"input length {length} samples is not a multiple of {m} (hop {self.config.patch_size} "
+                             f"× 2^{self.config.levels - 1}); pad or crop it, e.g. to {max(m, -(-length // m) * m)}")
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Any = None) -> torch.Tensor:
+        """F(x_in [B, 1, T], c_noise [B], cond) -> [B, 1, T] (EDMDenoiser scales it by c_out)."""
+        if x.ndim != 3 or x.shape[1] != 1:
+            raise ValueError(f"expected x of shape [B, 1, T], got {tuple(x.shape)}")
+        b = x.shape[0]
+        self.check_length(x.shape[-1])
+        if c_noise.shape != (b,):
+            raise ValueError(f"c_noise must have shape [{b}], got {tuple(c_noise.shape)}")
+        if cond is None:
+            text = TextEmbedding.null(b, self.text_dim, device=x.device)
+        else:
+            text = TextEmbedding.from_any(cond)
+            if text.batch_size != b or text.dim != self.text_dim:
+                raise ValueError(f"conditioning has batch {text.batch_size} and width {text.dim}; the network "
+                                 f"needs batch {b} (as x) and width {self.text_dim}")
+            text = text.to(x.device)
+        dtype = self.embed.weight.dtype
+        emb = F.silu(self.sigma_mlp(self.fourier(c_noise).to(dtype)) + self.text_pool_proj(text.pooled.to(dtype)))
+        tokens, mask = self.text_norm(text.tokens.to(dtype)), text.mask
+
+        with torch.autocast(x.device.type, enabled=False):
+            spec = self.stft.analyze(x[:, 0])  # [B, F, N]
+        h = self.embed(spec).contiguous(memory_format=torch.channels_last)
+        skips = []
+        for level in self.down:
+            h = h + level.band_embedding
+            for blk in level.blocks:
+                h = blk(h, emb)
+            if level.attn is not None:
+                h = level.attn(h, tokens, mask)
+            skips.append(h)
+            if level.resample is not None:
+                h = level.resample(h)
+        h = self.mid1(h, emb)
+        if self.mid_cross is not None:
+            h = self.mid_cross(h, tokens, mask)
+        h = self.mid2(h, emb)
+        for i in reversed(range(len(self.up))):
+            level = self.up[i]
+            if level.resample is not None:
+                h = level.resample(h)
+            h = h + skips[i]
+            for blk in level.blocks:
+                h = blk(h, emb)
+            if level.attn is not None:
+                h = level.attn(h, tokens, mask)
+        return self.unembed(F.silu(self.out_norm(h)), spec)[:, None]

@@ -1,0 +1,114 @@
+"""The frequency-local denoiser (`gmsdi.models.bandunet`): band layout in and out, zero start,
+any window length, learning under bf16 autocast, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gmsdi.models import build_model, load_model, model_config, save_model
+from gmsdi.models.bandunet import FEATURES_PER_BIN, BandUNet2d
+from gmsdi.text import HashTextEncoder
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SR, N_FFT, HOP, WIDTH = 16000, 128, 32, 8  # 64 non-Nyquist bins of 125 Hz: 8 bands of 1 kHz
+
+
+def _tiny_bands():
+    base = model_config("bands")
+    unet = dataclasses.replace(base.unet, patch_size=HOP, n_fft=N_FFT, band_width=WIDTH, channels=(16, 32),
+                               num_blocks=(1, 1), emb_dim=32, cross_attn_levels=(1,), norm_groups=8,
+                               attn_head_dim=16)
+    return dataclasses.replace(base, unet=unet, text_encoder="hash", segment_samples=1024,
+                               inference_window_samples=2048)
+
+
+def _net() -> BandUNet2d:
+    return build_model(_tiny_bands(), seed=0).net
+
+
+def test_network_starts_at_c_skip_and_runs_any_window() -> None:
+    model = build_model(_tiny_bands(), seed=0)
+    x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(1))
+    sigma = torch.tensor([0.05, 0.5])
+    out = model(x, sigma, HashTextEncoder(384).encode(["bass", "drums, piano"]))
+    c_skip = model.scalings(sigma).c_skip[:, None, None]
+    assert torch.allclose(out, c_skip * x, atol=1e-6)  # the output maps are zero-initialised
+    assert model(torch.zeros(1, 1, 4096), 0.3, None).shape == (1, 1, 4096)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        model(torch.zeros(1, 1, 1000), 0.3, None)
+
+
+def test_unit_gain_passes_the_input_through_without_its_nyquist_bin() -> None:
+    net = _net()
+    with torch.no_grad():
+        net.unembed.bias.view(-1, 4, WIDTH)[:, 0] = 1.0  # gain 1 + 0i on every band's bins
+    x = torch.randn(2, 1024, generator=torch.Generator().manual_seed(2))
+    spec = net.stft.analyze(x)
+    h = torch.zeros(2, 16, 8, spec.shape[-1])
+    expected = net.stft.synthesize(torch.cat([spec[:, :-1], torch.zeros_like(spec[:, -1:])], dim=1))
+    assert torch.allclose(net.unembed(h, spec), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize(("band", "bin_in_band"), [(0, 4), (5, 0), (7, 4)])
+def test_a_band_bin_writes_a_tone_at_its_own_frequency(band: int, bin_in_band: int) -> None:
+    # The same coefficient in every frame is a steady tone where the bin turns a whole number of
+    # cycles per hop: bins that are multiples of n_fft / hop = 4.
+    net = _net()
+    with torch.no_grad():
+        net.unembed.bias.view(-1, 4, WIDTH)[band, 2, bin_in_band] = 1.0  # residual, real part
+    spec = net.stft.analyze(torch.zeros(1, 2048))
+    y = net.unembed(torch.zeros(1, 16, 8, spec.shape[-1]), spec)[0].detach().numpy()
+    peak_hz = np.argmax(np.abs(np.fft.rfft(y))) * SR / len(y)
+    assert peak_hz == pytest.approx((band * WIDTH + bin_in_band) * SR / N_FFT, abs=SR / len(y))
+
+
+def test_each_band_reads_its_own_bins() -> None:
+    net = _net()
+    with torch.no_grad():
+        net.embed.weight.zero_()
+        net.embed.weight[:, FEATURES_PER_BIN - 1 :: FEATURES_PER_BIN, 0] = 1.0  # channel 0: Σ log power
+    t = torch.arange(2048) / SR
+    for hz in (300.0, 2600.0, 7300.0):
+        h = net.embed(net.stft.analyze(torch.sin(2 * math.pi * hz * t)[None]))
+        assert h[0, 0].mean(-1).argmax().item() == int(hz * N_FFT / SR) // WIDTH
+
+
+def test_network_learns_a_tone_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    model = build_model(_tiny_bands(), seed=0)
+    t = torch.arange(1024) / SR
+    tone = (0.1 * torch.sin(2 * math.pi * 440 * t))[None, None].repeat(8, 1, 1)
+    cond = HashTextEncoder(384).encode(["piano"] * 8)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(40):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model.loss(tone, torch.full((8,), 0.3), cond, generator=g).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    model = build_model(_tiny_bands(), seed=3)
+    again = load_model(save_model(tmp_path / "m.safetensors", model))
+    assert again.model_config.network == "bandunet2d" and again.model_config.unet.band_width == WIDTH
+    x = torch.randn(1, 1, 1024)
+    assert torch.equal(again(x, 0.2, None), model(x, 0.2, None))
+
+
+def test_bad_band_layouts_are_refused() -> None:
+    cfg = _tiny_bands()
+    with pytest.raises(ValueError, match="band_width=7"):
+        build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, band_width=7)))
+    with pytest.raises(ValueError, match="2·band_width"):
+        build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, channels=(8, 16))))
