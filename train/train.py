@@ -10,14 +10,14 @@ train/configs/ (fields: `TrainConfig` below); any field can be overridden on the
     python train/train.py --config train/configs/tiny.yaml
     # the bundled model: render the data once, then train in the background; rerun to resume
     python -m gmsdi.data.synth --preset default --out data/synthslakh
-    nohup python train/train.py --config train/configs/spectral.yaml > runs/spectral.log 2>&1 &
+    nohup python train/train.py --config train/configs/bands.yaml > runs/bands.log 2>&1 &
     # one or many GPUs, bf16 where supported (multi-node: see `accelerate launch --help`)
-    accelerate launch --num_processes 4 train/train.py --config train/configs/spectral.yaml
+    accelerate launch --num_processes 4 train/train.py --config train/configs/bands.yaml
     # override fields, e.g. a warm start from the bundled weights with a new run name
-    python train/train.py --config train/configs/spectral.yaml \
+    python train/train.py --config train/configs/bands.yaml \
         --set name=ft init_from=assets/gmsdi-synthslakh.safetensors
     # write the inference checkpoint (EMA weights + config, safetensors) of a run; the bundled one in bf16
-    python train/train.py --config train/configs/spectral.yaml --export assets/gmsdi-synthslakh.safetensors \
+    python train/train.py --config train/configs/bands.yaml --export assets/gmsdi-synthslakh.safetensors \
         --export-dtype bf16
     # the evaluation's baselines on the same data with the same budget (`data.source`; issue #6)
     nohup python train/train.py --config train/configs/msdm.yaml > runs/msdm.log 2>&1 &

@@ -74,7 +74,7 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {
-    "gmsdi": ModelSpec("gmsdi", "GMSDI", "assets/gmsdi-synthslakh.safetensors", "train/configs/spectral.yaml",
+    "gmsdi": ModelSpec("gmsdi", "GMSDI", "assets/gmsdi-synthslakh.safetensors", "train/configs/bands.yaml",
                        "gmsdi", "mixtures + text tags"),
     "msdm": ModelSpec("msdm", "MSDM", "assets/msdm-synthslakh.safetensors", "train/configs/msdm.yaml", "msdm",
                       "separated stems, stacked (bass, drums, guitar, piano)"),

@@ -33,10 +33,10 @@ REPRODUCE = """\
 ```bash
 # 1. data (14 min) and the three models (200k steps each)
 python -m gmsdi.data.synth --preset default --out data/synthslakh
-nohup python train/train.py --config train/configs/spectral.yaml > runs/spectral.log 2>&1 &
+nohup python train/train.py --config train/configs/bands.yaml > runs/bands.log 2>&1 &
 nohup python train/train.py --config train/configs/msdm.yaml > runs/msdm.log 2>&1 &
 nohup python train/train.py --config train/configs/weak_msdm.yaml > runs/weak_msdm.log 2>&1 &
-python train/train.py --config train/configs/spectral.yaml --export assets/gmsdi-synthslakh.safetensors
+python train/train.py --config train/configs/bands.yaml --export assets/gmsdi-synthslakh.safetensors
 python train/train.py --config train/configs/msdm.yaml --export assets/msdm-synthslakh.safetensors
 python train/train.py --config train/configs/weak_msdm.yaml --export assets/weak-msdm-synthslakh.safetensors
 # 2. the ensemble choice on the validation split (writes assets/ensemble.json), then every table
@@ -722,8 +722,9 @@ def models_section(status: Mapping[str, Mapping[str, Any]]) -> list[str]:
         st = status[name]
         ck = st["path"] if st["exists"] else f"{st['path']} — not trained yet"
         lines.append(f"| {spec.label} | {spec.data} | {spec.train_config} | {ck} | {_short(st['sha256'])} |")
-    return lines + ["", "All train on the same set (SynthSlakh train split, 1150 tracks). GMSDI is the `spectral` "
-                    "network (STFT front end, 23.4 M parameters, 1.024 s crops, batch 32; train/RUNS.md); the floor "
+    return lines + ["", "All train on the same set (SynthSlakh train split, 1150 tracks). GMSDI is the `bands` "
+                    "network (band-split STFT, 2-D U-Net, 17.0 M parameters, 1.024 s crops, batch 16; train/RUNS.md); "
+                    "the floor "
                     "is a Wiener filter of spectra from the prompt. The baselines and the no-tag model are "
                     "waveform U-Nets of sessions 1-7 (4.8-5.1 M parameters, 2.048 s crops, batch 16, 6000 steps), "
                     "no longer shipped: their rows below are history until they are retrained on the new design.",

@@ -76,8 +76,8 @@ class GMSDIPipeline(BasePipeline):
             if not path.is_file():
                 raise FileNotFoundError(
                     f"the bundled model {path.relative_to(REPO_ROOT)} is missing; train and export it with "
-                    "`python train/train.py --config train/configs/spectral.yaml` and then "
-                    "`python train/train.py --config train/configs/spectral.yaml --export "
+                    "`python train/train.py --config train/configs/bands.yaml` and then "
+                    "`python train/train.py --config train/configs/bands.yaml --export "
                     "assets/gmsdi-synthslakh.safetensors`, or pass the path of another checkpoint")
         path = Path(path)
         if not path.is_file():
