@@ -31,8 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gmsdi.models.spectral import Stft
-from gmsdi.models.unet import CrossAttention, FourierFeatures, UNetConfig, _groups, _zero
-from gmsdi.text.embedding import TextEmbedding
+from gmsdi.models.unet import CrossAttention, FourierFeatures, UNetConfig, _groups, _zero, resolve_condition
 
 FEATURES_PER_BIN = 5  # re, im, re·|X|^-½, im·|X|^-½, ln(|X|² + 1e-4) / 4
 
@@ -194,14 +193,7 @@ class BandUNet2d(nn.Module):
         self.check_length(x.shape[-1])
         if c_noise.shape != (b,):
             raise ValueError(f"c_noise must have shape [{b}], got {tuple(c_noise.shape)}")
-        if cond is None:
-            text = TextEmbedding.null(b, self.text_dim, device=x.device)
-        else:
-            text = TextEmbedding.from_any(cond)
-            if text.batch_size != b or text.dim != self.text_dim:
-                raise ValueError(f"conditioning has batch {text.batch_size} and width {text.dim}; the network "
-                                 f"needs batch {b} (as x) and width {self.text_dim}")
-            text = text.to(x.device)
+        text = resolve_condition(cond, b, self.text_dim, x.device)
         dtype = self.embed.weight.dtype
         emb = F.silu(self.sigma_mlp(self.fourier(c_noise).to(dtype)) + self.text_pool_proj(text.pooled.to(dtype)))
         tokens, mask = self.text_norm(text.tokens.to(dtype)), text.mask

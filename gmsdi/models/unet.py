@@ -130,6 +130,20 @@ class UNetConfig:
         return self.patch_size * 2 ** (self.levels - 1)
 
 
+def resolve_condition(cond: Any, batch: int, text_dim: int, device: torch.device) -> TextEmbedding:
+    """A network's `cond` argument as a `TextEmbedding` of `batch` prompts of width `text_dim` on
+    `device`: None is the null prompt; a batch or width that does not match raises ValueError."""
+    if cond is None:
+        return TextEmbedding.null(batch, text_dim, device=device)
+    cond = TextEmbedding.from_any(cond)
+    if cond.batch_size != batch or cond.dim != text_dim:
+        raise ValueError(
+            f"conditioning has batch {cond.batch_size} and width {cond.dim}; the network needs "
+            f"batch {batch} (as x) and width {text_dim}"
+        )
+    return cond.to(device)
+
+
 def _groups(channels: int, max_groups: int) -> int:
     return max(g for g in range(1, max_groups + 1) if channels % g == 0)
 
@@ -368,17 +382,6 @@ class UNet1d(nn.Module):
                 f"e.g. pad to {up} samples"
             )
 
-    def _condition(self, cond: Any, batch: int, device: torch.device) -> TextEmbedding:
-        if cond is None:
-            return TextEmbedding.null(batch, self.text_dim, device=device)
-        cond = TextEmbedding.from_any(cond)
-        if cond.batch_size != batch or cond.dim != self.text_dim:
-            raise ValueError(
-                f"conditioning has batch {cond.batch_size} and width {cond.dim}; the network needs "
-                f"batch {batch} (as x) and width {self.text_dim}"
-            )
-        return cond.to(device)
-
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor, cond: Any = None) -> torch.Tensor:
         """F(x_in, c_noise, cond).
 
@@ -396,7 +399,7 @@ class UNet1d(nn.Module):
         self.check_length(x.shape[-1])
         if c_noise.shape != (b,):
             raise ValueError(f"c_noise must have shape [{b}], got {tuple(c_noise.shape)}")
-        text = self._condition(cond, b, x.device)
+        text = resolve_condition(cond, b, self.text_dim, x.device)
         dtype = self.patch_embed.proj.weight.dtype
         emb = self.sigma_mlp(self.fourier(c_noise).to(dtype)) + self.text_pool_proj(text.pooled.to(dtype))
         emb = F.silu(emb)
