@@ -122,3 +122,33 @@ def test_submix_items_are_stem_subsets_with_their_tags(tmp_path: Path, tiny_data
     assert seen == 3 * cfg.batch_size
     # the whole training loop runs on it
     assert train.main(_args(tmp_path, tiny_data, "max_steps=4", "data.submix=true")) == 0
+
+
+def test_time_budget_plans_then_stops(monkeypatch):
+    cfg = train.TrainConfig(max_steps=1_000_000, lr_decay_steps=1_000_000, time_budget_s=100.0)
+    now = [10.0]
+    monkeypatch.setattr(train.time, "perf_counter", lambda: now[0])
+    marks: dict = {}
+    train.fit_time_budget(cfg, 20, 0, 0.0, marks)  # step 20 at 10 s
+    now[0] = 18.0  # 80 steps in 8 s: 0.1 s per step, 82 s left
+    train.fit_time_budget(cfg, 100, 0, 0.0, marks)
+    assert cfg.max_steps == 100 + 820 and cfg.lr_decay_steps == 920
+    now[0] = 100.5  # past the budget: the run ends at this step
+    train.fit_time_budget(cfg, 850, 0, 0.0, marks)
+    assert cfg.max_steps == 850
+
+
+def test_budgeted_run_without_validation_stops_and_checkpoints(tmp_path: Path, tiny_data: Path):
+    assert train.main(_args(tmp_path, tiny_data, "max_steps=50", "val_every=0", "time_budget_s=0.001")) == 0
+    run = tmp_path / "tiny"
+    assert torch.load(run / "ckpt.pt", weights_only=False)["step"] == 1  # stopped at the first step
+    assert not (run / "val.csv").exists()
+
+
+def test_text_table_must_come_from_the_models_encoder(tmp_path: Path, tiny_data: Path, capsys):
+    from gmsdi.text.table import PartsTable
+
+    table = tmp_path / "parts.safetensors"
+    PartsTable({"bass": torch.ones(4)}, encoder="minilm-parts").save(table)
+    assert train.main(_args(tmp_path, tiny_data, "max_steps=2", f"text_table={table}")) == 2
+    assert "was made with 'minilm-parts'" in capsys.readouterr().err

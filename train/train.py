@@ -125,9 +125,16 @@ class TrainConfig:
     # "bass" to mean "a mix with bass in it", which fights single-source parameterisation.
     p_tag_subset: float = 0.0
     mixed_precision: str = "auto"  # auto = bf16 on a GPU that supports it, else fp32
+    # Training prompts encoded from a parts table (gmsdi.text.table) instead of the model's text
+    # encoder, which it must have been made with: for machines where the text model cannot go.
+    text_table: str = ""
+    # Wall-clock budget (s) of this invocation, 0 = none. After 100 steps the run measures its
+    # speed and sets max_steps (and a cosine's end, lr_decay_steps) to end inside the budget; at
+    # the budget it stops, checkpoints and writes samples as at max_steps. For lent machines.
+    time_budget_s: float = 0.0
     seed: int = 0
     log_every: int = 25
-    val_every: int = 1000
+    val_every: int = 1000  # 0: no validation (it needs the validation split's stems)
     val_batches: int = 4
     sensitivity_items: int = 48
     ckpt_every: int = 250
@@ -255,6 +262,40 @@ def conditioning(cfg: TrainConfig, text_encoder, audio: torch.Tensor, prompts: l
         return text_encoder.encode(prompts, device=device)
     drop = torch.tensor([p == "" for p in prompts])
     return text_encoder.encode_audio(audio, sample_rate=cfg.data.sample_rate, device=device).with_null(drop)
+
+
+def training_text_encoder(cfg: TrainConfig, model_cfg: ModelConfig):
+    """The prompt encoder of training: the model's own, or with `text_table` a parts table made with it."""
+    if not cfg.text_table:
+        return build_text_encoder(model_cfg.text_encoder)
+    from gmsdi.text.table import PartsTable
+
+    table = PartsTable.load(cfg.text_table)
+    if table.encoder != model_cfg.text_encoder:
+        raise ValueError(f"text_table {cfg.text_table} was made with {table.encoder!r} but the model's text "
+                         f"encoder is {model_cfg.text_encoder!r}; rebuild it with `python -m gmsdi.text.table "
+                         f"--encoder {model_cfg.text_encoder} --out {cfg.text_table}`")
+    return table
+
+
+def fit_time_budget(cfg: TrainConfig, step: int, step0: int, t_start: float, marks: dict) -> None:
+    """`time_budget_s`: 100 steps in, set max_steps (and a cosine's end) from the speed of steps 20-100
+    (the first ones start workers and tune kernels); at the budget, end the run at this step.
+    `step0`/`t_start`: the step and time this invocation began; `marks` keeps the time of step 20."""
+    now = time.perf_counter()
+    elapsed = now - t_start
+    if elapsed >= cfg.time_budget_s:
+        cfg.max_steps = min(cfg.max_steps, step)
+    elif step == step0 + 20:
+        marks["t20"] = now
+    elif step == step0 + 100:
+        per_step = (now - marks["t20"]) / 80
+        planned = step + int((cfg.time_budget_s - elapsed) / per_step)
+        if cfg.lr_decay_steps == cfg.max_steps or cfg.lr_decay_steps > planned:
+            cfg.lr_decay_steps = planned
+        cfg.max_steps = min(cfg.max_steps, planned)
+        tqdm.write(f"time budget {cfg.time_budget_s:.0f} s at {per_step:.3f} s/step: max_steps {cfg.max_steps}, "
+                   f"lr_decay_steps {cfg.lr_decay_steps}")
 
 
 def build_model_config(cfg: TrainConfig) -> ModelConfig:
@@ -448,7 +489,13 @@ def train(cfg: TrainConfig) -> dict:
         mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     check_source(cfg.data)
     accelerator = Accelerator(mixed_precision=mp)
+    if cfg.time_budget_s > 0 and accelerator.num_processes > 1:
+        raise ValueError("time_budget_s plans the run from one process's clock; with several processes set "
+                         "max_steps instead")
     device = accelerator.device
+    if device.type == "cuda":  # fixed shapes: let cuDNN pick its fastest convolutions
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
     run = cfg.run_dir
     if accelerator.is_main_process:
         run.mkdir(parents=True, exist_ok=True)
@@ -471,7 +518,7 @@ def train(cfg: TrainConfig) -> dict:
         opt.load_state_dict(state["optimizer"])
         step = state["step"]
         accelerator.print(f"resumed {run} at step {step}")
-    text_encoder = build_text_encoder(model_cfg.text_encoder).to(device)
+    text_encoder = training_text_encoder(cfg, model_cfg).to(device)
     check_condition(cfg, text_encoder)
 
     multiple = model_cfg.unet.length_multiple
@@ -480,7 +527,8 @@ def train(cfg: TrainConfig) -> dict:
     loss_module = LossModule(model)
     loss_module, opt, loader = accelerator.prepare(loss_module, opt, loader)
     ema.to(device)
-    validator = Validator(cfg, segment, text_encoder, device) if accelerator.is_main_process else None
+    validator = (Validator(cfg, segment, text_encoder, device)
+                 if accelerator.is_main_process and cfg.val_every > 0 else None)
     if accelerator.is_main_process and step == 0:
         (run / "config.yaml").write_text(yaml.safe_dump(asdict(cfg)))
         n_params = sum(p.numel() for p in model.parameters())
@@ -493,6 +541,9 @@ def train(cfg: TrainConfig) -> dict:
 
     rng = np.random.default_rng([cfg.seed, step])
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed * 1_000_003 + step)
+    # The noise is drawn where it is used (on a GPU, a CPU draw of a large batch costs as much as a step).
+    gen_noise = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(cfg.seed * 1_000_003 + step)
+    t_start, step0, budget_marks = time.perf_counter(), step, {}
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process, desc=cfg.name,
                dynamic_ncols=True)
     last: dict = {}
@@ -516,7 +567,7 @@ def train(cfg: TrainConfig) -> dict:
             gain_db = lo + (hi - lo) * torch.rand(len(x), generator=gen)
             x = x * (10 ** (gain_db / 20)).to(device)[:, None, None]
         sigma = model.sample_training_sigmas(len(x), generator=gen).to(device)
-        noise = torch.randn(x.shape, generator=gen).to(device)
+        noise = torch.randn(x.shape, generator=gen_noise, device=gen_noise.device)
         lr = learning_rate(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -529,12 +580,13 @@ def train(cfg: TrainConfig) -> dict:
         step += 1
         with torch.no_grad():
             decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), accelerator.unwrap_model(loss_module).denoiser.parameters(),
-                              strict=True):
-                pe.lerp_(pm.detach(), 1 - decay)
+            torch._foreach_lerp_(list(ema.parameters()),
+                                 list(accelerator.unwrap_model(loss_module).denoiser.parameters()), 1 - decay)
         loss_acc += loss.item()
         n_acc += 1
         bar.update(1)
+        if cfg.time_budget_s > 0:
+            fit_time_budget(cfg, step, step0, t_start, budget_marks)
         if not accelerator.is_main_process:
             continue
         if step % cfg.log_every == 0:
@@ -549,7 +601,7 @@ def train(cfg: TrainConfig) -> dict:
                 "config": asdict(cfg), "model_config": model_cfg.to_dict(), "step": step,
                 "model": accelerator.unwrap_model(loss_module).denoiser.state_dict(),
                 "ema": ema.state_dict(), "optimizer": opt.state_dict()})
-        if step % cfg.val_every == 0 or step == cfg.max_steps:
+        if validator is not None and (step % cfg.val_every == 0 or step == cfg.max_steps):
             losses, sens = validator.run(ema)
             append_csv(run / "val.csv", {"step": step, **{f"loss@{s}": v for s, v in losses.items()}})
             for s, kinds in sens.items():

@@ -16,7 +16,8 @@ def build_text_encoder(name: str, **kwargs: Any) -> CachedPromptEncoder:
         name: a key of `TEXT_ENCODERS` ("minilm", "hash"), "contrastive" (the bundled contrastive
             encoder's text branch) or "contrastive:PATH" (one from a checkpoint file), "clap:PATH"
             (LAION-CLAP from a local Hugging Face CLAP directory or an original .pt checkpoint,
-            see `gmsdi.text.clap.LaionClapEncoder.from_pretrained`), or a path to a local Hugging
+            see `gmsdi.text.clap.LaionClapEncoder.from_pretrained`), "table:PATH" (a parts table of
+            `gmsdi.text.table`, for training without the text model), or a path to a local Hugging
             Face model directory.
         **kwargs: passed to the encoder (e.g. max_length, cache_size).
     """
@@ -30,6 +31,11 @@ def build_text_encoder(name: str, **kwargs: Any) -> CachedPromptEncoder:
 
         path = name.partition(":")[2] or None
         return ContrastiveEncoder.from_pretrained(_local_path(path) if path else None, **kwargs)
+    if name.startswith("table:"):
+        # Precomputed part vectors of a parts encoder (gmsdi.text.table): training without the text model.
+        from gmsdi.text.table import PartsTable
+
+        return PartsTable.load(_local_path(name.partition(":")[2]), **kwargs)
     if name.startswith("clap:"):
         # LAION-CLAP (gmsdi.text.clap) from local files; relative paths as for "contrastive:PATH".
         from gmsdi.text.clap import LaionClapEncoder
@@ -42,7 +48,8 @@ def build_text_encoder(name: str, **kwargs: Any) -> CachedPromptEncoder:
         return TextEncoder.from_path(name, **kwargs)
     raise ValueError(
         f"unknown text encoder {name!r}; valid names are {sorted(TEXT_ENCODERS)}, 'contrastive', "
-        "'contrastive:PATH' and 'clap:PATH' (LAION-CLAP from local files), or a local Hugging Face model directory"
+        "'contrastive:PATH', 'clap:PATH' (LAION-CLAP from local files), 'table:PATH' (a parts table), or a "
+        "local Hugging Face model directory"
     )
 
 
