@@ -89,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="test")
     p.add_argument("--max-khz", type=float, default=4.0, help="top of the pictures' frequency axis")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance weight (default: the pipeline's)")
+    p.add_argument("--gamma", type=float, default=None, help="γ_x = γ_y (default: the pipeline's)")
+    p.add_argument("--gamma-mode", default=None, help="relative, absolute or denoised (default: the pipeline's)")
+    p.add_argument("--sampler", default=None, help="heun or euler (default: the pipeline's)")
+    p.add_argument("--churn", type=float, default=None, help="S_churn (default: the pipeline's)")
     p.add_argument("--quick", action="store_true", help="tiny untrained model, 2 songs, 4 steps, 1 s")
     args = p.parse_args(argv)
 
@@ -113,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     wav_dir.mkdir(parents=True, exist_ok=True)
     settings = None
     for seed in range(args.songs):
-        result = pipe.generate(classes, seconds=args.seconds, seed=seed, steps=args.steps)
+        result = pipe.generate(classes, seconds=args.seconds, seed=seed, steps=args.steps, guidance=args.guidance,
+                               gamma_x=args.gamma, gamma_y=args.gamma, gamma_mode=args.gamma_mode,
+                               sampler=args.sampler, s_churn=args.churn)
         settings = {**result.settings, "checkpoint": checkpoint["path"]}
         for c in classes:
             generated[c].append(result.stems[c])

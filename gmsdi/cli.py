@@ -20,6 +20,7 @@ from gmsdi.cli_common import (
     sampling_settings,
     threads_arg,
 )
+from gmsdi.inference.constraints import GAMMA_MODES
 from gmsdi.runtime import set_threads
 
 EXAMPLES = """examples:
@@ -60,7 +61,9 @@ def _add_coupling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma-x", type=_gamma, default=None,
                    help="Eq. (2) width for the stems (default √(G+1) for G generated stems, relative)")
     p.add_argument("--gamma-y", type=_gamma, default=None, help="Eq. (2) width for the mixture (default √(G+1))")
-    p.add_argument("--gamma-mode", choices=["relative", "absolute"], default=None, help="γ = g·σ, or absolute")
+    p.add_argument("--gamma-mode", choices=list(GAMMA_MODES), default=None,
+                   help="denoised: γ = g·σ on the chains' estimates; relative: γ = g·σ on the noisy states (Eq. 2); "
+                        "absolute: γ in waveform units")
     p.add_argument("--mix-guidance", type=float, default=None, help="mixture chain guidance, 1 = off (default 1)")
     p.add_argument("--negative", nargs="+", default=None, metavar="PROMPT",
                    help="one negative prompt per generated stem ('-' = default: the other stems)")

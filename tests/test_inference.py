@@ -100,18 +100,20 @@ def gaussian_pipe(encoder) -> GMSDIPipeline:
 
 
 def _eq2_covariance(v: list[float], v_y: float, g_x: float, g_y: float, sigma_min: float,
-                    sigma_max: float) -> np.ndarray:
-    """Covariance of (x_1..x_K, y) from the exact probability-flow ODE of Eq. (2), relative γ.
+                    sigma_max: float, mode: str = "relative") -> np.ndarray:
+    """Covariance of (x_1..x_K, y) from the exact probability-flow ODE of Eq. (2), relative γ
+    (residual of the states, D' = D + u·aᵀz) or denoised (residual of the estimates, D' = (I + u·aᵀ)D).
 
     Every time sample evolves alike: z' = (I − M(σ))z/σ with D = M(σ)z linear, so the covariance
     obeys dP/d ln σ = (I−M)P + P(I−M)ᵀ from P = σ_max²·I; the sampler's last step to σ = 0 is
     Euler (z ← M(σ_min)z). Integrated here with an adaptive RK45 — independently of the samplers.
     """
     k, a = len(v), np.r_[-np.ones(len(v)), 1.0]  # r = y − Σx = a·z
+    u = np.r_[np.full(k, 1 / g_x**2), -1 / g_y**2]
 
     def m(sig: float) -> np.ndarray:
         prior = np.diag(np.r_[np.array(v) / (np.array(v) + sig**2), v_y / (v_y + sig**2)])
-        return prior + np.outer(np.r_[np.full(k, 1 / g_x**2), -1 / g_y**2], a)
+        return prior + np.outer(u, a) if mode == "relative" else (np.eye(k + 1) + np.outer(u, a)) @ prior
 
     def f(t: float, p: np.ndarray) -> np.ndarray:
         q = p.reshape(k + 1, k + 1)
@@ -124,13 +126,14 @@ def _eq2_covariance(v: list[float], v_y: float, g_x: float, g_y: float, sigma_mi
     return last @ sol.y[:, -1].reshape(k + 1, k + 1) @ last.T
 
 
+@pytest.mark.parametrize("mode", ["relative", "denoised"])
 @pytest.mark.parametrize("g", [100.0, 2.0, math.sqrt(3)])
-def test_eq2_variances_match_closed_form(gaussian_pipe, g: float) -> None:
+def test_eq2_variances_match_closed_form(gaussian_pipe, g: float, mode: str) -> None:
     """Sources and mix have the variances the exact ODE of Eq. (2) gives (v_k when uncoupled)."""
     r = gaussian_pipe.generate(["a", "b"], seconds=1.0, guidance=1.0, steps=60, seed=0, gamma_x=g, gamma_y=g,
-                               window_seconds=1.0)
+                               window_seconds=1.0, gamma_mode=mode)
     z = np.stack([r.stems["a"], r.stems["b"], r.mixture_chain]).astype(np.float64)
-    cov = _eq2_covariance([VA, VB], VA + VB, g, g, 1e-3, 80.0)
+    cov = _eq2_covariance([VA, VB], VA + VB, g, g, 1e-3, 80.0, mode)
     np.testing.assert_allclose(z.var(axis=1), np.diag(cov), rtol=0.06)
     assert (z[0] + z[1]).var() == pytest.approx(cov[:2, :2].sum(), rel=0.06)
     if g == 100.0:  # uncoupled: each chain is its own Gaussian
@@ -208,6 +211,36 @@ def test_coupling_in_denoised_form() -> None:
         MixtureCoupling(zero, 0.0, 1.0)
     with pytest.raises(ValueError, match="valid names are"):
         MixtureCoupling(zero, 1.0, 1.0, "log")
+
+
+def test_denoised_coupling_projects_the_estimates() -> None:
+    """Mode "denoised": r̂ = D_y − Σ D_k; with g = √(K+1) the estimates are projected onto y = Σx."""
+    x = torch.randn(2, 4, 16)
+    d0 = torch.randn(2, 4, 16)
+    sigma = torch.tensor([0.5, 20.0])
+    fixed = lambda x, s: d0  # noqa: E731
+    d = MixtureCoupling(fixed, 2.0, 2.0, "denoised")(x, sigma)
+    torch.testing.assert_close(d[:, :3].sum(1), d[:, 3])  # consistent, whatever the states
+    torch.testing.assert_close(d - d0, (d - d0)[:, :1].expand_as(d) * torch.tensor([1, 1, 1, -1.0])[:, None])
+    torch.testing.assert_close(MixtureCoupling(fixed, math.inf, math.inf, "denoised")(x, sigma), d0)
+    from gmsdi.inference import check_coupling
+
+    sigmas = get_sigmas_karras(8, 1e-3, 1.0)
+    assert check_coupling(sigmas, 2.0, 2.0, "denoised", 3) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="over-correct"):
+        check_coupling(sigmas, 1.0, 1.0, "denoised", 3)
+
+
+def test_denoised_coupling_with_locked_stems_sums_to_the_mix(gaussian_pipe) -> None:
+    """Locked stems enter the estimates' residual at their clean values: the stems sum to the mix chain."""
+    locked = {"a": 0.1 * np.sin(np.linspace(0, 200, gaussian_pipe.sample_rate // 2)).astype(np.float32)}
+    residual = {}
+    for mode in ("denoised", "relative"):
+        r = gaussian_pipe.accompany(locked, ["b"], guidance=1.0, steps=24, seed=0, window_seconds=0.5, gamma_mode=mode)
+        np.testing.assert_array_equal(r.stems["a"], locked["a"])
+        s = r.stems["a"] + r.stems["b"]
+        residual[mode] = np.sqrt(np.mean((r.mixture_chain - s) ** 2) / np.mean(s**2))
+    assert residual["denoised"] < 1e-5 < 1e-3 < residual["relative"]  # exact, where Eq. 2 closes at the step rate
 
 
 # -- locked stems and the Dirac separator ----------------------------------------------------------

@@ -23,7 +23,7 @@ import torch
 
 StackDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-GAMMA_MODES: tuple[str, ...] = ("relative", "absolute")
+GAMMA_MODES: tuple[str, ...] = ("relative", "absolute", "denoised")
 LOCKED_NOISE: tuple[str, ...] = ("fixed", "fresh")
 DIRAC_MODES: tuple[str, ...] = ("constrained", "projected")
 
@@ -97,6 +97,15 @@ def check_coupling(sigmas: torch.Tensor, gamma_x: float, gamma_y: float, mode: s
     A γ this tight for the step count makes the explicit sampler overshoot the coupling at every
     step, and the stems blow up (to NaN). Returns the growth otherwise.
     """
+    if mode == "denoised":  # no dynamics of its own: one correction of the estimates per evaluation
+        c = moving / gamma_x**2 + 1.0 / gamma_y**2
+        if c > 2.0:
+            g = math.sqrt((moving + 1) / 2.0)
+            raise ValueError(f"gamma_x={gamma_x:g}, gamma_y={gamma_y:g} (denoised mode) over-correct the residual "
+                             f"of the {moving + 1} chains' estimates (G/g_x² + 1/g_y² = {c:.2f} > 2); use "
+                             f"gamma_x = gamma_y ≥ {g:.2f} (√(G+1) = {math.sqrt(moving + 1):.2f} makes them sum "
+                             "exactly)")
+        return abs(1.0 - c)
     growth = coupling_growth(sigmas, gamma_x, gamma_y, mode, moving, sampler, s_churn)
     if growth <= limit:
         return growth
@@ -121,10 +130,20 @@ class MixtureCoupling:
 
     In denoised form, with r = y − Σ_l x_l: D'_k = D_k + (σ²/γ_x²)·r and D'_y = D_y − (σ²/γ_y²)·r.
 
+    Mode "denoised" (ours) takes the residual of the chains' denoised estimates instead,
+    r̂ = D_y − Σ_l D_l: D'_k = D_k + r̂/g_x², D'_y = D_y − r̂/g_y². With g_x = g_y = √(K+1) this
+    is the orthogonal projection of the K+1 estimates onto {y = Σ x}, so the estimates agree at every
+    step and the output stems sum to the mixture chain. The Eq. (2) forms pull the noisy states
+    together: the K+1 chains' independent noise then partly cancels, each chain holds less noise
+    than its σ says, and the network, denoising for σ, removes structure with it (measured:
+    train/RUNS.md, "sampler"). Correcting only the estimates leaves each chain's noise as the
+    sampler expects. Known entries (locked stems, context) enter r̂ with their clean values
+    (`generate_sources` passes them).
+
     Args:
         denoiser: the per-chain (guided) denoiser over [B, K+1, T].
         gamma_x, gamma_y: the likelihood widths; `math.inf` removes that side of the coupling.
-        mode: "absolute" (γ in waveform units, the same at every σ) or "relative" (γ = g·σ, so a
+        mode: "denoised" (above), "absolute" (γ in waveform units, the same at every σ) or "relative" (γ = g·σ, so a
             value means the same at every step; ours, METHOD.md §3.1). With relative γ the coupling
             pulls the residual by a fraction c = G/g_x² + 1/g_y² of each Euler/Heun step's
             fraction h = (σ_i − σ_{i+1})/σ_i, G the number of sources that move (not locked);
@@ -144,17 +163,18 @@ class MixtureCoupling:
         self.mode = mode
 
     def _gain(self, gamma: float, sigma: torch.Tensor) -> torch.Tensor:
-        """σ²/γ² per batch element, [B, 1]."""
+        """σ²/γ² per batch element, [B, 1] (1/g² in the relative and denoised modes)."""
         if math.isinf(gamma):
             return sigma.new_zeros(sigma.shape[0], 1)
-        if self.mode == "relative":
+        if self.mode in ("relative", "denoised"):
             return sigma.new_full((sigma.shape[0], 1), 1.0 / gamma**2)
         return (sigma**2 / gamma**2)[:, None]
 
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x: [B, K+1, T] (sources, then the mixture); sigma: [B]. Returns [B, K+1, T]."""
         d = self.denoiser(x, sigma)
-        r = x[:, -1] - x[:, :-1].sum(dim=1)  # [B, T]
+        v = d if self.mode == "denoised" else x
+        r = v[:, -1] - v[:, :-1].sum(dim=1)  # [B, T]
         d = d.clone()
         d[:, :-1] += (self._gain(self.gamma_x, sigma) * r)[:, None]
         d[:, -1] -= self._gain(self.gamma_y, sigma) * r

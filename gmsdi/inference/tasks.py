@@ -61,8 +61,16 @@ def generate_sources(
     Returns:
         [B, K+1, T]: the stems, then the mixture chain; known entries equal `known` exactly.
     """
-    return sample_stack(MixtureCoupling(denoiser, gamma_x, gamma_y, gamma_mode), n_sources + 1, length, sigmas,
-                        **stack)
+    inner = denoiser
+    if gamma_mode == "denoised" and stack.get("mask") is not None:
+        # The estimates' residual counts known entries at their clean values (§3.2: D(x_i) = x_i).
+        known = stack["known"].to(stack.get("device", "cpu"))
+        mask = stack["mask"].to(known.device).bool()
+
+        def inner(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+            return torch.where(mask, known, denoiser(x, sigma))
+
+    return sample_stack(MixtureCoupling(inner, gamma_x, gamma_y, gamma_mode), n_sources + 1, length, sigmas, **stack)
 
 
 @torch.no_grad()

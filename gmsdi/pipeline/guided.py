@@ -126,8 +126,9 @@ class GMSDIPipeline(BasePipeline):
                                              weights + [s.mix_guidance], evaluate, self.autocast_dtype,
                                              device=self.device)
         g_auto = math.sqrt(k - n_locked + 1)  # c = G/g² + 1/g² = 1 (MixtureCoupling)
-        gamma_x = s.gamma_x if s.gamma_x is not None else (g_auto if s.gamma_mode == "relative" else None)
-        gamma_y = s.gamma_y if s.gamma_y is not None else (g_auto if s.gamma_mode == "relative" else None)
+        relative = s.gamma_mode in ("relative", "denoised")
+        gamma_x = s.gamma_x if s.gamma_x is not None else (g_auto if relative else None)
+        gamma_y = s.gamma_y if s.gamma_y is not None else (g_auto if relative else None)
         if gamma_x is None or gamma_y is None:
             raise ValueError("with gamma_mode='absolute' give gamma_x and gamma_y (waveform units, e.g. 0.5)")
         sigmas = self._sigmas(s)

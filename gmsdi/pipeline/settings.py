@@ -70,9 +70,10 @@ class Settings:
             `GUIDANCE_RANGE` (1 = off).
         mix_guidance: guidance weight of the mixture chain against the null prompt (1 = off).
         gamma_x, gamma_y: the likelihood widths of Eq. (2), one for all stems; None = √(G+1) in
-            relative mode (G generated stems), which closes the mix-vs-sum residual at the rate of
-            the steps (`MixtureCoupling`). `math.inf` = no coupling.
-        gamma_mode: "relative" (γ = g·σ) or "absolute" (γ in waveform units).
+            the relative and denoised modes (G generated stems), which closes the mix-vs-sum residual
+            (`MixtureCoupling`). `math.inf` = no coupling.
+        gamma_mode: "denoised" (γ = g·σ on the chains' denoised estimates), "relative" (γ = g·σ on
+            the noisy states, Eq. 2 as written) or "absolute" (Eq. 2, γ in waveform units).
         locked_noise: "fixed" or "fresh" ε for locked stems and context (`KnownValues`).
         sigma_min, sigma_max: the σ range; None = the model's (`EDMConfig`).
         rho: Karras schedule exponent.

@@ -153,6 +153,7 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     from gmsdi.eval.fad import FrechetAudioDistance
     from gmsdi.eval.metrics import mixture_consistency_error
     from gmsdi.eval.runner import fad_or_nan, generate_mixes
+    from gmsdi.pipeline.settings import GENERATION
 
     folder, models = results_dir(args), {}
     model = load_named(args.model, args, models)
@@ -181,7 +182,7 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     head = {**header("sweep", args, argv), "model": model.describe(), "label": model.spec.label,
               "settings": settings, "clips": clips_n, "seconds": seconds,
               "data": {**data_info(args.data, args.split, args.stems, real["tracks"]), "real_clips": real["counts"]},
-              "gamma_mode": "relative", "resume_key": key}
+              "gamma_mode": settings.get("gamma_mode") or GENERATION.gamma_mode, "resume_key": key}
     t0 = time.perf_counter()
     for axis in args.axes:
         for g in gammas:
