@@ -113,7 +113,7 @@ def test_other_result_files(results: Path) -> None:
     assert [r["gamma"] for r in rows] == [0.3, 2.0, float("inf")]
     assert all(r["consistency"] >= 0 and "refused" not in r for r in rows[1:])
     # 8 Heun steps cannot hold γ_x = 0.3·σ with four stems: refused up front, not sampled into NaN
-    assert "too tight for 8 heun steps" in rows[0]["refused"] and math.isnan(rows[0]["consistency"])
+    assert "over-correct the residual" in rows[0]["refused"] and math.isnan(rows[0]["consistency"])
     steps = json.loads((results / "steps-gmsdi-separator.json").read_text())["results"]["rows"]
     assert [r["steps"] for r in steps] == [2, 16]
     # two steps of MSDM's Dirac form with four stems would keep the starting noise: refused, not scored

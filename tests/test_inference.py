@@ -192,7 +192,7 @@ def test_coupling_growth_flags_gammas_that_blow_up(gaussian_pipe) -> None:
     assert not peak(0.3) < 1e6 and peak(ok) < 20
     with pytest.raises(ValueError, match="too tight for 8 heun steps"):
         gaussian_pipe.generate(["a", "b"], seconds=0.25, guidance=1.0, steps=8, seed=0, window_seconds=0.25,
-                               gamma_x=0.05, gamma_y=0.05)
+                               gamma_x=0.05, gamma_y=0.05, gamma_mode="relative")
 
 
 def test_coupling_in_denoised_form() -> None:

@@ -61,7 +61,7 @@ def test_unknown_setting_names_the_valid_ones() -> None:
 
 
 def test_weights_per_stem() -> None:
-    assert GENERATION.weights(3) == [2.0, 2.0, 2.0]
+    assert GENERATION.weights(3) == [GENERATION.guidance] * 3 and SEPARATION.weights(2) == [2.0, 2.0]
     assert GENERATION.replace(guidance=(1.0, 5.0)).weights(2) == [1.0, 5.0]
     with pytest.raises(ValueError, match=r"guidance needs one value per stem \(3\), got 2; give one number"):
         GENERATION.replace(guidance=(1.0, 5.0)).weights(3)

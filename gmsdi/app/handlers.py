@@ -92,7 +92,8 @@ class AppConfig:
     seconds: float = 4.0
     generate_steps: int = GENERATION.steps
     separate_steps: int = SEPARATION.steps
-    guidance: float = 2.0
+    generate_guidance: float = GENERATION.guidance  # generation and accompaniment
+    separate_guidance: float = SEPARATION.guidance
     keep_seconds: float = 3600.0
     threads: int | str | None = None
 
@@ -420,7 +421,11 @@ class AppTasks:
         return Path(tempfile.mkdtemp(prefix="run-", dir=self.workdir))
 
     # shared checks
-    def _common(self, steps: Any, guidance: Any, seed: Any, sampler: str | None, churn: Any) -> dict[str, Any]:
+    def _common(self, steps: Any, guidance: Any, seed: Any, sampler: str | None, churn: Any,
+                default_guidance: float) -> dict[str, Any]:
+        """Checked steps, guidance (None or "" = `default_guidance`), seed, sampler and churn."""
+        if guidance is None or guidance == "":
+            guidance = default_guidance
         out: dict[str, Any] = {
             "steps": _int_steps(steps, self.config.max_steps),
             "guidance": _number(guidance, "The guidance weight"),
@@ -468,23 +473,23 @@ class AppTasks:
 
     def generate(self, prompts: Sequence[str], negatives: Sequence[str | None] | None = None,
                  gamma_x: float | None = None, gamma_y: Any = None, seconds: Any = 4.0, steps: Any = None,
-                 guidance: Any = 2.0, seed: Any = None, sampler: str | None = None, churn: Any = None,
+                 guidance: Any = None, seed: Any = None, sampler: str | None = None, churn: Any = None,
                  progress: Progress | None = None, flag: threading.Event | None = None) -> Output:
-        """Generates one stem per prompt (`GMSDIPipeline.generate`)."""
+        """Generates one stem per prompt (`GMSDIPipeline.generate`); guidance None = the app's default."""
         prompts = [p.strip() for p in prompts if p and p.strip()]
         if not prompts:
             raise app_error("Type at least one prompt, e.g. 'bass' (one per stem).")
         self._stem_count(len(prompts))
         seconds = _float(seconds, "The duration (seconds)", 0.1, self.config.max_seconds)
         kwargs = self._common(steps if steps is not None else self.config.generate_steps, guidance, seed, sampler,
-                              churn)
+                              churn, self.config.generate_guidance)
         kwargs.update(prompts=prompts, negative_prompts=list(negatives) if negatives else None, seconds=seconds,
                       gamma_x=gamma_x, gamma_y=parse_gamma(gamma_y, "γ_y"))
         return self._run("generate", self.pipeline.generate, kwargs, progress, flag)
 
     def accompany(self, locked: Sequence[tuple[str, Any]], prompts: Sequence[str],
                   negatives: Sequence[str | None] | None = None, gamma_x: float | None = None, gamma_y: Any = None,
-                  steps: Any = None, guidance: Any = 2.0, seed: Any = None, sampler: str | None = None,
+                  steps: Any = None, guidance: Any = None, seed: Any = None, sampler: str | None = None,
                   churn: Any = None, progress: Progress | None = None,
                   flag: threading.Event | None = None) -> Output:
         """Generates `prompts` to fit the locked stems [(name, upload or array at the model rate)]."""
@@ -508,13 +513,13 @@ class AppTasks:
                 source, f"locked stem {name!r}", self.sample_rate, self.config.max_seconds)
             stems[name] = audio
         kwargs = self._common(steps if steps is not None else self.config.generate_steps, guidance, seed, sampler,
-                              churn)
+                              churn, self.config.generate_guidance)
         kwargs.update(locked=stems, prompts=prompts, negative_prompts=list(negatives) if negatives else None,
                       sample_rate=self.sample_rate, gamma_x=gamma_x, gamma_y=parse_gamma(gamma_y, "γ_y"))
         return self._run("accompany", self.pipeline.accompany, kwargs, progress, flag)
 
     def separate(self, mix: Any, prompts: Sequence[str] | str, method: str = "separator", rest_prompt: str = "",
-                 steps: Any = None, guidance: Any = 2.0, seed: Any = None, churn: Any = None,
+                 steps: Any = None, guidance: Any = None, seed: Any = None, churn: Any = None,
                  progress: Progress | None = None, flag: threading.Event | None = None,
                  dirac: str | None = None) -> Output:
         """Separates (`separator`), extracts (`extractor`: one stem and the rest) or ensembles.
@@ -534,7 +539,7 @@ class AppTasks:
         self._stem_count(len(prompts))
         audio = check_upload(mix, "mix", self.sample_rate, self.config.max_seconds)
         kwargs = self._common(steps if steps is not None else self.config.separate_steps, guidance, seed, None,
-                              churn)
+                              churn, self.config.separate_guidance)
         kwargs.update(mix=audio, sample_rate=self.sample_rate, dirac=dirac or None)
         if method == "extractor":
             kwargs.update(prompt=prompts[0], rest_prompt=(rest_prompt or "").strip() or None)

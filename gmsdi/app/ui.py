@@ -48,11 +48,11 @@ API_SNIPPET = '''from gradio_client import Client, handle_file
 client = Client("http://127.0.0.1:7860/")
 # stems, mix, zip and settings come back as local file paths and a dict
 stems, mix, zip_path, settings = client.predict(
-    prompts="bass, drums, piano", negative_prompts="", seconds=4, steps=32, guidance=2.0,
+    prompts="bass, drums, piano", negative_prompts="", seconds=4, steps=32, guidance=3.0,
     gamma_x=None, gamma_y=None, seed=0, api_name="/generate")
 stems, mix, zip_path, settings = client.predict(
     locked=[handle_file(stems[0])], locked_prompts="bass", prompts="drums, piano", negative_prompts="",
-    steps=32, guidance=2.0, gamma_x=None, gamma_y=None, seed=1, api_name="/accompany")
+    steps=32, guidance=3.0, gamma_x=None, gamma_y=None, seed=1, api_name="/accompany")
 stems, mix, zip_path, settings = client.predict(
     mix=handle_file("song.wav"), prompts="bass, drums, guitar, piano", method="separator",
     steps=64, guidance=2.0, seed=0, dirac="constrained", api_name="/separate")  # or "ensemble", "projected"
@@ -203,7 +203,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                 seconds = gr.Slider(0.5, config.max_seconds, value=config.seconds, step=0.5,
                                     label="Duration (s)", info="Regenerate unlocked: the locked stems' length")
                 gen_steps = gr.Slider(1, config.max_steps, value=config.generate_steps, step=1, label="Steps")
-                gen_guidance = gr.Slider(*GUIDANCE_RANGE, value=config.guidance, step=0.1,
+                gen_guidance = gr.Slider(*GUIDANCE_RANGE, value=config.generate_guidance, step=0.1,
                                          label="Negative-prompt strength (guidance)",
                                          info="how hard each stem steers away from its negative prompt; 1 = off")
             with gr.Row():
@@ -279,7 +279,8 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                                       placeholder="e.g. drums, guitar, piano; empty = anything but the stem")
             with gr.Row():
                 sep_steps = gr.Slider(1, config.max_steps, value=config.separate_steps, step=1, label="Steps")
-                sep_guidance = gr.Slider(*GUIDANCE_RANGE, value=config.guidance, step=0.1, label="Guidance weight")
+                sep_guidance = gr.Slider(*GUIDANCE_RANGE, value=config.separate_guidance, step=0.1,
+                                         label="Guidance weight")
                 sep_churn = gr.Slider(*CHURN_RANGE, value=SEPARATION.s_churn, step=1, label="Churn (S_churn)")
                 sep_dirac = gr.Radio(list(DIRAC_MODES), value=SEPARATION.dirac, label="Separator form",
                                      info="constrained: MSDM's (one stem is the mix minus the others; needs enough "
@@ -323,7 +324,8 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
             api = {
                 "prompts": _api_text(None, "prompts"), "negative_prompts": _api_text("", "negative_prompts"),
                 "seconds": _api_number(config.seconds, "seconds"), "steps": _api_number(None, "steps", whole=True),
-                "guidance": _api_number(config.guidance, "guidance"),
+                "guidance": _api_number(config.generate_guidance, "guidance"),
+                "separate_guidance": _api_number(config.separate_guidance, "guidance"),
                 "gamma_x": _api_number(None, "gamma_x"), "gamma_y": _api_number(None, "gamma_y"),
                 "seed": _api_number(None, "seed", whole=True),
                 "locked": _api_file("locked", multiple=True), "locked_prompts": _api_text(None, "locked_prompts"),
@@ -474,8 +476,8 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
             return [str(p) for p in out.stems], str(out.mix), str(out.zip), out.result.settings
 
         def generate(prompts: str, negative_prompts: str = "", seconds: float = config.seconds,
-                     steps: float | None = None, guidance: float = config.guidance, gamma_x: float | None = None,
-                     gamma_y: float | None = None, seed: float | None = None,
+                     steps: float | None = None, guidance: float = config.generate_guidance,
+                     gamma_x: float | None = None, gamma_y: float | None = None, seed: float | None = None,
                      progress: gr.Progress = gr.Progress()):
             """Generates one stem per prompt ("bass, drums, piano"); negative_prompts: one per line, empty = the
             other stems. Returns (stem files, mix file, zip, settings)."""
@@ -485,8 +487,9 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                                              progress=_progress(progress)))
 
         def accompany(locked: list | None, locked_prompts: str, prompts: str, negative_prompts: str = "",
-                      steps: float | None = None, guidance: float = config.guidance, gamma_x: float | None = None,
-                      gamma_y: float | None = None, seed: float | None = None, progress: gr.Progress = gr.Progress()):
+                      steps: float | None = None, guidance: float = config.generate_guidance,
+                      gamma_x: float | None = None, gamma_y: float | None = None, seed: float | None = None,
+                      progress: gr.Progress = gr.Progress()):
             """Generates `prompts` to fit the locked stems: `locked` audio files named, in order, by
             `locked_prompts` ("bass, drums"). Returns (stem files: locked then generated, mix, zip, settings)."""
             files = [file_path(f) for f in (locked or [])]
@@ -501,8 +504,8 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                                               progress=_progress(progress)))
 
         def separate(mix: str | None, prompts: str, method: str = "separator", steps: float | None = None,
-                     guidance: float = config.guidance, seed: float | None = None, dirac: str = SEPARATION.dirac,
-                     progress: gr.Progress = gr.Progress()):
+                     guidance: float = config.separate_guidance, seed: float | None = None,
+                     dirac: str = SEPARATION.dirac, progress: gr.Progress = gr.Progress()):
             """Separates the mix into the named stems ("bass, drums, guitar, piano"); method: separator or
             ensemble; dirac: "constrained" (MSDM's form) or "projected" (runs at any step count). Returns (stem files,
             the mix as the model heard it, zip, settings)."""
@@ -513,8 +516,8 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                                              progress=_progress(progress), dirac=dirac))
 
         def extract(mix: str | None, prompt: str, rest_prompt: str = "", steps: float | None = None,
-                    guidance: float = config.guidance, seed: float | None = None, dirac: str = SEPARATION.dirac,
-                    progress: gr.Progress = gr.Progress()):
+                    guidance: float = config.separate_guidance, seed: float | None = None,
+                    dirac: str = SEPARATION.dirac, progress: gr.Progress = gr.Progress()):
             """Extracts one stem (prompt="bass") and the rest; rest_prompt optionally names what else plays.
             Returns ([stem file, rest file], mix, zip, settings)."""
             return api_result(tasks.separate(mix, prompt, "extractor", rest_prompt, steps, guidance, seed,
@@ -525,8 +528,8 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                                     "gamma_y", "seed"]),
             "accompany": (accompany, ["locked", "locked_prompts", "prompts", "negative_prompts", "steps", "guidance",
                                       "gamma_x", "gamma_y", "seed"]),
-            "separate": (separate, ["mix", "prompts", "method", "steps", "guidance", "seed", "dirac"]),
-            "extract": (extract, ["mix", "prompt", "rest_prompt", "steps", "guidance", "seed", "dirac"]),
+            "separate": (separate, ["mix", "prompts", "method", "steps", "separate_guidance", "seed", "dirac"]),
+            "extract": (extract, ["mix", "prompt", "rest_prompt", "steps", "separate_guidance", "seed", "dirac"]),
         }
         for name, (fn, params) in endpoints.items():
             api_buttons[name].click(fn, [api[p] for p in params], api_out, api_name=name, **model_run)

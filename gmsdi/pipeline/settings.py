@@ -154,7 +154,9 @@ class Settings:
 
 
 # Step counts: a real-time factor of about 4 for 4 s of 4 stems on a 2-core CPU (README, benchmarks/speed.py).
-GENERATION = Settings(sampler="heun", steps=32, s_churn=0.0, guidance=2.0)
+# Generation couples the chains on their denoised estimates with guidance 3: on the bundled model that
+# gives the most structure in the look gate's stems (train/RUNS.md, session 11 "sampler").
+GENERATION = Settings(sampler="heun", steps=32, s_churn=0.0, guidance=3.0, gamma_mode="denoised")
 SEPARATION = Settings(sampler="euler", steps=64, s_churn=20.0, guidance=2.0)
 # MSDM is unconditional: no guidance (1 = off); otherwise the GMSDI defaults.
 MSDM_GENERATION = dataclasses.replace(GENERATION, guidance=1.0)
