@@ -64,12 +64,8 @@ def generate_sources(
     inner = denoiser
     if gamma_mode == "denoised" and stack.get("mask") is not None:
         # The estimates' residual counts known entries at their clean values (§3.2: D(x_i) = x_i).
-        known = stack["known"].to(stack.get("device", "cpu"))
-        mask = stack["mask"].to(known.device).bool()
-
-        def inner(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-            return torch.where(mask, known, denoiser(x, sigma))
-
+        device = stack.get("device", "cpu")
+        inner = KnownValues(denoiser, stack["known"].to(device), stack["mask"].to(device))
     return sample_stack(MixtureCoupling(inner, gamma_x, gamma_y, gamma_mode), n_sources + 1, length, sigmas, **stack)
 
 
