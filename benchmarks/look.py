@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler", default=None, help="heun or euler (default: the pipeline's)")
     p.add_argument("--churn", type=float, default=None, help="S_churn (default: the pipeline's)")
     p.add_argument("--sigma-min", type=float, default=None, help="last σ of the schedule (default: the model's)")
+    p.add_argument("--sigma-max", type=float, default=None, help="first σ of the schedule (default: the pipeline's)")
     p.add_argument("--quick", action="store_true", help="tiny untrained model, 2 songs, 4 steps, 1 s")
     args = p.parse_args(argv)
 
@@ -121,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(args.songs):
         result = pipe.generate(classes, seconds=args.seconds, seed=seed, steps=args.steps, guidance=args.guidance,
                                gamma_x=args.gamma, gamma_y=args.gamma, gamma_mode=args.gamma_mode,
-                               sampler=args.sampler, s_churn=args.churn, sigma_min=args.sigma_min)
+                               sampler=args.sampler, s_churn=args.churn, sigma_min=args.sigma_min,
+                               sigma_max=args.sigma_max)
         settings = {**result.settings, "checkpoint": checkpoint["path"]}
         for c in classes:
             generated[c].append(result.stems[c])

@@ -112,3 +112,54 @@ def test_bad_band_layouts_are_refused() -> None:
         build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, band_width=7)))
     with pytest.raises(ValueError, match="2·band_width"):
         build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, channels=(8, 16))))
+
+
+def _masked(band_gain: str):
+    cfg = _tiny_bands()
+    return dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, band_gain=band_gain))
+
+
+@pytest.mark.parametrize("sigma", [1e-3, 0.03, 0.1, 1.0])
+def test_mask_gain_of_minus_one_removes_the_noisy_input_at_any_sigma(sigma: float) -> None:
+    # band_gain="mask": D = c_skip·x + a(σ)·synth(M·STFT(x)) + c_out·synth(R), a = σd(σ+σd)/(σ²+σd²).
+    model = build_model(_masked("mask"), seed=0)
+    with torch.no_grad():
+        model.net.unembed.bias.view(-1, 4, WIDTH)[:, 0] = -1.0  # M = −1 on every non-Nyquist bin
+    x = 0.1 * torch.randn(1, 1, 1024, generator=torch.Generator().manual_seed(4))
+    sd = model.sigma_data
+    a = sd * (sigma + sd) / (sigma**2 + sd**2)
+    spec = model.net.stft.analyze(x[:, 0])
+    no_nyquist = model.net.stft.synthesize(torch.cat([spec[:, :-1], torch.zeros_like(spec[:, -1:])], dim=1))
+    expected = model.scalings(torch.tensor([sigma])).c_skip * x[:, 0] - a * no_nyquist
+    out = model(x, sigma, None)[:, 0]
+    assert torch.allclose(out, expected, atol=1e-5)
+    if sigma == 1e-3:  # a ≈ c_skip ≈ 1: the mask removes x but its Nyquist bin (~1/128 of white noise)
+        assert out.pow(2).mean() < 1e-2 * x.pow(2).mean()
+
+
+def test_input_gain_cannot_remove_the_input_at_small_sigma() -> None:
+    # The same head with band_gain="input" multiplies c_in·x and is scaled by c_out: at σ = 1e-3 a
+    # gain of −1 removes only c_in·c_out ≈ 1 % of x. This is the floor "mask" answers.
+    model = build_model(_masked("input"), seed=0)
+    with torch.no_grad():
+        model.net.unembed.bias.view(-1, 4, WIDTH)[:, 0] = -1.0
+    x = 0.1 * torch.randn(1, 1, 1024, generator=torch.Generator().manual_seed(4))
+    out = model(x, 1e-3, None)
+    assert out.pow(2).mean() > 0.9 * x.pow(2).mean()
+
+
+def test_reset_gain_zeroes_the_gain_and_keeps_the_residual() -> None:
+    net = _net()
+    with torch.no_grad():
+        net.unembed.weight.normal_()
+        net.unembed.bias.normal_()
+    residual = net.unembed.weight.view(net.unembed.weight.shape[0], -1, 4, WIDTH)[:, :, 2:].clone()
+    net.unembed.reset_gain()
+    w = net.unembed.weight.view(net.unembed.weight.shape[0], -1, 4, WIDTH)
+    assert not w[:, :, :2].any() and not net.unembed.bias.view(-1, 4, WIDTH)[:, :2].any()
+    assert torch.equal(w[:, :, 2:], residual)
+
+
+def test_unknown_band_gain_is_refused() -> None:
+    with pytest.raises(ValueError, match="band_gain"):
+        _masked("wiener")

@@ -243,6 +243,40 @@ def test_denoised_coupling_with_locked_stems_sums_to_the_mix(gaussian_pipe) -> N
     assert residual["denoised"] < 1e-5 < 1e-3 < residual["relative"]  # exact, where Eq. 2 closes at the step rate
 
 
+
+def test_wiener_coupling_sums_exactly_and_gives_each_bin_to_the_chain_that_holds_it() -> None:
+    """Mode "wiener": the residual is shared by each chain's power per bin; the estimates sum exactly."""
+    sr, t = 16000, 4096
+    time = torch.arange(t) / sr
+    low, high = torch.sin(2 * math.pi * 500 * time), torch.sin(2 * math.pi * 3000 * time)
+    d0 = torch.stack([0.5 * low, 0.5 * high, 0.1 * low + 0.5 * high + 0.2 * torch.sin(2 * math.pi * 500 * time)])
+    d0 = d0[None].repeat(2, 1, 1)  # the mix chain holds more 500 Hz than the stems: residual 0.2·low − 0.4·low
+    fixed = lambda x, s: d0  # noqa: E731
+    d = MixtureCoupling(fixed, 2.0, 2.0, "wiener")(torch.zeros_like(d0), torch.tensor([0.1, 1.0]))
+    torch.testing.assert_close(d[:, :2].sum(1), d[:, 2], atol=1e-5, rtol=0)  # consistent
+    change = (d - d0)[0, :, 512:-512]  # away from the window's ends
+    high_chain = change[1].pow(2).mean().sqrt()
+    low_chain = change[0].pow(2).mean().sqrt()
+    assert low_chain > 0.05 and high_chain < 0.01 * low_chain  # the 3 kHz chain takes no 500 Hz residual
+
+
+def test_wiener_coupling_gives_known_entries_no_share(gaussian_pipe) -> None:
+    d0 = torch.randn(1, 3, 2048)
+    mask = torch.zeros(1, 3, 2048, dtype=torch.bool)
+    mask[:, 0] = True  # stem 0 locked
+    d = MixtureCoupling(lambda x, s: d0, 2.0, 2.0, "wiener", known_mask=mask)(torch.zeros_like(d0), torch.ones(1))
+    torch.testing.assert_close(d[:, 0], d0[:, 0])
+    torch.testing.assert_close(d[:, :2].sum(1), d[:, 2], atol=1e-5, rtol=0)
+    locked = {"a": 0.1 * np.sin(np.linspace(0, 200, gaussian_pipe.sample_rate // 2)).astype(np.float32)}
+    r = gaussian_pipe.accompany(locked, ["b"], guidance=1.0, steps=24, seed=0, window_seconds=0.5,
+                                gamma_mode="wiener")
+    np.testing.assert_array_equal(r.stems["a"], locked["a"])
+    s = r.stems["a"] + r.stems["b"]
+    assert np.sqrt(np.mean((r.mixture_chain - s) ** 2) / np.mean(s**2)) < 1e-4
+    with pytest.raises(ValueError, match="takes no gamma_x"):
+        gaussian_pipe.generate(["a", "b"], seconds=0.5, gamma_mode="wiener", gamma_x=2.0)
+
+
 # -- locked stems and the Dirac separator ----------------------------------------------------------
 @pytest.mark.parametrize("noise", ["fixed", "fresh"])
 def test_locked_stems_return_unchanged(tiny, encoder, noise: str) -> None:

@@ -508,7 +508,12 @@ def train(cfg: TrainConfig) -> dict:
     model_cfg = ModelConfig.from_dict(state["model_config"]) if state is not None else build_model_config(cfg)
     model = build_model(model_cfg, seed=cfg.seed)
     if state is None and cfg.init_from:
-        model.load_state_dict(load_model(cfg.init_from).state_dict())
+        source = load_model(cfg.init_from)
+        model.load_state_dict(source.state_dict())
+        old_gain, new_gain = source.model_config.unet.band_gain, model_cfg.unet.band_gain
+        if old_gain != new_gain:  # the gain means something else now: relearn it, keep everything else
+            model.net.unembed.reset_gain()
+            accelerator.print(f"init_from {cfg.init_from}: band_gain {old_gain!r} -> {new_gain!r}, gain head zeroed")
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     step = 0

@@ -20,11 +20,17 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
+
+from gmsdi.models.spectral import Stft
 
 StackDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-GAMMA_MODES: tuple[str, ...] = ("relative", "absolute", "denoised")
+GAMMA_MODES: tuple[str, ...] = ("relative", "absolute", "denoised", "wiener")
 LOCKED_NOISE: tuple[str, ...] = ("fixed", "fresh")
+# The "wiener" coupling's weights: |STFT(D)|^(2·power) + floor × their mean (`MixtureCoupling`).
+WIENER_POWER = 1.0
+WIENER_FLOOR = 0.01
 DIRAC_MODES: tuple[str, ...] = ("constrained", "projected")
 
 
@@ -97,6 +103,8 @@ def check_coupling(sigmas: torch.Tensor, gamma_x: float, gamma_y: float, mode: s
     A γ this tight for the step count makes the explicit sampler overshoot the coupling at every
     step, and the stems blow up (to NaN). Returns the growth otherwise.
     """
+    if mode == "wiener":  # an exact weighted projection of the estimates; takes no γ
+        return 0.0
     if mode == "denoised":  # no dynamics of its own: one correction of the estimates per evaluation
         c = moving / gamma_x**2 + 1.0 / gamma_y**2
         if c > 2.0:
@@ -140,10 +148,22 @@ class MixtureCoupling:
     sampler expects. Known entries (locked stems, context) enter r̂ with their clean values
     (`generate_sources` passes them).
 
+    Mode "wiener" (ours) is the same projection of the estimates with a weight per chain and
+    time-frequency bin instead of equal ones: with V_c = |STFT(D_c)|^(2p) + floor·mean(V) (the
+    chain's own estimated power, p = `wiener_power`), chain c takes the share a_c = V_c / Σ_c' V_c'
+    of the residual's STFT, D'_k = D_k + synth(a_k·STFT(r̂)), D'_y = D_y − synth(a_y·STFT(r̂)). The
+    shares sum to 1 in every bin, so the estimates still sum exactly; a chain that is silent in a
+    bin takes none of it. The equal split of "denoised" writes every part of the residual into
+    every stem, e.g. the mixture chain's drum hits into the bass (the stripes of the look grids). It
+    is the minimum of Σ_c ‖δ_c‖²/V_c under the sum constraint: a Gaussian prior per chain and bin
+    whose variance is the chain's own estimate, as a Wiener filter has. γ is not used; known
+    entries (`known_mask`) take no share.
+
     Args:
         denoiser: the per-chain (guided) denoiser over [B, K+1, T].
-        gamma_x, gamma_y: the likelihood widths; `math.inf` removes that side of the coupling.
-        mode: "denoised" (above), "absolute" (γ in waveform units, the same at every σ) or "relative" (γ = g·σ, so a
+        gamma_x, gamma_y: the likelihood widths; `math.inf` removes that side of the coupling
+            (not used by "wiener").
+        mode: "wiener" (above), "denoised" (above), "absolute" (γ in waveform units, the same at every σ) or "relative" (γ = g·σ, so a
             value means the same at every step; ours, METHOD.md §3.1). With relative γ the coupling
             pulls the residual by a fraction c = G/g_x² + 1/g_y² of each Euler/Heun step's
             fraction h = (σ_i − σ_{i+1})/σ_i, G the number of sources that move (not locked);
@@ -154,13 +174,34 @@ class MixtureCoupling:
             independently).
     """
 
-    def __init__(self, denoiser: StackDenoiser, gamma_x: float, gamma_y: float, mode: str = "relative") -> None:
+    def __init__(self, denoiser: StackDenoiser, gamma_x: float, gamma_y: float, mode: str = "relative",
+                 known_mask: torch.Tensor | None = None, wiener_power: float = WIENER_POWER,
+                 wiener_floor: float = WIENER_FLOOR, n_fft: int = 1024, hop: int = 256) -> None:
         if mode not in GAMMA_MODES:
             raise ValueError(f"unknown gamma mode {mode!r}; valid names are {sorted(GAMMA_MODES)}")
+        if not (wiener_power > 0 and wiener_floor > 0):
+            raise ValueError(f"wiener_power and wiener_floor must be positive, got {wiener_power}, {wiener_floor}")
         self.denoiser = denoiser
         self.gamma_x = check_gamma(gamma_x, "gamma_x")
         self.gamma_y = check_gamma(gamma_y, "gamma_y")
         self.mode = mode
+        self.known_mask = None if known_mask is None else known_mask.bool()
+        self.wiener_power, self.wiener_floor = float(wiener_power), float(wiener_floor)
+        self.stft = Stft(n_fft, hop)
+
+    def _wiener_shares(self, d: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """The residual r [B, T] split over the chains of d [B, N, T] by their power per bin: [B, N, T]."""
+        hop, t = self.stft.hop, d.shape[-1]
+        pad = -t % hop
+        spec = self.stft.analyze(F.pad(d.float(), (0, pad)))  # [B, N, F, frames]
+        v = spec.abs().pow(2 * self.wiener_power)
+        free = d.new_ones(d.shape[0], d.shape[1], 1, 1, dtype=torch.float32)
+        if self.known_mask is not None:  # the fraction of each frame's hop block that is not known
+            known = F.pad(self.known_mask.float().expand_as(d).contiguous(), (0, pad), mode="replicate")
+            free = 1 - known.reshape(*known.shape[:2], -1, hop).mean(-1)[:, :, None]  # [B, N, 1, frames]
+        v = (v + self.wiener_floor * v.mean(dim=(1, 2, 3), keepdim=True)) * free
+        shares = v / v.sum(dim=1, keepdim=True).clamp_min(1e-30)
+        return self.stft.synthesize(shares * self.stft.analyze(F.pad(r.float(), (0, pad)))[:, None])[..., :t]
 
     def _gain(self, gamma: float, sigma: torch.Tensor) -> torch.Tensor:
         """σ²/γ² per batch element, [B, 1] (1/g² in the relative and denoised modes)."""
@@ -173,9 +214,14 @@ class MixtureCoupling:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x: [B, K+1, T] (sources, then the mixture); sigma: [B]. Returns [B, K+1, T]."""
         d = self.denoiser(x, sigma)
-        v = d if self.mode == "denoised" else x
+        v = d if self.mode in ("denoised", "wiener") else x
         r = v[:, -1] - v[:, :-1].sum(dim=1)  # [B, T]
         d = d.clone()
+        if self.mode == "wiener":
+            shares = self._wiener_shares(d, r).to(d.dtype)
+            d[:, :-1] += shares[:, :-1]
+            d[:, -1] -= shares[:, -1]
+            return d
         d[:, :-1] += (self._gain(self.gamma_x, sigma) * r)[:, None]
         d[:, -1] -= self._gain(self.gamma_y, sigma) * r
         return d

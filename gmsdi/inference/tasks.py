@@ -61,12 +61,14 @@ def generate_sources(
     Returns:
         [B, K+1, T]: the stems, then the mixture chain; known entries equal `known` exactly.
     """
-    inner = denoiser
-    if gamma_mode == "denoised" and stack.get("mask") is not None:
+    inner, known_mask = denoiser, None
+    if gamma_mode in ("denoised", "wiener") and stack.get("mask") is not None:
         # The estimates' residual counts known entries at their clean values (§3.2: D(x_i) = x_i).
         device = stack.get("device", "cpu")
-        inner = KnownValues(denoiser, stack["known"].to(device), stack["mask"].to(device))
-    return sample_stack(MixtureCoupling(inner, gamma_x, gamma_y, gamma_mode), n_sources + 1, length, sigmas, **stack)
+        known_mask = stack["mask"].to(device)
+        inner = KnownValues(denoiser, stack["known"].to(device), known_mask)
+    coupling = MixtureCoupling(inner, gamma_x, gamma_y, gamma_mode, known_mask=known_mask)
+    return sample_stack(coupling, n_sources + 1, length, sigmas, **stack)
 
 
 @torch.no_grad()

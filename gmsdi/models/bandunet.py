@@ -16,10 +16,20 @@ as an axis:
    time: 1 s crops train it and it denoises windows of any length (a multiple of
    hop · 2^(levels-1) samples).
 3. Each band's own linear map back to a complex gain M and a complex residual R per bin; the
-   output is the synthesis of M·X + R (the Nyquist bin is left out: M = R = 0 there). Zero-
+   output is the synthesis of s·M·X + R (the Nyquist bin is left out: M = R = 0 there). Zero-
    initialised: the untrained network outputs zeros, so the denoiser starts as D = c_skip·x.
 
-The network receives c_in·x and c_noise from `EDMDenoiser`; it does no σ arithmetic.
+The network receives c_in·x and c_noise from `EDMDenoiser`. With `band_gain="input"` (s = 1) that
+is all it uses, so D = c_skip·x + c_out·synth(M·STFT(c_in·x) + R). The gain then acts on the input
+scaled by c_in·c_out ≈ σ/σ_d at small σ: removing the noise from a silent bin at σ = 0.003 takes
+M ≈ −33, which a zero-initialised linear head does not reach, and the trained model leaves a noise
+floor there (train/RUNS.md, session 11). With `band_gain="mask"` the network recovers σ from
+c_noise = ln(σ)/4 and scales the gain by s = 1 + σ_d/σ, so that
+
+    D = c_skip·x + a(σ)·synth(M·STFT(x)) + c_out·synth(R),   a = σ_d(σ + σ_d)/(σ² + σ_d²) ∈ (0, 1],
+
+with a → 1 as σ → 0 (M = −1 is an exact mask that removes x) and a ≈ σ_d/σ at large σ (unit gains
+on an input of scale σ give outputs of the data's scale).
 """
 
 from __future__ import annotations
@@ -68,7 +78,8 @@ class BandUnembed(nn.Module):
         self.weight = nn.Parameter(torch.zeros(bands, channels, 4 * width))
         self.bias = nn.Parameter(torch.zeros(bands, 4 * width))
 
-    def forward(self, h: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, spec: torch.Tensor, gain_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """`gain_scale` [B] multiplies M (None: 1)."""
         b, _, _, n = h.shape
         out = torch.einsum("bckn,kcf->bknf", h, self.weight.to(h.dtype)) + self.bias[None, :, None].to(h.dtype)
         with torch.autocast(h.device.type, enabled=False):
@@ -76,7 +87,16 @@ class BandUnembed(nn.Module):
             out = out.reshape(b, 4, self.bands * self.width, n)
             out = F.pad(out, (0, 0, 0, spec.shape[1] - self.bands * self.width))  # the Nyquist bin: 0
             gain, residual = torch.complex(out[:, 0], out[:, 1]), torch.complex(out[:, 2], out[:, 3])
+            if gain_scale is not None:
+                gain = gain * gain_scale.float()[:, None, None]
             return self.stft.synthesize(gain * spec + residual)
+
+
+    def reset_gain(self) -> None:
+        """Zeroes the weights that make M (so M = 0 until trained), keeping those of R."""
+        with torch.no_grad():
+            self.weight[..., : 2 * self.width].zero_()
+            self.bias[..., : 2 * self.width].zero_()
 
 
 class ResBlock2d(nn.Module):
@@ -123,15 +143,18 @@ class BandUNet2d(nn.Module):
     """The frequency-local text-conditioned denoiser (see the module docstring).
 
     Uses from `UNetConfig`: in_channels (1), patch_size (the STFT hop), n_fft, band_width,
-    channels, num_blocks, emb_dim, fourier_dim, cross_attn_levels, attn_head_dim, norm_groups,
+    band_gain, channels, num_blocks, emb_dim, fourier_dim, cross_attn_levels, attn_head_dim, norm_groups,
     dropout. Call: `net(x_in [B, 1, T], c_noise [B], cond) -> [B, 1, T]`, `cond` a
     `TextEmbedding` (or mapping) or None for the null prompt; T a multiple of
     `config.length_multiple`.
     """
 
-    def __init__(self, config: UNetConfig, text_dim: int = 384) -> None:
+    def __init__(self, config: UNetConfig, text_dim: int = 384, sigma_data: float = 0.1) -> None:
         super().__init__()
         self.config = cfg = config
+        if sigma_data <= 0:
+            raise ValueError(f"sigma_data must be positive, got {sigma_data}")
+        self.sigma_data = float(sigma_data)
         if cfg.in_channels != 1:
             raise ValueError("BandUNet2d is a single-channel model (in_channels=1)")
         self.text_dim = text_dim
@@ -224,4 +247,7 @@ class BandUNet2d(nn.Module):
                 h = blk(h, emb)
             if level.attn is not None:
                 h = level.attn(h, tokens, mask)
-        return self.unembed(F.silu(self.out_norm(h)), spec)[:, None]
+        gain_scale = None
+        if self.config.band_gain == "mask":  # s = 1 + σ_d/σ, σ = exp(4·c_noise); σ = 0 gives a finite s
+            gain_scale = 1 + self.sigma_data / torch.exp(4 * c_noise.float()).clamp_min(1e-6)
+        return self.unembed(F.silu(self.out_norm(h)), spec, gain_scale)[:, None]

@@ -193,6 +193,9 @@ def build_model(config: ModelConfig | str = "default", seed: int | None = None) 
         config = model_config(config)
     if config.network not in NETWORKS:
         raise ValueError(f"unknown network {config.network!r}; valid names are {sorted(NETWORKS)}")
+    if config.unet.band_gain != "input" and config.network != "bandunet2d":
+        raise ValueError(f"band_gain={config.unet.band_gain!r} is a setting of the 'bandunet2d' network, not of "
+                         f"{config.network!r}; leave it at 'input'")
 
     def make() -> EDMDenoiser:
         ctor = NETWORKS[config.network]

@@ -37,6 +37,7 @@ from gmsdi.models.spectral import SpectralEmbed, SpectralUnembed
 from gmsdi.text.embedding import TextEmbedding
 
 FRONTENDS = ("patch", "stft")
+BAND_GAINS = ("input", "mask")
 
 
 @dataclass
@@ -53,6 +54,9 @@ class UNetConfig:
             complex gain and residual per bin out (`gmsdi.models.spectral`).
         n_fft: the STFT window in samples (`frontend="stft"`).
         band_width: STFT bins per band of the band-split 2-D network (`gmsdi.models.bandunet`).
+        band_gain: what the band-split network's complex gain M multiplies (`BAND_GAINS`): "input",
+            the STFT of its scaled input c_in·x; "mask", the STFT of the noisy waveform x itself, so
+            that M = −1 removes x at any σ (the gain is scaled by 1 + σ_d/σ; see `gmsdi.models.bandunet`).
         channels: width per level, finest first; frames halve from one level to the next.
             channels[0] must be at least patch_size·in_channels, so that the patch embedding
             and the unpatching are full rank: noise outside their span could never be removed.
@@ -74,6 +78,7 @@ class UNetConfig:
     frontend: str = "patch"
     n_fft: int = 1024
     band_width: int = 16
+    band_gain: str = "input"
     channels: tuple[int, ...] = (64, 96, 192, 256)
     num_blocks: tuple[int, ...] = (1, 1, 1, 1)
     kernel_size: int = 3
@@ -108,6 +113,8 @@ class UNetConfig:
             raise ValueError(f"fourier_dim must be even, got {self.fourier_dim}")
         if self.frontend == "patch" and self.patch_overlap and self.patch_size % 2:
             raise ValueError(f"patch_overlap needs an even patch_size, got {self.patch_size}")
+        if self.band_gain not in BAND_GAINS:
+            raise ValueError(f"unknown band_gain {self.band_gain!r}; valid names are {list(BAND_GAINS)}")
         if self.band_width < 1:
             raise ValueError(f"band_width must be positive, got {self.band_width}")
         if self.frontend == "patch" and self.channels[0] < self.patch_size * self.in_channels:

@@ -126,7 +126,7 @@ class GMSDIPipeline(BasePipeline):
                                              weights + [s.mix_guidance], evaluate, self.autocast_dtype,
                                              device=self.device)
         g_auto = math.sqrt(k - n_locked + 1)  # c = G/g² + 1/g² = 1 (MixtureCoupling)
-        relative = s.gamma_mode in ("relative", "denoised")
+        relative = s.gamma_mode in ("relative", "denoised", "wiener")
         gamma_x = s.gamma_x if s.gamma_x is not None else (g_auto if relative else None)
         gamma_y = s.gamma_y if s.gamma_y is not None else (g_auto if relative else None)
         if gamma_x is None or gamma_y is None:

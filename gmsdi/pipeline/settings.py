@@ -72,8 +72,10 @@ class Settings:
         gamma_x, gamma_y: the likelihood widths of Eq. (2), one for all stems; None = √(G+1) in
             the relative and denoised modes (G generated stems), which closes the mix-vs-sum residual
             (`MixtureCoupling`). `math.inf` = no coupling.
-        gamma_mode: "denoised" (γ = g·σ on the chains' denoised estimates), "relative" (γ = g·σ on
-            the noisy states, Eq. 2 as written) or "absolute" (Eq. 2, γ in waveform units).
+        gamma_mode: "wiener" (the chains' denoised estimates projected onto mix = Σ stems, the
+            residual shared by each chain's power per time-frequency bin; takes no γ), "denoised"
+            (the same with equal shares, γ = g·σ), "relative" (γ = g·σ on the noisy states, Eq. 2
+            as written) or "absolute" (Eq. 2, γ in waveform units). See `MixtureCoupling`.
         locked_noise: "fixed" or "fresh" ε for locked stems and context (`KnownValues`).
         sigma_min, sigma_max: the σ range; None = the model's (`EDMConfig`).
         rho: Karras schedule exponent.
@@ -119,6 +121,9 @@ class Settings:
             if getattr(self, name) is not None:
                 check_gamma(getattr(self, name), name)
         _choice(self.gamma_mode, "gamma mode", GAMMA_MODES)
+        if self.gamma_mode == "wiener" and (self.gamma_x is not None or self.gamma_y is not None):
+            raise ValueError("gamma_mode='wiener' shares the residual by each stem's power and takes no gamma_x / "
+                             "gamma_y; leave them out, or use gamma_mode='denoised' for an equal split set by γ")
         _choice(self.locked_noise, "locked noise", LOCKED_NOISE)
         _choice(self.dirac, "dirac form", DIRAC_MODES)
         if self.dirac == "projected" and self.constrained is not None:
