@@ -163,8 +163,11 @@ class MixtureCoupling:
         denoiser: the per-chain (guided) denoiser over [B, K+1, T].
         gamma_x, gamma_y: the likelihood widths; `math.inf` removes that side of the coupling
             (not used by "wiener").
-        mode: "wiener" (above), "denoised" (above), "absolute" (γ in waveform units, the same at every σ) or "relative" (γ = g·σ, so a
-            value means the same at every step; ours, METHOD.md §3.1). With relative γ the coupling
+        known_mask: [B or 1, K+1, T] bool, True at known entries ("wiener": they take no share).
+        wiener_power, wiener_floor: p and the floor of the "wiener" weights.
+        n_fft, hop: the STFT of the "wiener" split (samples).
+        mode: "wiener" (above), "denoised" (above), "absolute" (γ in waveform units, the same at
+            every σ) or "relative" (γ = g·σ, so a value means the same at every step; ours, METHOD.md §3.1). With relative γ the coupling
             pulls the residual by a fraction c = G/g_x² + 1/g_y² of each Euler/Heun step's
             fraction h = (σ_i − σ_{i+1})/σ_i, G the number of sources that move (not locked);
             steps are stable for h·c < 2 and do not overshoot for h·c ≤ 1. Since the coupling
