@@ -163,18 +163,18 @@ class MixtureCoupling:
         denoiser: the per-chain (guided) denoiser over [B, K+1, T].
         gamma_x, gamma_y: the likelihood widths; `math.inf` removes that side of the coupling
             (not used by "wiener").
-        known_mask: [B or 1, K+1, T] bool, True at known entries ("wiener": they take no share).
-        wiener_power, wiener_floor: p and the floor of the "wiener" weights.
-        n_fft, hop: the STFT of the "wiener" split (samples).
         mode: "wiener" (above), "denoised" (above), "absolute" (γ in waveform units, the same at
-            every σ) or "relative" (γ = g·σ, so a value means the same at every step; ours, METHOD.md §3.1). With relative γ the coupling
-            pulls the residual by a fraction c = G/g_x² + 1/g_y² of each Euler/Heun step's
+            every σ) or "relative" (γ = g·σ, so a value means the same at every step; ours,
+            METHOD.md §3.1). With relative γ the coupling pulls the residual by a fraction c = G/g_x² + 1/g_y² of each Euler/Heun step's
             fraction h = (σ_i − σ_{i+1})/σ_i, G the number of sources that move (not locked);
             steps are stable for h·c < 2 and do not overshoot for h·c ≤ 1. Since the coupling
             term of dx/dσ is r/(g²σ), a residual that a step leaves behind is divided by the next
             σ: keep h·c near 1 when steps are few. g_x = g_y = √(G+1) gives c = 1 (with nothing
             locked, √(K+1) is also the spread of y(σ) − Σx_k(σ) for K+1 consistent signals noised
             independently).
+        known_mask: [B or 1, K+1, T] bool, True at known entries ("wiener": they take no share).
+        wiener_power, wiener_floor: p and the floor of the "wiener" weights.
+        n_fft, hop: the STFT of the "wiener" split (samples).
     """
 
     def __init__(self, denoiser: StackDenoiser, gamma_x: float, gamma_y: float, mode: str = "relative",
