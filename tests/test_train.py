@@ -152,3 +152,25 @@ def test_text_table_must_come_from_the_models_encoder(tmp_path: Path, tiny_data:
     PartsTable({"bass": torch.ones(4)}, encoder="minilm-parts").save(table)
     assert train.main(_args(tmp_path, tiny_data, "max_steps=2", f"text_table={table}")) == 2
     assert "was made with 'minilm-parts'" in capsys.readouterr().err
+
+
+def test_init_from_an_input_gain_model_zeroes_only_the_gain_head(tmp_path: Path, tiny_data: Path, capsys):
+    """Weights of a band_gain='input' model start a 'mask' run: everything is kept but the gain head."""
+    import dataclasses
+
+    from gmsdi.models import build_model, model_config, save_model
+
+    cfg = model_config("bands")
+    source = build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, band_gain="input")), seed=0)
+    with torch.no_grad():
+        source.net.unembed.weight.normal_()
+        source.net.unembed.bias.normal_()
+    init = save_model(tmp_path / "input.safetensors", source)
+    assert train.main(_args(tmp_path, tiny_data, "model.preset=bands", "max_steps=1", "batch_size=2", "lr=0",
+                            "val_every=0", f"init_from={init}")) == 0
+    assert "band_gain 'input' -> 'mask', gain head zeroed" in capsys.readouterr().out
+    state = torch.load(tmp_path / "tiny/ckpt.pt", weights_only=False)["ema"]
+    w = state["net.unembed.weight"].view(32, 96, 4, 16)
+    w0 = source.net.unembed.weight.detach().view(32, 96, 4, 16)
+    assert not w[:, :, :2].any() and torch.equal(w[:, :, 2:], w0[:, :, 2:])
+    assert torch.equal(state["net.embed.weight"], source.net.embed.weight.detach())

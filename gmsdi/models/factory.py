@@ -157,6 +157,7 @@ def _bands() -> ModelConfig:
             frontend="stft",
             n_fft=1024,
             band_width=16,
+            band_gain="mask",  # the gain masks the noisy waveform at every σ (train/RUNS.md, session 12)
             channels=(96, 192, 384),
             num_blocks=(1, 1, 1),
             emb_dim=256,
