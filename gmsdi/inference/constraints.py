@@ -29,7 +29,8 @@ StackDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 GAMMA_MODES: tuple[str, ...] = ("relative", "absolute", "denoised", "wiener")
 LOCKED_NOISE: tuple[str, ...] = ("fixed", "fresh")
 # The "wiener" coupling's weights: |STFT(D)|^(2·power) + floor × their mean (`MixtureCoupling`).
-WIENER_POWER = 1.0
+# Power 0.5 (magnitudes) named 0.78 of the probe's stems against 0.44 with power 1 (train/RUNS.md, session 12).
+WIENER_POWER = 0.5
 WIENER_FLOOR = 0.01
 DIRAC_MODES: tuple[str, ...] = ("constrained", "projected")
 
