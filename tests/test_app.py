@@ -6,7 +6,6 @@ exist, last the asked-for time, name the stems) and every kind of bad input for 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import threading
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from script_loader import load_script
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gr = pytest.importorskip("gradio")
@@ -301,9 +301,7 @@ def test_spectrogram_png_one_scale(tmp_path) -> None:
 
 
 def test_main_without_checkpoint(monkeypatch, capsys) -> None:
-    spec = importlib.util.spec_from_file_location("gmsdi_app_main", REPO / "app.py")
-    app = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(app)
+    app = load_script("gmsdi_app_main", REPO / "app.py")
     import gmsdi.pipeline
 
     monkeypatch.setattr(gmsdi.pipeline.guided, "BUNDLED_CHECKPOINT", REPO / "assets" / "no-such-model.safetensors")

@@ -5,15 +5,14 @@ train/train.py (`data.source`)."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from eval_fixtures import make_four_stem_set
+from script_loader import load_script
 from torch import nn
 
 from gmsdi.eval import ideal_ratio_mask, score_separation, unprocessed_mixture
@@ -167,15 +166,7 @@ def test_msdm_pipeline_tasks(msdm_pipe: MSDMPipeline) -> None:
 
 
 # -- training the baselines ----------------------------------------------------------------------------
-def _load_train():
-    spec = importlib.util.spec_from_file_location("gmsdi_train_baselines", ROOT / "train/train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-train = _load_train()
+train = load_script("gmsdi_train_baselines", ROOT / "train/train.py")
 
 
 @pytest.fixture(scope="module")

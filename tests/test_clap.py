@@ -4,7 +4,6 @@ condition=audio. No real CLAP weights exist offline; the tiny model checks the p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from script_loader import load_script
 
 from gmsdi.audio import resample
 from gmsdi.text import TextEmbedding, build_text_encoder
@@ -142,10 +142,7 @@ def test_original_checkpoint_errors(tmp_path, monkeypatch):
 
 
 def test_train_accepts_clap_for_audio_conditioning(encoder):
-    spec = importlib.util.spec_from_file_location("gmsdi_train_clap", ROOT / "train/train.py")
-    train = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = train  # dataclasses look their module up there
-    spec.loader.exec_module(train)
+    train = load_script("gmsdi_train_clap", ROOT / "train/train.py")
     cfg = train.TrainConfig(condition="audio")
     train.check_condition(cfg, encoder)
     audio = 0.1 * torch.randn(2, 1, 4800, generator=torch.Generator().manual_seed(1))

@@ -4,14 +4,13 @@ GMSDI model trained with no tags (conditioned on E_contr(y)) running through the
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from script_loader import load_script
 
 from gmsdi.eval import retrieval
 from gmsdi.text import TextEmbedding, build_text_encoder
@@ -19,14 +18,6 @@ from gmsdi.text.contrastive import ContrastiveEncoder, build_contrastive, contra
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +162,7 @@ def test_roc_auc_and_presence():
 
 
 def test_train_contrastive_script_then_notags_model_through_the_pipeline(tmp_path: Path, tiny_data: Path, capsys):
-    tc = _load("gmsdi_train_contrastive", ROOT / "train/train_contrastive.py")
+    tc = load_script("gmsdi_train_contrastive", ROOT / "train/train_contrastive.py")
     cfg = ROOT / "train/configs/contrastive_tiny.yaml"
     base = ["--config", str(cfg), "--set", f"out_dir={tmp_path}", f"root={tiny_data}"]
     assert tc.main([*base, "max_steps=4"]) == 0
@@ -189,7 +180,7 @@ def test_train_contrastive_script_then_notags_model_through_the_pipeline(tmp_pat
     assert 0 <= metrics["retrieval"]["text_to_audio_r@1"] <= 1 and "mean" in metrics["presence"]
 
     # the GMSDI model with no tags: conditioned on the audio branch, prompted through the text branch
-    tr = _load("gmsdi_train", ROOT / "train/train.py")
+    tr = load_script("gmsdi_train", ROOT / "train/train.py")
     args = ["--config", str(ROOT / "train/configs/notags_tiny.yaml"), "--set", f"out_dir={tmp_path}",
             f"data.root={tiny_data}", f"model.text_encoder=contrastive:{enc_path}", "sample_every=0"]
     assert tr.main([*args, "max_steps=4", "val_every=4"]) == 0

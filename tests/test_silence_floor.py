@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from script_loader import load_script
 
 from gmsdi.models import build_model
 from gmsdi.text import HashTextEncoder
@@ -16,16 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("silence_floor", ROOT / "benchmarks/silence_floor.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_untrained_model_leaves_the_noise_and_a_zero_denoiser_removes_it() -> None:
-    floor = _load()
+    floor = load_script("silence_floor", ROOT / "benchmarks/silence_floor.py")
     model = build_model("tiny", seed=0).eval()  # zero-initialised output: D = c_skip·x ≈ x at small σ
     out = floor.silence_floor(model, HashTextEncoder(model.model_config.text_dim), seconds=0.5, steps=4)
     assert out["denoise_rms_over_sigma"]["0.003"] == pytest.approx(1.0, abs=0.02)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from script_loader import load_script
 
 from gmsdi.models import load_model
 
@@ -20,15 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "train/configs/tiny.yaml"
 
 
-def _load_train():
-    spec = importlib.util.spec_from_file_location("gmsdi_train", ROOT / "train/train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-train = _load_train()
+train = load_script("gmsdi_train", ROOT / "train/train.py")
 
 
 @pytest.fixture(scope="module")
