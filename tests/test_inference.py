@@ -243,14 +243,13 @@ def test_denoised_coupling_with_locked_stems_sums_to_the_mix(gaussian_pipe) -> N
     assert residual["denoised"] < 1e-5 < 1e-3 < residual["relative"]  # exact, where Eq. 2 closes at the step rate
 
 
-
 def test_wiener_coupling_sums_exactly_and_gives_each_bin_to_the_chain_that_holds_it() -> None:
     """Mode "wiener": the residual is shared by each chain's power per bin; the estimates sum exactly."""
     sr, t = 16000, 4096
     time = torch.arange(t) / sr
     low, high = torch.sin(2 * math.pi * 500 * time), torch.sin(2 * math.pi * 3000 * time)
-    d0 = torch.stack([0.5 * low, 0.5 * high, 0.1 * low + 0.5 * high + 0.2 * torch.sin(2 * math.pi * 500 * time)])
-    d0 = d0[None].repeat(2, 1, 1)  # the mix chain holds more 500 Hz than the stems: residual 0.2·low − 0.4·low
+    d0 = torch.stack([0.5 * low, 0.5 * high, 0.3 * low + 0.5 * high])
+    d0 = d0[None].repeat(2, 1, 1)  # the mix chain holds less 500 Hz than the stems: r̂ = D_y − Σ D_k = −0.2·low
     fixed = lambda x, s: d0  # noqa: E731
     d = MixtureCoupling(fixed, 2.0, 2.0, "wiener")(torch.zeros_like(d0), torch.tensor([0.1, 1.0]))
     torch.testing.assert_close(d[:, :2].sum(1), d[:, 2], atol=1e-5, rtol=0)  # consistent

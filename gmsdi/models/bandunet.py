@@ -91,7 +91,6 @@ class BandUnembed(nn.Module):
                 gain = gain * gain_scale.float()[:, None, None]
             return self.stft.synthesize(gain * spec + residual)
 
-
     def reset_gain(self) -> None:
         """Zeroes the weights that make M (so M = 0 until trained), keeping those of R."""
         with torch.no_grad():
