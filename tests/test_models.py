@@ -335,3 +335,24 @@ def test_profile_reports_costs(capsys) -> None:
     )
     out = capsys.readouterr().out
     assert "| parameters |" in out and "GFLOPs" in out
+
+
+def test_cross_attention_matches_scaled_dot_product_attention() -> None:
+    """The written-out attention is F.scaled_dot_product_attention over the null key and the kept tokens."""
+    from gmsdi.models.unet import CrossAttention
+
+    torch.manual_seed(0)
+    attn = CrossAttention(32, 24, head_dim=8, max_groups=8)
+    torch.nn.init.normal_(attn.out.weight)
+    x, tokens = torch.randn(3, 32, 10), torch.randn(3, 5, 24)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    b, c, n, h = 3, 32, 10, attn.heads
+    q = attn.q(attn.norm(x).transpose(1, 2)).reshape(b, n, h, c // h).transpose(1, 2)
+    k, v = attn.kv(tokens).chunk(2, dim=-1)
+    k = torch.cat([attn.null_kv[0].expand(b, 1, c), k], 1).reshape(b, -1, h, c // h).transpose(1, 2)
+    v = torch.cat([attn.null_kv[1].expand(b, 1, c), v], 1).reshape(b, -1, h, c // h).transpose(1, 2)
+    keep = torch.cat([torch.ones(b, 1, dtype=torch.bool), mask], 1)[:, None, None, :]
+    a = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+    expected = x + attn.out(a.transpose(1, 2).reshape(b, n, c)).transpose(1, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x, tokens, mask), expected.detach(), rtol=1e-5, atol=1e-5)

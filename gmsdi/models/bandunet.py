@@ -9,12 +9,12 @@ as an axis:
    are cut into bands of `band_width` bins. Each band has its own linear map from its bins'
    features (real and imaginary part, the same compressed to |X|^½, and log power) to C_0
    channels, so every band keeps its bins' detail (C_0 ≥ features) and knows where it sits.
-2. A 2-D U-Net over (band, frame), channels-last: residual blocks of 3×3 convolutions with FiLM
-   from (noise level + pooled prompt), stride-2 down- and upsampling of both axes, skip
-   connections added, cross-attention over the prompt's part tokens at every level in
-   `cross_attn_levels`, and a learned per-band embedding at every level. Fully convolutional in
-   time: 1 s crops train it and it denoises windows of any length (a multiple of
-   hop · 2^(levels-1) samples).
+2. A 2-D U-Net over (band, frame), channels-last at inference and contiguous in training
+   (`_layout`): residual blocks of 3×3 convolutions with FiLM from (noise level + pooled
+   prompt), stride-2 down- and upsampling of both axes, skip connections added, cross-attention
+   over the prompt's part tokens at every level in `cross_attn_levels`, and a learned per-band
+   embedding at every level. Fully convolutional in time: 1 s crops train it and it denoises
+   windows of any length (a multiple of hop · 2^(levels-1) samples).
 3. Each band's own linear map back to a complex gain M and a complex residual R per bin; the
    output is the synthesis of s·M·X + R (the Nyquist bin is left out: M = R = 0 there). Zero-
    initialised: the untrained network outputs zeros, so the denoiser starts as D = c_skip·x.
@@ -124,8 +124,9 @@ class CrossAttention2d(CrossAttention):
 
     def forward(self, x: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         b, c, k, n = x.shape
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         out = super().forward(x.reshape(b, c, k * n), tokens, mask)
-        return out.reshape(b, c, k, n).contiguous(memory_format=torch.channels_last)
+        return out.reshape(b, c, k, n).contiguous(memory_format=fmt)  # the layout it came in
 
 
 class _Level2d(nn.Module):
@@ -198,7 +199,13 @@ class BandUNet2d(nn.Module):
         self.mid_cross = CrossAttention2d(c_mid, text_dim, cfg.attn_head_dim, g) if cfg.cross_attn_levels else None
         self.out_norm = nn.GroupNorm(_groups(chans[0], g), chans[0])
         self.unembed = BandUnembed(bands, width, chans[0], self.stft)
-        self.to(memory_format=torch.channels_last)
+
+    def _layout(self) -> torch.memory_format:
+        """The activations' memory format: channels-last for inference, where its convolutions are
+        faster, and contiguous for training, where GroupNorm's backward on channels-last costs more
+        than the convolutions gain (train/RUNS.md, session 13). The weights stay contiguous; a
+        convolution follows its input's layout."""
+        return torch.contiguous_format if self.training and torch.is_grad_enabled() else torch.channels_last
 
     def check_length(self, length: int) -> None:
         """Raises ValueError unless `length` samples fit the STFT hop and the time downsampling."""
@@ -222,7 +229,7 @@ class BandUNet2d(nn.Module):
 
         with torch.autocast(x.device.type, enabled=False):
             spec = self.stft.analyze(x[:, 0])  # [B, F, N]
-        h = self.embed(spec).contiguous(memory_format=torch.channels_last)
+        h = self.embed(spec).contiguous(memory_format=self._layout())
         skips = []
         for level in self.down:
             h = h + level.band_embedding

@@ -145,7 +145,7 @@ def _spectral() -> ModelConfig:
 
 def _bands() -> ModelConfig:
     # The frequency-local design (gmsdi.models.bandunet): 32 bands of 16 bins (250 Hz) × 16 ms frames,
-    # a 2-D U-Net over (band, frame) in channels-last bf16, cross-attention to the part tokens at the
+    # a 2-D U-Net over (band, frame) in bf16 (channels-last at inference), cross-attention to the part tokens at the
     # two coarse levels and the bottleneck, FiLM from the pooled prompt everywhere. The STFT, σ_d,
     # training σ and prompt encoder are the `spectral` preset's.
     base = _spectral()
