@@ -14,13 +14,13 @@ from typing import Any
 from gmsdi.cli_common import (
     Parser,
     add_dirac_flag,
+    add_gamma_mode_flag,
     add_sampling_flags,
     negatives_arg,
     run,
     sampling_settings,
     threads_arg,
 )
-from gmsdi.inference.constraints import GAMMA_MODES
 from gmsdi.runtime import set_threads
 
 EXAMPLES = """examples:
@@ -61,10 +61,7 @@ def _add_coupling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma-x", type=_gamma, default=None,
                    help="Eq. (2) width for the stems (default √(G+1) for G generated stems, relative)")
     p.add_argument("--gamma-y", type=_gamma, default=None, help="Eq. (2) width for the mixture (default √(G+1))")
-    p.add_argument("--gamma-mode", choices=list(GAMMA_MODES), default=None,
-                   help="denoised: γ = g·σ on the chains' estimates; wiener: the estimates' residual shared by "
-                        "each stem's power per time-frequency bin (no γ); relative: γ = g·σ on the noisy states "
-                        "(Eq. 2); absolute: γ in waveform units")
+    add_gamma_mode_flag(p)
     p.add_argument("--mix-guidance", type=float, default=None, help="mixture chain guidance, 1 = off (default 1)")
     p.add_argument("--negative", nargs="+", default=None, metavar="PROMPT",
                    help="one negative prompt per generated stem ('-' = default: the other stems)")

@@ -87,11 +87,25 @@ def add_dirac_flag(p: argparse.ArgumentParser) -> None:
                         "projected (no stem singled out; does not diverge at any step count)")
 
 
+GAMMA_MODE_HELP = ("denoised: γ = g·σ on the chains' estimates; wiener: the estimates' residual shared by each "
+                   "stem's power per time-frequency bin (no γ); relative: γ = g·σ on the noisy states (Eq. 2); "
+                   "absolute: γ in waveform units")
+
+
+def add_gamma_mode_flag(p: argparse.ArgumentParser) -> None:
+    """--gamma-mode: how Eq. (2) couples the chains (`Settings.gamma_mode`; None = the pipeline's)."""
+    from gmsdi.inference.constraints import GAMMA_MODES
+
+    p.add_argument("--gamma-mode", choices=list(GAMMA_MODES), default=None, help=GAMMA_MODE_HELP)
+
+
 def sampling_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The sampling flags as pipeline keywords (None = the pipeline's default); --dirac where the command has it."""
+    """The sampling flags as pipeline keywords (None = the pipeline's default); --dirac and --gamma-mode where
+    the command has them and they are given (absent, they keep older cache keys)."""
     out = {k: getattr(args, k, None) for k in SAMPLING_KEYS}
-    if getattr(args, "dirac", None) is not None:
-        out["dirac"] = args.dirac
+    for key in ("dirac", "gamma_mode"):
+        if getattr(args, key, None) is not None:
+            out[key] = getattr(args, key)
     return out
 
 
@@ -109,5 +123,5 @@ def run(command: Callable[[], list[Any]], report: Callable[[list[Any]], None]) -
     return 0
 
 
-__all__ = ["SAMPLING_KEYS", "Parser", "add_dirac_flag", "add_sampling_flags", "negatives_arg", "run",
-           "sampling_settings"]
+__all__ = ["GAMMA_MODE_HELP", "SAMPLING_KEYS", "Parser", "add_dirac_flag", "add_gamma_mode_flag", "add_sampling_flags",
+           "negatives_arg", "run", "sampling_settings"]

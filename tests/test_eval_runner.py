@@ -250,3 +250,15 @@ def test_reference_window_follows_the_gmsdi_checkpoint(tmp_path: Path) -> None:
     args = argparse.Namespace(quick=False, checkpoint=[f"gmsdi={path}"])
     assert records.chunk_samples(None, args) == 12000
     assert records.chunk_samples(None, argparse.Namespace(quick=False, checkpoint=[], chunk_seconds=0.5)) == 8000
+
+
+def test_fad_gamma_mode_and_tag(data: Path, tmp_path: Path) -> None:
+    """--gamma-mode reaches the sampler's settings and --tag names a variant's file beside the default one."""
+    common = ["--quick", "--data", str(data), "--results", str(tmp_path), "--quiet", "--task", "generation",
+              "--models", "gmsdi"]
+    assert cli.main(["fad", *common, "--gamma-mode", "wiener", "--tag=-wiener"]) == 0
+    variant = json.loads((tmp_path / "fad-generation-gmsdi-wiener.json").read_text())
+    assert variant["settings"]["gamma_mode"] == "wiener"
+    assert not (tmp_path / "fad-generation-gmsdi.json").exists()
+    assert cli.main(["fad", *common]) == 0
+    assert "gamma_mode" not in json.loads((tmp_path / "fad-generation-gmsdi.json").read_text())["settings"]

@@ -103,7 +103,7 @@ def cmd_fad(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
             out = {**base, "task": "generation", "results": {
                 "fad": score, "mixture_consistency": float(np.mean(consistency)) if consistency else None,
                 "wall_seconds": round(time.perf_counter() - t0, 2)}}
-            written.append(write_result(folder, f"fad-generation-{name}", out))
+            written.append(write_result(folder, f"fad-generation-{name}{args.tag}", out))
             print(f"{name}: generation FAD {score:.3f} ({clips_n} clips of {seconds:g} s)")
         if "accompaniment" in args.task:
             t0 = time.perf_counter()
@@ -122,7 +122,7 @@ def cmd_fad(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
                 score = fad_or_nan(fad, mixes, real["stats"]["mix"]) if "mix" in real["stats"] else nan
                 rows[subset] = {"sub_fad": score, "clips": len(chosen), "given": given}
                 print(f"{name}: sub-FAD generating {subset} given {'+'.join(given)}: {score:.3f}")
-            written.append(write_result(folder, f"fad-accompaniment-{name}", {
+            written.append(write_result(folder, f"fad-accompaniment-{name}{args.tag}", {
                 **base, "task": "accompaniment", "results": {"subsets": rows,
                                                              "wall_seconds": round(time.perf_counter() - t0, 2)}}))
         if "single-source" in args.task and model.spec.kind == "gmsdi":
@@ -137,7 +137,7 @@ def cmd_fad(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
                     score = fad_or_nan(fad, gen, real["stats"][stem]) if stem in real["stats"] else nan
                     rows[stem][variant] = score
                     print(f"{name}: single-source FAD {stem}, {variant}: {score:.3f}")
-            written.append(write_result(folder, f"fad-single-source-{name}", {
+            written.append(write_result(folder, f"fad-single-source-{name}{args.tag}", {
                 **base, "task": "single-source",
                 "variants": {v: {"negative": SINGLE_SOURCE_VARIANTS[v][0] or "(null prompt)",
                                  "guidance": SINGLE_SOURCE_VARIANTS[v][1]} for v in args.variants},
