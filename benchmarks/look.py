@@ -91,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance weight (default: the pipeline's)")
     p.add_argument("--gamma", type=float, default=None, help="γ_x = γ_y (default: the pipeline's)")
-    p.add_argument("--gamma-mode", default=None, help="relative, absolute or denoised (default: the pipeline's)")
+    p.add_argument("--gamma-mode", default=None,
+                   help="relative, absolute, denoised or wiener (default: the pipeline's)")
+    p.add_argument("--coupling-sigma-min", type=float, default=None,
+                   help="couple the chains at σ ≥ this only (default: the pipeline's)")
     p.add_argument("--sampler", default=None, help="heun or euler (default: the pipeline's)")
     p.add_argument("--churn", type=float, default=None, help="S_churn (default: the pipeline's)")
     p.add_argument("--sigma-min", type=float, default=None, help="last σ of the schedule (default: the model's)")
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(args.songs):
         result = pipe.generate(classes, seconds=args.seconds, seed=seed, steps=args.steps, guidance=args.guidance,
                                gamma_x=args.gamma, gamma_y=args.gamma, gamma_mode=args.gamma_mode,
+                               coupling_sigma_min=args.coupling_sigma_min,
                                sampler=args.sampler, s_churn=args.churn, sigma_min=args.sigma_min,
                                sigma_max=args.sigma_max)
         settings = {**result.settings, "checkpoint": checkpoint["path"]}

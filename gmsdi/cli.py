@@ -13,8 +13,8 @@ from typing import Any
 
 from gmsdi.cli_common import (
     Parser,
+    add_coupling_flags,
     add_dirac_flag,
-    add_gamma_mode_flag,
     add_sampling_flags,
     negatives_arg,
     run,
@@ -61,7 +61,7 @@ def _add_coupling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gamma-x", type=_gamma, default=None,
                    help="Eq. (2) width for the stems (default √(G+1) for G generated stems, relative)")
     p.add_argument("--gamma-y", type=_gamma, default=None, help="Eq. (2) width for the mixture (default √(G+1))")
-    add_gamma_mode_flag(p)
+    add_coupling_flags(p)
     p.add_argument("--mix-guidance", type=float, default=None, help="mixture chain guidance, 1 = off (default 1)")
     p.add_argument("--negative", nargs="+", default=None, metavar="PROMPT",
                    help="one negative prompt per generated stem ('-' = default: the other stems)")

@@ -92,18 +92,21 @@ GAMMA_MODE_HELP = ("denoised: γ = g·σ on the chains' estimates; wiener: the e
                    "absolute: γ in waveform units")
 
 
-def add_gamma_mode_flag(p: argparse.ArgumentParser) -> None:
-    """--gamma-mode: how Eq. (2) couples the chains (`Settings.gamma_mode`; None = the pipeline's)."""
+def add_coupling_flags(p: argparse.ArgumentParser) -> None:
+    """--gamma-mode and --coupling-sigma-min: how Eq. (2) couples the chains (`Settings`; None = the pipeline's)."""
     from gmsdi.inference.constraints import GAMMA_MODES
 
     p.add_argument("--gamma-mode", choices=list(GAMMA_MODES), default=None, help=GAMMA_MODE_HELP)
+    p.add_argument("--coupling-sigma-min", type=float, default=None, metavar="SIGMA",
+                   help="couple the chains at σ ≥ SIGMA only, uncoupled below (0 = at every step; default: the "
+                        "pipeline's)")
 
 
 def sampling_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The sampling flags as pipeline keywords (None = the pipeline's default); --dirac and --gamma-mode where
-    the command has them and they are given (absent, they keep older cache keys)."""
+    """The sampling flags as pipeline keywords (None = the pipeline's default); --dirac, --gamma-mode and
+    --coupling-sigma-min where the command has them and they are given (absent, they keep older cache keys)."""
     out = {k: getattr(args, k, None) for k in SAMPLING_KEYS}
-    for key in ("dirac", "gamma_mode"):
+    for key in ("dirac", "gamma_mode", "coupling_sigma_min"):
         if getattr(args, key, None) is not None:
             out[key] = getattr(args, key)
     return out
@@ -123,5 +126,5 @@ def run(command: Callable[[], list[Any]], report: Callable[[list[Any]], None]) -
     return 0
 
 
-__all__ = ["GAMMA_MODE_HELP", "SAMPLING_KEYS", "Parser", "add_dirac_flag", "add_gamma_mode_flag", "add_sampling_flags",
+__all__ = ["GAMMA_MODE_HELP", "SAMPLING_KEYS", "Parser", "add_coupling_flags", "add_dirac_flag", "add_sampling_flags",
            "negatives_arg", "run", "sampling_settings"]

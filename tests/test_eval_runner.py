@@ -253,12 +253,12 @@ def test_reference_window_follows_the_gmsdi_checkpoint(tmp_path: Path) -> None:
 
 
 def test_fad_gamma_mode_and_tag(data: Path, tmp_path: Path) -> None:
-    """--gamma-mode reaches the sampler's settings and --tag names a variant's file beside the default one."""
+    """--gamma-mode and --coupling-sigma-min reach the sampler's settings; --tag names a variant's file."""
     common = ["--quick", "--data", str(data), "--results", str(tmp_path), "--quiet", "--task", "generation",
               "--models", "gmsdi"]
-    assert cli.main(["fad", *common, "--gamma-mode", "wiener", "--tag=-wiener"]) == 0
+    assert cli.main(["fad", *common, "--gamma-mode", "wiener", "--coupling-sigma-min", "0.1", "--tag=-wiener"]) == 0
     variant = json.loads((tmp_path / "fad-generation-gmsdi-wiener.json").read_text())
-    assert variant["settings"]["gamma_mode"] == "wiener"
+    assert variant["settings"]["gamma_mode"] == "wiener" and variant["settings"]["coupling_sigma_min"] == 0.1
     assert not (tmp_path / "fad-generation-gmsdi.json").exists()
     assert cli.main(["fad", *common]) == 0
     assert "gamma_mode" not in json.loads((tmp_path / "fad-generation-gmsdi.json").read_text())["settings"]

@@ -485,3 +485,21 @@ def test_continue_windows_keeps_locked_rows_and_passes_context() -> None:
     torch.testing.assert_close(out[0], locked[0])  # the locked row comes back exactly
     assert [s[2] for s in seen] == [0, 32, 32]  # each later window knows the overlap of the free row
     assert out[1, 127].item() == 1.0 and out[1, 96].item() == 1.0  # the context is the previous window's output
+
+
+@pytest.mark.parametrize("mode", ["denoised", "wiener", "relative"])
+def test_coupling_acts_only_from_sigma_min(mode: str) -> None:
+    """Below `sigma_min` every chain is its own denoiser; from it on the estimates are coupled as before."""
+    x, d0 = torch.randn(2, 4, 1024), torch.randn(2, 4, 1024)
+    fixed = lambda x, s: d0  # noqa: E731
+    gamma = 2.0 if mode != "wiener" else math.inf
+    sigma = torch.tensor([0.05, 0.5])  # one batch element on each side of 0.1
+    d = MixtureCoupling(fixed, gamma, gamma, mode, sigma_min=0.1)(x, sigma)
+    full = MixtureCoupling(fixed, gamma, gamma, mode)(x, sigma)
+    torch.testing.assert_close(d[0], d0[0])
+    torch.testing.assert_close(d[1], full[1])
+    assert not torch.allclose(full[0], d0[0])  # without sigma_min the low-σ element is coupled
+    torch.testing.assert_close(MixtureCoupling(fixed, gamma, gamma, mode, sigma_min=1.0)(x, sigma), d0)
+    for bad in (-0.1, math.nan, math.inf, "0.1"):
+        with pytest.raises(ValueError, match="coupling_sigma_min"):
+            MixtureCoupling(fixed, gamma, gamma, mode, sigma_min=bad)

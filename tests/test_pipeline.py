@@ -81,6 +81,17 @@ def test_generate_options(pipe) -> None:
     assert r.settings["network_calls"] == 4
 
 
+
+def test_coupling_sigma_min_reaches_the_sampler(pipe) -> None:
+    """Above every step's σ the chains run uncoupled: the stems no longer sum to the mixture chain."""
+    kw = dict(seconds=0.1, seed=0, steps=4, gamma_mode="denoised")
+    coupled = pipe.generate(["bass", "drums"], **kw)
+    free = pipe.generate(["bass", "drums"], coupling_sigma_min=1e3, **kw)
+    assert free.settings["coupling_sigma_min"] == 1e3
+    assert np.abs(coupled.mixture_chain - coupled.mix).max() < 1e-4 * np.abs(coupled.mix).max()
+    assert np.abs(free.mixture_chain - free.mix).max() > 1e-2 * np.abs(free.mix).max()
+
+
 def test_accompany_returns_locked_stems_unchanged(pipe) -> None:
     bass = _tone(0.13, 55)  # 2080 samples: not a multiple of the window
     drums = _tone(0.1, 300, amp=0.2)  # shorter: zero-padded
@@ -268,6 +279,7 @@ def test_from_pretrained(tmp_path, monkeypatch) -> None:
     (lambda p: p.generate(["a", "b", "c", "d"], gamma_x=0.5, gamma_y=0.5, steps=32, seconds=0.1),
      r"over-correct the residual of the 5 chains' estimates .* use gamma_x = gamma_y ≥ 1\.58"),
     (lambda p: p.generate(["bass"], gamma_mode="log"), "unknown gamma mode"),
+    (lambda p: p.generate(["bass"], coupling_sigma_min=-1.0), "coupling_sigma_min must be a number ≥ 0"),
     (lambda p: p.generate(["bass"], steps=0), "steps must be a whole number from 1 to 1000"),
     (lambda p: p.generate(["bass"], steps=2.5), "steps must be a whole number"),
     (lambda p: p.generate(["bass"], sampler="rk4"), r"unknown sampler 'rk4'; valid names are \['euler', 'heun'\]"),

@@ -101,7 +101,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--hop-frames", type=int, default=187,
                    help="musicnn patch hop in mel frames (default 187: 3 s patches without overlap)")
     cli_args.add_sampling_flags(p, per_stem_guidance=False)
-    cli_args.add_gamma_mode_flag(p)
+    cli_args.add_coupling_flags(p)
     p.add_argument("--tag", default="", help="suffix of the result files, for variants (e.g. --tag=-wiener)")
     _common(p)
 
@@ -193,7 +193,7 @@ def get_parser() -> argparse.ArgumentParser:
                    help="isolated --split crops the trained probe is scored on (default 1000)")
     p.add_argument("--tag", default="", help="suffix of the result files, for variants")
     cli_args.add_sampling_flags(p, per_stem_guidance=False)
-    cli_args.add_gamma_mode_flag(p)
+    cli_args.add_coupling_flags(p)
     _common(p)
 
     p = sub.add_parser("report", help="docs/RESULTS.md and its plots from the result files", formatter_class=fmt)

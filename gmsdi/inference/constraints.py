@@ -35,6 +35,13 @@ WIENER_FLOOR = 0.01
 DIRAC_MODES: tuple[str, ...] = ("constrained", "projected")
 
 
+def check_coupling_sigma_min(value: float) -> float:
+    """The σ below which `MixtureCoupling` leaves the chains uncoupled: a number ≥ 0 (0 = never)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"coupling_sigma_min must be a number ≥ 0 (0 couples at every σ), got {value!r}")
+    return float(value)
+
+
 def check_gamma(value: float, name: str) -> float:
     """A γ must be positive; `math.inf` switches its coupling off."""
     value = float(value)
@@ -177,15 +184,21 @@ class MixtureCoupling:
         known_mask: [B or 1, K+1, T] bool, True at known entries ("wiener": they take no share).
         wiener_power, wiener_floor: p and the floor of the "wiener" weights.
         n_fft, hop: the STFT of the "wiener" split (samples).
+        sigma_min: (ours) the coupling acts at σ ≥ sigma_min only; below it every chain is its own
+            denoiser. 0 couples at every step. The high σ decide where notes and hits fall, so the
+            chains still agree on them; at low σ the residual is detail that no stem chain explains,
+            and splitting it writes broadband hiss into every stem (train/RUNS.md, session 13).
     """
 
     def __init__(self, denoiser: StackDenoiser, gamma_x: float, gamma_y: float, mode: str = "relative",
                  known_mask: torch.Tensor | None = None, wiener_power: float = WIENER_POWER,
-                 wiener_floor: float = WIENER_FLOOR, n_fft: int = 1024, hop: int = 256) -> None:
+                 wiener_floor: float = WIENER_FLOOR, n_fft: int = 1024, hop: int = 256,
+                 sigma_min: float = 0.0) -> None:
         if mode not in GAMMA_MODES:
             raise ValueError(f"unknown gamma mode {mode!r}; valid names are {sorted(GAMMA_MODES)}")
         if not (wiener_power > 0 and wiener_floor > 0):
             raise ValueError(f"wiener_power and wiener_floor must be positive, got {wiener_power}, {wiener_floor}")
+        self.sigma_min = check_coupling_sigma_min(sigma_min)
         self.denoiser = denoiser
         self.gamma_x = check_gamma(gamma_x, "gamma_x")
         self.gamma_y = check_gamma(gamma_y, "gamma_y")
@@ -219,8 +232,11 @@ class MixtureCoupling:
     def __call__(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """x: [B, K+1, T] (sources, then the mixture); sigma: [B]. Returns [B, K+1, T]."""
         d = self.denoiser(x, sigma)
+        on = (sigma >= self.sigma_min).to(d.dtype)[:, None]  # [B, 1]: 0 where the chains run uncoupled
+        if not on.any():
+            return d
         v = d if self.mode in ("denoised", "wiener") else x
-        r = v[:, -1] - v[:, :-1].sum(dim=1)  # [B, T]
+        r = on * (v[:, -1] - v[:, :-1].sum(dim=1))  # [B, T]
         d = d.clone()
         if self.mode == "wiener":
             shares = self._wiener_shares(d, r).to(d.dtype)

@@ -45,6 +45,7 @@ def generate_sources(
     gamma_x: float,
     gamma_y: float,
     gamma_mode: str = "relative",
+    coupling_sigma_min: float = 0.0,
     **stack: Any,
 ) -> torch.Tensor:
     """K stems and their mixture, sampled in parallel with Eq. (2) (METHOD.md §3.1-3.2).
@@ -55,6 +56,7 @@ def generate_sources(
         length: T in samples (a valid network length).
         sigmas: [n + 1] noise levels ending at 0.
         gamma_x, gamma_y, gamma_mode: the likelihood widths of Eq. (2) (`MixtureCoupling`).
+        coupling_sigma_min: below this σ the chains run uncoupled (`MixtureCoupling.sigma_min`).
         stack: the keywords of `sample_stack` (known, mask, locked_noise, sampler, s_churn,
             resamples, batch, callback, generator, device); `known`/`mask` are [B or 1, K+1, T].
 
@@ -67,7 +69,8 @@ def generate_sources(
         device = stack.get("device", "cpu")
         known_mask = stack["mask"].to(device)
         inner = KnownValues(denoiser, stack["known"].to(device), known_mask)
-    coupling = MixtureCoupling(inner, gamma_x, gamma_y, gamma_mode, known_mask=known_mask)
+    coupling = MixtureCoupling(inner, gamma_x, gamma_y, gamma_mode, known_mask=known_mask,
+                               sigma_min=coupling_sigma_min)
     return sample_stack(coupling, n_sources + 1, length, sigmas, **stack)
 
 

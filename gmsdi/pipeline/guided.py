@@ -136,9 +136,9 @@ class GMSDIPipeline(BasePipeline):
 
         def sample(w: int, known: torch.Tensor | None, mask: torch.Tensor | None, cb: Callback | None) -> torch.Tensor:
             return generate_sources(guided, k, w, sigmas, gamma_x=gamma_x, gamma_y=gamma_y, gamma_mode=s.gamma_mode,
-                                    known=known, mask=mask, locked_noise=s.locked_noise, sampler=s.sampler,
-                                    s_churn=s.s_churn, resamples=s.resamples, callback=cb, generator=generator,
-                                    device=self.device)
+                                    coupling_sigma_min=s.coupling_sigma_min, known=known, mask=mask,
+                                    locked_noise=s.locked_noise, sampler=s.sampler, s_churn=s.s_churn,
+                                    resamples=s.resamples, callback=cb, generator=generator, device=self.device)
 
         fixed = {} if locked is None else dict(enumerate(locked))
         out, chunks = self._continue(sample, k + 1, fixed, length, s, callback, task, prompts + ["mix"])

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from gmsdi.inference.constraints import DIRAC_MODES, GAMMA_MODES, LOCKED_NOISE
+from gmsdi.inference.constraints import DIRAC_MODES, GAMMA_MODES, LOCKED_NOISE, check_coupling_sigma_min
 from gmsdi.sampling.samplers import SAMPLERS
 
 MAX_STEMS = 8
@@ -76,6 +76,8 @@ class Settings:
             residual shared by each chain's power per time-frequency bin; takes no γ), "denoised"
             (the same with equal shares, γ = g·σ), "relative" (γ = g·σ on the noisy states, Eq. 2
             as written) or "absolute" (Eq. 2, γ in waveform units). See `MixtureCoupling`.
+        coupling_sigma_min: the chains are coupled at σ ≥ this only and run uncoupled below it
+            (`MixtureCoupling.sigma_min`); 0 = coupled at every step.
         locked_noise: "fixed" or "fresh" ε for locked stems and context (`KnownValues`).
         sigma_min, sigma_max: the σ range; None = the model's (`EDMConfig`).
         rho: Karras schedule exponent.
@@ -95,6 +97,7 @@ class Settings:
     gamma_x: float | None = None
     gamma_y: float | None = None
     gamma_mode: str = "relative"
+    coupling_sigma_min: float = 0.0
     locked_noise: str = "fixed"
     sigma_min: float | None = None
     sigma_max: float | None = None
@@ -124,6 +127,7 @@ class Settings:
         if self.gamma_mode == "wiener" and (self.gamma_x is not None or self.gamma_y is not None):
             raise ValueError("gamma_mode='wiener' shares the residual by each stem's power and takes no gamma_x / "
                              "gamma_y; leave them out, or use gamma_mode='denoised' for an equal split set by γ")
+        check_coupling_sigma_min(self.coupling_sigma_min)
         _choice(self.locked_noise, "locked noise", LOCKED_NOISE)
         _choice(self.dirac, "dirac form", DIRAC_MODES)
         if self.dirac == "projected" and self.constrained is not None:
