@@ -131,7 +131,7 @@ def _eq2_covariance(v: list[float], v_y: float, g_x: float, g_y: float, sigma_mi
 def test_eq2_variances_match_closed_form(gaussian_pipe, g: float, mode: str) -> None:
     """Sources and mix have the variances the exact ODE of Eq. (2) gives (v_k when uncoupled)."""
     r = gaussian_pipe.generate(["a", "b"], seconds=1.0, guidance=1.0, steps=60, seed=0, gamma_x=g, gamma_y=g,
-                               window_seconds=1.0, gamma_mode=mode)
+                               window_seconds=1.0, gamma_mode=mode, coupling_sigma_min=0.0)
     z = np.stack([r.stems["a"], r.stems["b"], r.mixture_chain]).astype(np.float64)
     cov = _eq2_covariance([VA, VB], VA + VB, g, g, 1e-3, 80.0, mode)
     np.testing.assert_allclose(z.var(axis=1), np.diag(cov), rtol=0.06)
@@ -144,7 +144,7 @@ def test_eq2_mix_approaches_sum_as_gamma_shrinks(gaussian_pipe) -> None:
     residuals = []
     for g in (8.0, 3.0, 2.0, math.sqrt(3)):
         r = gaussian_pipe.generate(["a", "b"], seconds=0.5, guidance=1.0, steps=40, seed=1, gamma_x=g, gamma_y=g,
-                                   window_seconds=0.5)
+                                   window_seconds=0.5, coupling_sigma_min=0.0)
         y, s = r.mixture_chain, r.stems["a"] + r.stems["b"]
         residuals.append(float(np.sqrt(np.mean((y - s) ** 2) / np.mean(y**2))))
     assert residuals == sorted(residuals, reverse=True)
@@ -153,7 +153,8 @@ def test_eq2_mix_approaches_sum_as_gamma_shrinks(gaussian_pipe) -> None:
     res_abs = []
     for gamma in (3.0, 1.0):
         r = gaussian_pipe.generate(["a", "b"], seconds=0.5, guidance=1.0, steps=40, seed=1, gamma_x=gamma,
-                                   gamma_y=gamma, gamma_mode="absolute", sigma_max=1.0, window_seconds=0.5)
+                                   gamma_y=gamma, gamma_mode="absolute", sigma_max=1.0, window_seconds=0.5,
+                                   coupling_sigma_min=0.0)
         res_abs.append(float(np.sqrt(np.mean((r.mixture_chain - r.stems["a"] - r.stems["b"]) ** 2))))
     assert res_abs[1] < res_abs[0]
 
@@ -236,7 +237,8 @@ def test_denoised_coupling_with_locked_stems_sums_to_the_mix(gaussian_pipe) -> N
     locked = {"a": 0.1 * np.sin(np.linspace(0, 200, gaussian_pipe.sample_rate // 2)).astype(np.float32)}
     residual = {}
     for mode in ("denoised", "relative"):
-        r = gaussian_pipe.accompany(locked, ["b"], guidance=1.0, steps=24, seed=0, window_seconds=0.5, gamma_mode=mode)
+        r = gaussian_pipe.accompany(locked, ["b"], guidance=1.0, steps=24, seed=0, window_seconds=0.5, gamma_mode=mode,
+                                    coupling_sigma_min=0.0)
         np.testing.assert_array_equal(r.stems["a"], locked["a"])
         s = r.stems["a"] + r.stems["b"]
         residual[mode] = np.sqrt(np.mean((r.mixture_chain - s) ** 2) / np.mean(s**2))
@@ -268,7 +270,7 @@ def test_wiener_coupling_gives_known_entries_no_share(gaussian_pipe) -> None:
     torch.testing.assert_close(d[:, :2].sum(1), d[:, 2], atol=1e-5, rtol=0)
     locked = {"a": 0.1 * np.sin(np.linspace(0, 200, gaussian_pipe.sample_rate // 2)).astype(np.float32)}
     r = gaussian_pipe.accompany(locked, ["b"], guidance=1.0, steps=24, seed=0, window_seconds=0.5,
-                                gamma_mode="wiener")
+                                gamma_mode="wiener", coupling_sigma_min=0.0)
     np.testing.assert_array_equal(r.stems["a"], locked["a"])
     s = r.stems["a"] + r.stems["b"]
     assert np.sqrt(np.mean((r.mixture_chain - s) ** 2) / np.mean(s**2)) < 1e-4

@@ -85,9 +85,10 @@ def test_generate_options(pipe) -> None:
 def test_coupling_sigma_min_reaches_the_sampler(pipe) -> None:
     """Above every step's σ the chains run uncoupled: the stems no longer sum to the mixture chain."""
     kw = dict(seconds=0.1, seed=0, steps=4, gamma_mode="denoised")
-    coupled = pipe.generate(["bass", "drums"], **kw)
+    coupled = pipe.generate(["bass", "drums"], coupling_sigma_min=0.0, **kw)
     free = pipe.generate(["bass", "drums"], coupling_sigma_min=1e3, **kw)
     assert free.settings["coupling_sigma_min"] == 1e3
+    assert pipe.generate(["bass"], seconds=0.05, steps=1).settings["coupling_sigma_min"] == 0.1  # the default
     assert np.abs(coupled.mixture_chain - coupled.mix).max() < 1e-4 * np.abs(coupled.mix).max()
     assert np.abs(free.mixture_chain - free.mix).max() > 1e-2 * np.abs(free.mix).max()
 
