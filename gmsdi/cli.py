@@ -155,7 +155,7 @@ def _run(args: argparse.Namespace) -> list[str]:
               "overlap": args.overlap, "seed": args.seed}
     if args.task in ("generate", "accompany"):
         negatives = negatives_arg(args.negative)
-        common.update(gamma_x=args.gamma_x, gamma_y=args.gamma_y, gamma_mode=args.gamma_mode,
+        common.update(gamma_x=args.gamma_x, gamma_y=args.gamma_y,
                       mix_guidance=args.mix_guidance, negative_prompts=negatives)
     locked = _locked(args.locked) if args.task == "accompany" else None
     pipe = GMSDIPipeline.from_pretrained(args.checkpoint, device=args.device)

@@ -87,16 +87,14 @@ def add_dirac_flag(p: argparse.ArgumentParser) -> None:
                         "projected (no stem singled out; does not diverge at any step count)")
 
 
-GAMMA_MODE_HELP = ("denoised: γ = g·σ on the chains' estimates; wiener: the estimates' residual shared by each "
-                   "stem's power per time-frequency bin (no γ); relative: γ = g·σ on the noisy states (Eq. 2); "
-                   "absolute: γ in waveform units")
-
-
 def add_coupling_flags(p: argparse.ArgumentParser) -> None:
     """--gamma-mode and --coupling-sigma-min: how Eq. (2) couples the chains (`Settings`; None = the pipeline's)."""
     from gmsdi.inference.constraints import GAMMA_MODES
 
-    p.add_argument("--gamma-mode", choices=list(GAMMA_MODES), default=None, help=GAMMA_MODE_HELP)
+    p.add_argument("--gamma-mode", choices=list(GAMMA_MODES), default=None,
+                   help="denoised: γ = g·σ on the chains' estimates; wiener: the estimates' residual shared by "
+                        "each stem's power per time-frequency bin (no γ); relative: γ = g·σ on the noisy states "
+                        "(Eq. 2); absolute: γ in waveform units")
     p.add_argument("--coupling-sigma-min", type=float, default=None, metavar="SIGMA",
                    help="couple the chains at σ ≥ SIGMA only, uncoupled below (0 = at every step; default: the "
                         "pipeline's)")
@@ -126,5 +124,5 @@ def run(command: Callable[[], list[Any]], report: Callable[[list[Any]], None]) -
     return 0
 
 
-__all__ = ["GAMMA_MODE_HELP", "SAMPLING_KEYS", "Parser", "add_coupling_flags", "add_dirac_flag", "add_sampling_flags",
-           "negatives_arg", "run", "sampling_settings"]
+__all__ = ["SAMPLING_KEYS", "Parser", "add_coupling_flags", "add_dirac_flag", "add_sampling_flags", "negatives_arg",
+           "run", "sampling_settings"]
