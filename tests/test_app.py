@@ -33,6 +33,7 @@ from gmsdi.app.handlers import (  # noqa: E402
     split_negatives,
     split_prompts,
 )
+from gmsdi.pipeline import GENERATION  # noqa: E402
 from gmsdi.sampling import Cancelled  # noqa: E402
 
 SR = 16000
@@ -217,6 +218,22 @@ def test_separate_errors(client, tmp_path) -> None:
                          api_name="/separate")
     assert _check(out, ["bass", "drums", "piano"], 0.5)["dirac"] == "projected"
     _error(client, "Unknown separator form 'exact'", mix=mix, prompt="bass", dirac="exact", api_name="/extract")
+
+
+def test_coupling_field(pipe, tmp_path) -> None:
+    """The "Tie stems to the mix down to σ" slider reaches the sampler; empty = the pipeline default."""
+    tasks = AppTasks(pipe, CONFIG, workdir=tmp_path)
+    kw = dict(seconds=0.5, steps=2, seed=0)
+    default = tasks.generate(["bass", "drums"], **kw)
+    assert default.result.settings["coupling_sigma_min"] == GENERATION.coupling_sigma_min
+    tied = tasks.generate(["bass", "drums"], coupling=0.0, **kw)
+    untied = tasks.generate(["bass", "drums"], coupling="1000", **kw)
+    assert tied.result.settings["coupling_sigma_min"] == 0.0
+    assert untied.result.settings["coupling_sigma_min"] == 1000.0
+    assert not np.allclose(tied.result.stems["bass"], untied.result.stems["bass"])
+    for bad in (-0.1, "low", float("nan"), 1e4):
+        with pytest.raises(gr.Error, match="'Tie stems to the mix down to σ' must be a number from 0 to 1000"):
+            tasks.generate(["bass"], coupling=bad, **kw)
 
 
 def test_separator_form(pipe, tmp_path) -> None:

@@ -15,6 +15,7 @@ from gmsdi.eval import cli, records
 from gmsdi.eval.methods import quick_model
 from gmsdi.eval.report import SEPARATION_HEADER
 from gmsdi.inference.ensemble import load_choices
+from gmsdi.pipeline import GMSDIPipeline
 
 STEMS = ["bass", "drums", "guitar", "piano"]
 # --quick FAD sets have a few patches of 200 dimensions: their FAD is NaN by design.
@@ -69,7 +70,8 @@ def test_separation_resumes_from_its_cache(results: Path, data: Path, capsys) ->
     assert after["sisdri"] == before["sisdri"] and after["wall_seconds"] == before["wall_seconds"]
 
 
-def test_sweep_keeps_measured_settings_and_adds_new_ones(results: Path, data: Path, tmp_path: Path) -> None:
+def test_sweep_keeps_measured_settings_and_adds_new_ones(results: Path, data: Path, tmp_path: Path,
+                                                          monkeypatch, capsys) -> None:
     folder = tmp_path / "sweep"
     folder.mkdir()
     (folder / "sweep-gmsdi.json").write_text((results / "sweep-gmsdi.json").read_text())
@@ -84,6 +86,16 @@ def test_sweep_keeps_measured_settings_and_adds_new_ones(results: Path, data: Pa
     assert cli.main(["sweep", "--axes", "y", "--steps", "10", *common]) == 0
     rows = json.loads((folder / "sweep-gmsdi.json").read_text())["results"]["rows"]
     assert [r["axis"] for r in rows] == ["y"] * 3
+    # so does a changed pipeline default that no flag names (rows of the old default are not reused)
+    capsys.readouterr()
+    assert cli.main(["sweep", "--axes", "y", "--steps", "10", *common]) == 0
+    assert "3 setting(s) already measured" in capsys.readouterr().out
+    monkeypatch.setattr(GMSDIPipeline, "generation_defaults",
+                        GMSDIPipeline.generation_defaults.replace(coupling_sigma_min=0.5))
+    assert cli.main(["sweep", "--axes", "y", "--steps", "10", *common]) == 0
+    assert "already measured" not in capsys.readouterr().out
+    record = json.loads((folder / "sweep-gmsdi.json").read_text())
+    assert record["resume_key"]["settings"]["coupling_sigma_min"] == 0.5 and len(record["results"]["rows"]) == 3
 
 
 def test_missing_checkpoint_is_reported_not_invented(tmp_path: Path, data: Path, capsys) -> None:

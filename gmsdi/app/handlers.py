@@ -187,6 +187,9 @@ def _int_steps(value: Any, limit: int) -> int:
     return int(steps)
 
 
+COUPLING_FIELD_MAX = 1000.0  # σ; no schedule starts above it, so this value unties the stems at every step
+
+
 def _float(value: Any, name: str, low: float, high: float) -> float:
     try:
         number = float(value)
@@ -439,6 +442,14 @@ class AppTasks:
             out["s_churn"] = _number(churn, "Churn")
         return out
 
+    @staticmethod
+    def _coupling(coupling: Any) -> dict[str, Any]:
+        """`coupling_sigma_min` from a field (None or "" = the pipeline's default); above the
+        largest σ of any schedule (`COUPLING_FIELD_MAX`) the stems are never tied."""
+        if coupling is None or coupling == "":
+            return {}
+        return {"coupling_sigma_min": _float(coupling, "'Tie stems to the mix down to σ'", 0.0, COUPLING_FIELD_MAX)}
+
     def _stem_count(self, n: int) -> None:
         if n > self.config.max_stems:
             raise app_error(f"{n} stems asked for, more than this app's limit of {self.config.max_stems}; "
@@ -474,8 +485,10 @@ class AppTasks:
     def generate(self, prompts: Sequence[str], negatives: Sequence[str | None] | None = None,
                  gamma_x: float | None = None, gamma_y: Any = None, seconds: Any = 4.0, steps: Any = None,
                  guidance: Any = None, seed: Any = None, sampler: str | None = None, churn: Any = None,
-                 progress: Progress | None = None, flag: threading.Event | None = None) -> Output:
-        """Generates one stem per prompt (`GMSDIPipeline.generate`); guidance None = the app's default."""
+                 coupling: Any = None, progress: Progress | None = None,
+                 flag: threading.Event | None = None) -> Output:
+        """Generates one stem per prompt (`GMSDIPipeline.generate`); guidance None = the app's default,
+        coupling: the σ below which the stems run untied (`Settings.coupling_sigma_min`; None = default)."""
         prompts = [p.strip() for p in prompts if p and p.strip()]
         if not prompts:
             raise app_error("Type at least one prompt, e.g. 'bass' (one per stem).")
@@ -484,15 +497,16 @@ class AppTasks:
         kwargs = self._common(steps if steps is not None else self.config.generate_steps, guidance, seed, sampler,
                               churn, self.config.generate_guidance)
         kwargs.update(prompts=prompts, negative_prompts=list(negatives) if negatives else None, seconds=seconds,
-                      gamma_x=gamma_x, gamma_y=parse_gamma(gamma_y, "γ_y"))
+                      gamma_x=gamma_x, gamma_y=parse_gamma(gamma_y, "γ_y"), **self._coupling(coupling))
         return self._run("generate", self.pipeline.generate, kwargs, progress, flag)
 
     def accompany(self, locked: Sequence[tuple[str, Any]], prompts: Sequence[str],
                   negatives: Sequence[str | None] | None = None, gamma_x: float | None = None, gamma_y: Any = None,
                   steps: Any = None, guidance: Any = None, seed: Any = None, sampler: str | None = None,
-                  churn: Any = None, progress: Progress | None = None,
+                  churn: Any = None, coupling: Any = None, progress: Progress | None = None,
                   flag: threading.Event | None = None) -> Output:
-        """Generates `prompts` to fit the locked stems [(name, upload or array at the model rate)]."""
+        """Generates `prompts` to fit the locked stems [(name, upload or array at the model rate)];
+        coupling as in `generate`."""
         if not locked:
             raise app_error("Lock at least one stem first: generate stems and tick 'lock' on those to keep, "
                             "or upload audio into a stem slot.")
@@ -515,7 +529,8 @@ class AppTasks:
         kwargs = self._common(steps if steps is not None else self.config.generate_steps, guidance, seed, sampler,
                               churn, self.config.generate_guidance)
         kwargs.update(locked=stems, prompts=prompts, negative_prompts=list(negatives) if negatives else None,
-                      sample_rate=self.sample_rate, gamma_x=gamma_x, gamma_y=parse_gamma(gamma_y, "γ_y"))
+                      sample_rate=self.sample_rate, gamma_x=gamma_x, gamma_y=parse_gamma(gamma_y, "γ_y"),
+                      **self._coupling(coupling))
         return self._run("accompany", self.pipeline.accompany, kwargs, progress, flag)
 
     def separate(self, mix: Any, prompts: Sequence[str] | str, method: str = "separator", rest_prompt: str = "",

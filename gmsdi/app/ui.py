@@ -219,6 +219,10 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                 with gr.Accordion("Advanced", open=False):
                     gen_sampler = gr.Radio(sorted(SAMPLERS), value=GENERATION.sampler, label="Sampler")
                     gen_churn = gr.Slider(*CHURN_RANGE, value=GENERATION.s_churn, step=1, label="Churn (S_churn)")
+                    gen_coupling = gr.Slider(0.0, 1.0, value=GENERATION.coupling_sigma_min, step=0.01,
+                                             label="Tie stems to the mix down to σ",
+                                             info="below this noise level each stem finishes on its own: cleaner "
+                                             "stems; 0 = tied to the end, the mix exact but stems may share parts")
             with gr.Row():
                 gen_btn = gr.Button("Generate all", variant="primary", elem_id="generate-btn")
                 acc_btn = gr.Button("Regenerate unlocked", variant="secondary", elem_id="accompany-btn")
@@ -382,7 +386,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
         reuse.click(lambda s: s, [gen_seed_used], [gen_seed], queue=False, api_visibility="private")
 
         gen_inputs = {n_slots, *slot_values, seconds, gen_steps, gen_guidance, gamma_x, gamma_y, gen_seed, gen_sampler,
-                      gen_churn, cancel_gen}
+                      gen_churn, gen_coupling, cancel_gen}
         slot_audio = [s["audio"] for s in slots]
         slot_images = [s["image"] for s in slots]
         slot_locks = [s["lock"] for s in slots]
@@ -394,8 +398,8 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
 
         def common(d: dict) -> dict[str, Any]:
             return {"steps": d[gen_steps], "guidance": d[gen_guidance], "seed": d[gen_seed],
-                    "sampler": d[gen_sampler], "churn": d[gen_churn], "gamma_x": parse_gamma(d[gamma_x], "γ_x"),
-                    "gamma_y": d[gamma_y]}
+                    "sampler": d[gen_sampler], "churn": d[gen_churn], "coupling": d[gen_coupling],
+                    "gamma_x": parse_gamma(d[gamma_x], "γ_x"), "gamma_y": d[gamma_y]}
 
         def shown(out: Output, slot_indices: list[int], fresh: list[bool]) -> dict[Any, Any]:
             """Component updates for a result whose stem j belongs to slot slot_indices[j]."""

@@ -21,7 +21,7 @@ import math
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -323,6 +323,12 @@ def _model_settings(model: LoadedModel, settings: Mapping[str, Any] | None) -> d
     if model.spec.guidance is not None:
         kw.setdefault("guidance", model.spec.guidance)
     return kw
+
+
+def resolved_generation_settings(model: LoadedModel, settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every generation setting `generate_mixes` samples `model` with: its pipeline's
+    `generation_defaults` with `settings` (None values left out) over them, as a plain dict."""
+    return asdict(model.pipeline.generation_defaults.replace(**_model_settings(model, settings)))
 
 
 def generate_mixes(model: LoadedModel, stems: Sequence[str], n: int, seconds: float, seed: int = 0,

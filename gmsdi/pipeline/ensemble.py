@@ -17,7 +17,6 @@ from gmsdi.inference.guidance import default_negative_prompts
 from gmsdi.pipeline import inputs
 from gmsdi.pipeline.guided import GMSDIPipeline, _db
 from gmsdi.pipeline.result import Result
-from gmsdi.pipeline.settings import SEPARATION
 from gmsdi.sampling.samplers import Callback
 
 
@@ -38,7 +37,7 @@ def run_ensemble(pipe: GMSDIPipeline, mix: AudioSource, prompts: str | Sequence[
     inputs.check_count(len(prompts))
     choices, source = ensemble_mod.load_choices(results)
     methods = ensemble_mod.choose(prompts, choices)
-    s = pipe._settings(SEPARATION, settings)
+    s = pipe._settings(pipe.separation_defaults, settings)
     y, gain = pipe._mix_input(mix, sample_rate)
     gen, seed = pipe._generator(seed, generator)
     weights = s.weights(len(prompts))

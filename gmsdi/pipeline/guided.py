@@ -37,11 +37,12 @@ class GMSDIPipeline(BasePipeline):
     """Generation, accompaniment, separation and extraction with one text-conditioned mixture model.
 
     Every task takes its sampling settings as keywords (the fields of `Settings`: steps, sampler,
-    s_churn, resamples, guidance, ...); those left out take `GENERATION`'s (generate, accompany) or
-    `SEPARATION`'s (separate, extract, ensemble). `seed` makes a result reproducible (None draws
-    one; it is recorded), `generator` replaces it, and `callback` is called after each step
-    (`gmsdi.sampling.samplers` contract plus "task", "chunk", "chunks", "chains"; "progress" is
-    overall); returning True cancels (`gmsdi.sampling.Cancelled`).
+    s_churn, resamples, guidance, ...); those left out take `generation_defaults` (`GENERATION`:
+    generate, accompany) or `separation_defaults` (`SEPARATION`: separate, extract, ensemble).
+    `seed` makes a result reproducible (None draws one; it is recorded), `generator` replaces it,
+    and `callback` is called after each step (`gmsdi.sampling.samplers` contract plus "task",
+    "chunk", "chunks", "chains"; "progress" is overall); returning True cancels
+    (`gmsdi.sampling.Cancelled`).
 
     Args:
         model: the EDM denoiser (`gmsdi.models.EDMDenoiser`, or anything with the same call and a
@@ -49,6 +50,9 @@ class GMSDIPipeline(BasePipeline):
         text_encoder: the prompt encoder the model was trained with.
         device, mixed_precision: see `BasePipeline`.
     """
+
+    generation_defaults: Settings = GENERATION  # generate, accompany
+    separation_defaults: Settings = SEPARATION  # separate, extract, ensemble
 
     def __init__(self, model: nn.Module, text_encoder: PromptEncoder, device: torch.device | str | None = None,
                  mixed_precision: bool | None = None) -> None:
@@ -163,7 +167,7 @@ class GMSDIPipeline(BasePipeline):
         """
         prompts = inputs.check_prompts(prompts)
         inputs.check_count(len(prompts))
-        s = self._settings(GENERATION, settings)
+        s = self._settings(self.generation_defaults, settings)
         length = self._samples(seconds)
         weights = s.weights(len(prompts))
         negatives = inputs.negatives(prompts, negative_prompts)
@@ -201,7 +205,7 @@ class GMSDIPipeline(BasePipeline):
         locked_prompts = inputs.check_prompts(list(locked), "locked")
         prompts = inputs.check_prompts(prompts)
         inputs.check_count(len(locked_prompts) + len(prompts))
-        s = self._settings(GENERATION, settings)
+        s = self._settings(self.generation_defaults, settings)
         stems_in = [self._load(src, sample_rate, f"locked stem {name!r}") for name, src in locked.items()]
         length = max(len(a) for a in stems_in)
         locked_arr = np.zeros((len(stems_in), length), dtype=np.float32)
@@ -245,7 +249,7 @@ class GMSDIPipeline(BasePipeline):
         """
         prompts = inputs.check_prompts(prompts, minimum=2)
         inputs.check_count(len(prompts))
-        s = self._settings(SEPARATION, settings)
+        s = self._settings(self.separation_defaults, settings)
         c = inputs.constrained_index(s.constrained, prompts)
         y, gain = self._mix_input(mix, sample_rate)
         weights = s.weights(len(prompts))
@@ -289,7 +293,7 @@ class GMSDIPipeline(BasePipeline):
         prompt = prompt_list[0]
         if rest_prompt is not None and not isinstance(rest_prompt, str):
             raise ValueError(f"rest_prompt must be a string or None, got {type(rest_prompt).__name__}")
-        s = self._settings(SEPARATION, settings)
+        s = self._settings(self.separation_defaults, settings)
         y, gain = self._mix_input(mix, sample_rate)
         chains, negatives = self._extract_prompts(prompt, rest_prompt)
         weights = s.weights(1) * 2

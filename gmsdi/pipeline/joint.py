@@ -48,6 +48,9 @@ class MSDMPipeline(BasePipeline):
         device, mixed_precision: see `BasePipeline`.
     """
 
+    generation_defaults: Settings = MSDM_GENERATION  # generate, accompany
+    separation_defaults: Settings = MSDM_SEPARATION  # separate
+
     def __init__(self, model: nn.Module, stems: Sequence[str] = PAPER_STEMS, device: torch.device | str | None = None,
                  mixed_precision: bool | None = None) -> None:
         super().__init__(model, device, mixed_precision)
@@ -101,7 +104,7 @@ class MSDMPipeline(BasePipeline):
         """MSDM's Dirac separator (METHOD.md §3.3 with the joint score): one stem per channel, summing
         exactly to `mix`. Arguments as `GMSDIPipeline.separate`; `stems`, if given, must be the channels."""
         self.check_stems(stems)
-        s = self._settings(MSDM_SEPARATION, settings)
+        s = self._settings(self.separation_defaults, settings)
         c = inputs.constrained_index(s.constrained, self.stems)
         y, gain = self._mix_input(mix, sample_rate)
         gen, seed = self._generator(seed, generator)
@@ -119,7 +122,7 @@ class MSDMPipeline(BasePipeline):
                  **settings: Any) -> Result:
         """All K stems sampled jointly; mix = their sum. Arguments as `GMSDIPipeline.generate`."""
         self.check_stems(stems)
-        s = self._settings(MSDM_GENERATION, settings)
+        s = self._settings(self.generation_defaults, settings)
         length = self._samples(seconds)
         gen, seed = self._generator(seed, generator)
         t0 = time.perf_counter()
@@ -152,7 +155,7 @@ class MSDMPipeline(BasePipeline):
             raise ValueError(f"stems {sorted(set(locked) & set(silent))} are both locked and silent")
         if len(locked) + len(silent) >= len(self.stems):
             raise ValueError("every stem is locked; leave at least one to generate")
-        s = self._settings(MSDM_GENERATION, settings)
+        s = self._settings(self.generation_defaults, settings)
         arrays = {self.stems.index(n): self._load(src, sample_rate, f"locked stem {n!r}") for n, src in locked.items()}
         length = max(len(a) for a in arrays.values())
         total = np.zeros(length, dtype=np.float32)

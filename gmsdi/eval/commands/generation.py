@@ -152,8 +152,7 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
 
     from gmsdi.eval.fad import FrechetAudioDistance
     from gmsdi.eval.metrics import mixture_consistency_error
-    from gmsdi.eval.runner import fad_or_nan, generate_mixes
-    from gmsdi.pipeline.settings import GENERATION
+    from gmsdi.eval.runner import fad_or_nan, generate_mixes, resolved_generation_settings
 
     folder, models = results_dir(args), {}
     model = load_named(args.model, args, models)
@@ -167,7 +166,10 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
         settings["steps"] = 8  # two steps hold no coupling but the default; 0.3 is refused even at 8
     fad = FrechetAudioDistance(hop_frames=args.hop_frames, device=args.device)
     real = _real(args, seconds, folder, fad)
-    key = {"model": model.describe(), "settings": settings, "clips": clips_n, "seconds": seconds, "seed": args.seed,
+    # resume only rows sampled exactly so: the key holds every setting, defaults included, so a
+    # changed pipeline default starts afresh like a changed flag
+    resolved = resolved_generation_settings(model, settings)
+    key = {"model": model.describe(), "settings": resolved, "clips": clips_n, "seconds": seconds, "seed": args.seed,
            "stems": list(args.stems), "hop_frames": args.hop_frames,
            "real": {"split": args.split, "tracks": real["tracks"], "clips": real["counts"]}}
     key = json.loads(json.dumps(key, default=json_default))  # as it reads back from the file
@@ -182,7 +184,7 @@ def cmd_sweep(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     head = {**header("sweep", args, argv), "model": model.describe(), "label": model.spec.label,
               "settings": settings, "clips": clips_n, "seconds": seconds,
               "data": {**data_info(args.data, args.split, args.stems, real["tracks"]), "real_clips": real["counts"]},
-              "gamma_mode": settings.get("gamma_mode") or GENERATION.gamma_mode, "resume_key": key}
+              "gamma_mode": resolved["gamma_mode"], "resume_key": key}
     t0 = time.perf_counter()
     for axis in args.axes:
         for g in gammas:
