@@ -177,3 +177,35 @@ def test_training_and_inference_layouts_give_the_same_output() -> None:
     training = model.train()(x, torch.tensor([0.05, 0.5]), cond).detach()
     assert inference.abs().mean() > 1e-3  # the network's output is not the skip alone
     torch.testing.assert_close(training, inference, rtol=1e-4, atol=1e-5)
+
+
+def test_training_keeps_the_residual_stream_in_bf16_with_the_same_gradients(monkeypatch) -> None:
+    """Under autocast, training keeps the stream in bf16 (no casts around each block); the loss and
+    the gradients match the fp32 stream to bf16 rounding, and inference keeps the fp32 stream."""
+    model = build_model(_tiny_bands(), seed=0).train()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x = 0.1 * torch.randn(4, 1, 2048, generator=torch.Generator().manual_seed(1))
+    cond = HashTextEncoder(384).encode(["bass", "drums", "piano", "bass, piano"])
+    seen = []
+    model.net.down[0].blocks[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].dtype))
+
+    def grads() -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model.loss(x, torch.tensor([0.01, 0.1, 0.5, 2.0]), cond,
+                              generator=torch.Generator().manual_seed(2)).mean()
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    loss_bf16, g_bf16 = grads()
+    assert seen[-1] == torch.bfloat16
+    monkeypatch.setattr(BandUNet2d, "_stream_dtype", lambda self, device: None)
+    loss_fp32, g_fp32 = grads()
+    assert seen[-1] == torch.float32
+    torch.testing.assert_close(loss_bf16, loss_fp32, rtol=2e-2, atol=0)
+    assert (g_bf16 - g_fp32).norm() < 0.05 * g_fp32.norm()
+    monkeypatch.undo()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model.eval()(x, torch.full((4,), 0.1), cond)
+    assert seen[-1] == torch.float32

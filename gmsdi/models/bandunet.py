@@ -207,6 +207,14 @@ class BandUNet2d(nn.Module):
         convolution follows its input's layout."""
         return torch.contiguous_format if self.training and torch.is_grad_enabled() else torch.channels_last
 
+    def _stream_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The dtype the residual stream is kept in: autocast's in training (bf16 on this CPU), so
+        that GroupNorm, the residual adds and the skips move half the bytes and no block casts its
+        input, and None (as the layers leave it: fp32 between blocks) at inference."""
+        if self.training and torch.is_grad_enabled() and torch.is_autocast_enabled(device.type):
+            return torch.get_autocast_dtype(device.type)
+        return None
+
     def check_length(self, length: int) -> None:
         """Raises ValueError unless `length` samples fit the STFT hop and the time downsampling."""
         m = self.config.length_multiple
@@ -230,9 +238,11 @@ class BandUNet2d(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             spec = self.stft.analyze(x[:, 0])  # [B, F, N]
         h = self.embed(spec).contiguous(memory_format=self._layout())
+        if (stream := self._stream_dtype(x.device)) is not None:
+            h = h.to(stream)
         skips = []
         for level in self.down:
-            h = h + level.band_embedding
+            h = h + level.band_embedding.to(h.dtype)
             for blk in level.blocks:
                 h = blk(h, emb)
             if level.attn is not None:
