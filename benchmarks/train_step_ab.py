@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=8)
     p.add_argument("--layouts", action="store_true", help="also time channels-last activations")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quick", action="store_true", help="a tiny untrained bands model: checks the script")
+    p.add_argument("--quick", action="store_true",
+                   help="an untrained model of the bands preset (no checkpoint): checks the script")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.quick:

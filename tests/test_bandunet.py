@@ -10,30 +10,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_fixtures import N_FFT, WIDTH, tiny_bands_config
 
-from gmsdi.models import build_model, load_model, model_config, save_model
+from gmsdi.models import build_model, load_model, save_model
 from gmsdi.models.bandunet import FEATURES_PER_BIN, BandUNet2d
 from gmsdi.text import HashTextEncoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-SR, N_FFT, HOP, WIDTH = 16000, 128, 32, 8  # 64 non-Nyquist bins of 125 Hz: 8 bands of 1 kHz
-
-
-def _tiny_bands():
-    base = model_config("bands")
-    unet = dataclasses.replace(base.unet, patch_size=HOP, n_fft=N_FFT, band_width=WIDTH, channels=(16, 32),
-                               num_blocks=(1, 1), emb_dim=32, cross_attn_levels=(1,), norm_groups=8,
-                               attn_head_dim=16)
-    return dataclasses.replace(base, unet=unet, text_encoder="hash", segment_samples=1024,
-                               inference_window_samples=2048)
+SR = 16000
 
 
 def _net() -> BandUNet2d:
-    return build_model(_tiny_bands(), seed=0).net
+    return build_model(tiny_bands_config(), seed=0).net
 
 
 def test_network_starts_at_c_skip_and_runs_any_window() -> None:
-    model = build_model(_tiny_bands(), seed=0)
+    model = build_model(tiny_bands_config(), seed=0)
     x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(1))
     sigma = torch.tensor([0.05, 0.5])
     out = model(x, sigma, HashTextEncoder(384).encode(["bass", "drums, piano"]))
@@ -81,7 +73,7 @@ def test_each_band_reads_its_own_bins() -> None:
 
 def test_network_learns_a_tone_under_bf16_autocast() -> None:
     torch.manual_seed(0)
-    model = build_model(_tiny_bands(), seed=0)
+    model = build_model(tiny_bands_config(), seed=0)
     t = torch.arange(1024) / SR
     tone = (0.1 * torch.sin(2 * math.pi * 440 * t))[None, None].repeat(8, 1, 1)
     cond = HashTextEncoder(384).encode(["piano"] * 8)
@@ -99,7 +91,7 @@ def test_network_learns_a_tone_under_bf16_autocast() -> None:
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
-    model = build_model(_tiny_bands(), seed=3)
+    model = build_model(tiny_bands_config(), seed=3)
     again = load_model(save_model(tmp_path / "m.safetensors", model))
     assert again.model_config.network == "bandunet2d" and again.model_config.unet.band_width == WIDTH
     x = torch.randn(1, 1, 1024)
@@ -107,7 +99,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
 
 
 def test_bad_band_layouts_are_refused() -> None:
-    cfg = _tiny_bands()
+    cfg = tiny_bands_config()
     with pytest.raises(ValueError, match="band_width=7"):
         build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, band_width=7)))
     with pytest.raises(ValueError, match="2·band_width"):
@@ -115,7 +107,7 @@ def test_bad_band_layouts_are_refused() -> None:
 
 
 def _masked(band_gain: str):
-    cfg = _tiny_bands()
+    cfg = tiny_bands_config()
     return dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, band_gain=band_gain))
 
 
@@ -167,7 +159,7 @@ def test_unknown_band_gain_is_refused() -> None:
 
 def test_training_and_inference_layouts_give_the_same_output() -> None:
     """Training runs the activations contiguous and inference channels-last; the output is the same."""
-    model = build_model(_tiny_bands(), seed=0)
+    model = build_model(tiny_bands_config(), seed=0)
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.05)
     x = 0.1 * torch.randn(2, 1, 2048, generator=torch.Generator().manual_seed(1))
@@ -182,7 +174,7 @@ def test_training_and_inference_layouts_give_the_same_output() -> None:
 def test_training_keeps_the_residual_stream_in_bf16_with_the_same_gradients(monkeypatch) -> None:
     """Under autocast, training keeps the stream in bf16 (no casts around each block); the loss and
     the gradients match the fp32 stream to bf16 rounding, and inference keeps the fp32 stream."""
-    model = build_model(_tiny_bands(), seed=0).train()
+    model = build_model(tiny_bands_config(), seed=0).train()
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.05)
     x = 0.1 * torch.randn(4, 1, 2048, generator=torch.Generator().manual_seed(1))

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
+from model_fixtures import tiny_bands_config
 from script_loader import load_script
 
-from gmsdi.models import bandunet, build_model, model_config
+from gmsdi.models import bandunet, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -17,10 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_ab_times_every_variant_and_restores_the_network() -> None:
     ab = load_script("train_step_ab", ROOT / "benchmarks/train_step_ab.py")
-    base = model_config("bands")
-    unet = dataclasses.replace(base.unet, patch_size=32, n_fft=128, band_width=8, channels=(16, 32),
-                               num_blocks=(1, 1), emb_dim=32, cross_attn_levels=(1,), norm_groups=8, attn_head_dim=16)
-    model = build_model(dataclasses.replace(base, unet=unet, text_encoder="hash", segment_samples=1024), seed=0)
+    model = build_model(tiny_bands_config(), seed=0)
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.05)
     own = bandunet.BandUNet2d._stream_dtype, bandunet.BandUNet2d._layout
