@@ -12,7 +12,7 @@ import pytest
 import torch
 from model_fixtures import N_FFT, WIDTH, tiny_bands_config
 
-from gmsdi.models import build_model, load_model, save_model
+from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model
 from gmsdi.models.bandunet import FEATURES_PER_BIN, BandUNet2d
 from gmsdi.text import HashTextEncoder
 
@@ -201,3 +201,69 @@ def test_training_keeps_the_residual_stream_in_bf16_with_the_same_gradients(monk
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         model.eval()(x, torch.full((4,), 0.1), cond)
     assert seen[-1] == torch.float32
+
+
+def _refined(channels: int = 8, blocks: int = 1) -> ModelConfig:
+    cfg = tiny_bands_config()
+    return dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, refine_channels=channels, refine_blocks=blocks))
+
+
+def test_a_grown_refiner_starts_as_the_model_it_grew_from_and_then_acts_per_bin() -> None:
+    source = build_model(tiny_bands_config(), seed=0)
+    with torch.no_grad():
+        for p in source.net.unembed.parameters():
+            p.normal_(std=0.1)
+    grown = build_model(_refined(), seed=1)
+    missing, unexpected = grown.load_state_dict(source.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("net.refiner.") for k in missing)
+    x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(3))
+    cond = HashTextEncoder(384).encode(["bass", "piano"])
+    with torch.no_grad():
+        assert torch.equal(grown(x, 0.2, cond), source(x, 0.2, cond))  # its output layer is zero
+        grown.net.refiner.out.weight.normal_()
+        delta = grown(x, 0.2, cond) - source(x, 0.2, cond)
+    assert delta.abs().max() > 1e-4
+    # The correction is bin by bin: with M and R from the refiner only, a tone in one bin of a band changes
+    # them near its bin (3×3 convolutions reach a bin's neighbours; only GroupNorm's statistics reach further).
+    net = grown.net
+    with torch.no_grad():
+        for p in [*net.unembed.parameters(), net.refiner.context, net.refiner.context_bias]:
+            p.zero_()
+    t = torch.arange(2048) / SR
+    tone = torch.sin(2 * math.pi * (2 * WIDTH + 1) * SR / N_FFT * t)[None]  # bin 17: band 2, its second bin
+    spec = net.stft.analyze(tone)
+    g = torch.zeros(1, 16, 8, spec.shape[-1])
+    emb = torch.zeros(1, net.config.emb_dim)
+    with torch.no_grad():
+        out = net.refiner(g, spec, net.unembed.head(g), emb)  # [1, 4, bins, N]
+        out = out - net.refiner(g, torch.zeros_like(spec), net.unembed.head(g), emb)  # what the tone changed
+    energy = out.pow(2).sum((0, 1, 3))
+    assert energy.argmax().item() in (16, 17, 18) and energy[21:].sum() < 0.01 * energy.sum()
+
+
+def test_refiner_trains_under_bf16_autocast_and_round_trips(tmp_path: Path) -> None:
+    model = build_model(_refined(8, 2), seed=0).train()
+    x = 0.1 * torch.randn(4, 1, 1024, generator=torch.Generator().manual_seed(4))
+    cond = HashTextEncoder(384).encode(["bass"] * 4)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(2):
+        opt.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model.loss(x, torch.full((4,), 0.1), cond, generator=torch.Generator().manual_seed(5)).mean()
+        loss.backward()
+        assert model.net.refiner.out.weight.grad.abs().sum() > 0
+        opt.step()
+    assert model.net.refiner.out.weight.abs().sum() > 0  # it learned away from its zero start
+    path = save_model(tmp_path / "refined.safetensors", model.eval())
+    loaded = load_model(path)
+    assert loaded.model_config.unet.refine_channels == 8 and loaded.model_config.unet.refine_blocks == 2
+    with torch.no_grad():
+        assert torch.equal(loaded(x, 0.1, cond), model(x, 0.1, cond))
+
+
+def test_refiner_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="cannot be negative"):
+        _refined(-1)
+    cfg = model_config("default")
+    with pytest.raises(ValueError, match="refine_channels is a setting of the 'bandunet2d' network"):
+        build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, refine_channels=8)))

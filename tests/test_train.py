@@ -166,3 +166,22 @@ def test_init_from_an_input_gain_model_zeroes_only_the_gain_head(tmp_path: Path,
     w0 = source.net.unembed.weight.detach().view(32, 96, 4, 16)
     assert not w[:, :, :2].any() and torch.equal(w[:, :, 2:], w0[:, :, 2:])
     assert torch.equal(state["net.embed.weight"], source.net.embed.weight.detach())
+
+
+def test_init_from_grows_a_refiner_and_refuses_a_model_that_does_not_fit(tmp_path: Path, tiny_data: Path, capsys):
+    """A run with a per-bin refiner starts from a model without one: every weight kept, the refiner fresh.
+    Weights of another shape are refused with a sentence, not loaded in part."""
+    from gmsdi.models import build_model, model_config, save_model
+
+    source = build_model(model_config("bands"), seed=0)
+    init = save_model(tmp_path / "bands.safetensors", source)
+    grow = ("model.preset=bands", "model.unet.refine_channels=4", "max_steps=1", "batch_size=2", "lr=0",
+            "val_every=0", f"init_from={init}")
+    assert train.main(_args(tmp_path, tiny_data, *grow)) == 0
+    assert "the per-bin refiner (" in capsys.readouterr().out
+    state = torch.load(tmp_path / "tiny/ckpt.pt", weights_only=False)["ema"]
+    assert torch.equal(state["net.embed.weight"], source.net.embed.weight.detach())
+    assert not state["net.refiner.out.weight"].any()  # lr=0: still the zero start
+    other = save_model(tmp_path / "tiny.safetensors", build_model(model_config("tiny"), seed=0))
+    assert train.main(_args(tmp_path / "b", tiny_data, "model.preset=bands", "max_steps=1", f"init_from={other}")) == 2
+    assert "does not fit this model" in capsys.readouterr().err

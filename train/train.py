@@ -509,7 +509,18 @@ def train(cfg: TrainConfig) -> dict:
     model = build_model(model_cfg, seed=cfg.seed)
     if state is None and cfg.init_from:
         source = load_model(cfg.init_from)
-        model.load_state_dict(source.state_dict())
+        hint = "only a per-bin refiner (model.unet.refine_channels) may be added to the source's network"
+        try:
+            missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
+        except RuntimeError as e:  # shapes differ
+            raise ValueError(f"init_from {cfg.init_from} does not fit this model ({hint}): "
+                             f"{str(e).splitlines()[-1].strip()}") from None
+        grown = [k for k in missing if k.startswith("net.refiner.")]
+        if unexpected or len(grown) != len(missing):
+            raise ValueError(f"init_from {cfg.init_from} does not fit this model ({hint}): missing "
+                             f"{[k for k in missing if k not in grown][:4]}, unexpected {unexpected[:4]}")
+        if grown:  # its output layer is zero, so the model starts as the source
+            accelerator.print(f"init_from {cfg.init_from}: the per-bin refiner ({len(grown)} tensors) starts fresh")
         old_gain, new_gain = source.model_config.unet.band_gain, model_cfg.unet.band_gain
         if old_gain != new_gain:  # the gain means something else now: relearn it, keep everything else
             model.net.unembed.reset_gain()

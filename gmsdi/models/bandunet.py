@@ -18,6 +18,8 @@ as an axis:
 3. Each band's own linear map back to a complex gain M and a complex residual R per bin; the
    output is the synthesis of s·M·X + R (the Nyquist bin is left out: M = R = 0 there). Zero-
    initialised: the untrained network outputs zeros, so the denoiser starts as D = c_skip·x.
+4. Optionally (`refine_channels` > 0) a full-resolution level, `BinRefiner`: 3×3 convolutions over
+   (bin, frame) that correct M and R bin by bin, from each bin's own features and its band's.
 
 The network receives c_in·x and c_noise from `EDMDenoiser`. With `band_gain="input"` (s = 1) that
 is all it uses, so D = c_skip·x + c_out·synth(M·STFT(c_in·x) + R). The gain then acts on the input
@@ -46,6 +48,16 @@ from gmsdi.models.unet import CrossAttention, FourierFeatures, UNetConfig, _grou
 FEATURES_PER_BIN = 5  # re, im, re·|X|^-½, im·|X|^-½, ln(|X|² + 1e-4) / 4
 
 
+def bin_features(spec: torch.Tensor, bins: int) -> torch.Tensor:
+    """STFT [B, F, N] complex -> per-bin features [B, bins, N, FEATURES_PER_BIN] (fp32) of its first `bins` bins:
+    real and imaginary part, the same compressed to |X|^½ with the phase of X, and log power."""
+    with torch.autocast(spec.device.type, enabled=False):
+        s = spec[:, :bins]
+        mag = s.abs()
+        comp = s / (mag + 1e-4).sqrt()
+        return torch.stack([s.real, s.imag, comp.real, comp.imag, (mag.pow(2) + 1e-4).log() / 4], dim=-1)
+
+
 class BandEmbed(nn.Module):
     """STFT [B, F, N] complex -> [B, C, bands, N]: one linear map per band of `width` bins."""
 
@@ -58,13 +70,9 @@ class BandEmbed(nn.Module):
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
         b, _, n = spec.shape
-        with torch.autocast(spec.device.type, enabled=False):
-            s = spec[:, : self.bands * self.width]
-            mag = s.abs()
-            comp = s / (mag + 1e-4).sqrt()  # |X|^½ with the phase of X
-            feats = torch.stack([s.real, s.imag, comp.real, comp.imag, (mag.pow(2) + 1e-4).log() / 4], dim=-1)
-            feats = feats.reshape(b, self.bands, self.width, n, FEATURES_PER_BIN).permute(0, 1, 3, 2, 4)
-            feats = feats.reshape(b, self.bands, n, -1)  # [B, bands, N, 5·width]
+        feats = bin_features(spec, self.bands * self.width)  # [B, bins, N, 5]
+        feats = feats.reshape(b, self.bands, self.width, n, FEATURES_PER_BIN).permute(0, 1, 3, 2, 4)
+        feats = feats.reshape(b, self.bands, n, -1)  # [B, bands, N, 5·width]
         h = torch.einsum("bknf,kfc->bckn", feats.to(self.weight.dtype), self.weight)
         return h + self.bias.t()[None, :, :, None]
 
@@ -78,18 +86,27 @@ class BandUnembed(nn.Module):
         self.weight = nn.Parameter(torch.zeros(bands, channels, 4 * width))
         self.bias = nn.Parameter(torch.zeros(bands, 4 * width))
 
-    def forward(self, h: torch.Tensor, spec: torch.Tensor, gain_scale: torch.Tensor | None = None) -> torch.Tensor:
-        """`gain_scale` [B] multiplies M (None: 1)."""
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """[B, C, bands, N] -> the per-bin (M re, M im, R re, R im) [B, 4, bands·width, N], fp32."""
         b, _, _, n = h.shape
         out = torch.einsum("bckn,kcf->bknf", h, self.weight.to(h.dtype)) + self.bias[None, :, None].to(h.dtype)
-        with torch.autocast(h.device.type, enabled=False):
-            out = out.float().reshape(b, self.bands, n, 4, self.width).permute(0, 3, 1, 4, 2)
-            out = out.reshape(b, 4, self.bands * self.width, n)
-            out = F.pad(out, (0, 0, 0, spec.shape[1] - self.bands * self.width))  # the Nyquist bin: 0
+        out = out.float().reshape(b, self.bands, n, 4, self.width).permute(0, 3, 1, 4, 2)
+        return out.reshape(b, 4, self.bands * self.width, n)
+
+    def synthesize(self, out: torch.Tensor, spec: torch.Tensor, gain_scale: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+        """(M, R) [B, 4, bands·width, N] and the input's STFT [B, F, N] -> synth(s·M·X + R) [B, N·hop];
+        `gain_scale` s [B] (None: 1)."""
+        with torch.autocast(out.device.type, enabled=False):
+            out = F.pad(out.float(), (0, 0, 0, spec.shape[1] - self.bands * self.width))  # the Nyquist bin: 0
             gain, residual = torch.complex(out[:, 0], out[:, 1]), torch.complex(out[:, 2], out[:, 3])
             if gain_scale is not None:
                 gain = gain * gain_scale.float()[:, None, None]
             return self.stft.synthesize(gain * spec + residual)
+
+    def forward(self, h: torch.Tensor, spec: torch.Tensor, gain_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """`gain_scale` [B] multiplies M (None: 1)."""
+        return self.synthesize(self.head(h), spec, gain_scale)
 
     def reset_gain(self) -> None:
         """Zeroes the weights that make M (so M = 0 until trained), keeping those of R."""
@@ -129,6 +146,46 @@ class CrossAttention2d(CrossAttention):
         return out.reshape(b, c, k, n).contiguous(memory_format=fmt)  # the layout it came in
 
 
+class BinRefiner(nn.Module):
+    """A full-resolution level after the band head: per-bin corrections to its M and R.
+
+    The band network sees a band's `width` bins only through C_0 channels and returns them through
+    a linear map, so what sets one bin apart from its neighbours (a partial against the gap beside
+    it) must pass through that bottleneck. Here every bin gets `channels` features of its own: its
+    band's last features through a linear map per (band, bin in band), so that it knows where it
+    sits, plus a 1×1 map of its own input features and of the band head's M and R. Then `blocks`
+    residual blocks of 3×3 convolutions over (bin, frame) with FiLM from (σ, prompt), and a
+    zero-initialised 1×1 map to ΔM, ΔR: a network that gains a refiner starts as the one it grew from.
+
+    Call: `refiner(g [B, C_0, bands, N], spec [B, F, N], head [B, 4, bins, N], emb [B, E])
+    -> [B, 4, bins, N]` (fp32), added to `head`.
+    """
+
+    def __init__(self, bands: int, width: int, c_band: int, channels: int, blocks: int, emb_dim: int,
+                 max_groups: int) -> None:
+        super().__init__()
+        self.bands, self.width, self.channels = bands, width, channels
+        self.context = nn.Parameter(torch.randn(bands, c_band, width * channels) / c_band**0.5)
+        self.context_bias = nn.Parameter(torch.zeros(bands, width * channels))
+        self.inp = nn.Conv2d(FEATURES_PER_BIN + 4, channels, 1)
+        self.blocks = nn.ModuleList(ResBlock2d(channels, channels, emb_dim, max_groups, 0.0) for _ in range(blocks))
+        self.out_norm = nn.GroupNorm(_groups(channels, max_groups), channels)
+        self.out = _zero(nn.Conv2d(channels, 4, 1))
+
+    def forward(self, g: torch.Tensor, spec: torch.Tensor, head: torch.Tensor, emb: torch.Tensor,
+                layout: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+        b, _, _, n = g.shape
+        bins = self.bands * self.width
+        ctx = torch.einsum("bckn,kcf->bknf", g, self.context.to(g.dtype)) + self.context_bias[None, :, None].to(g.dtype)
+        ctx = ctx.reshape(b, self.bands, n, self.width, self.channels).permute(0, 4, 1, 3, 2)
+        ctx = ctx.reshape(b, self.channels, bins, n)
+        feats = torch.cat([bin_features(spec, bins).permute(0, 3, 1, 2), head], dim=1)  # [B, 9, bins, N]
+        h = (ctx + self.inp(feats.to(ctx.dtype))).contiguous(memory_format=layout)
+        for blk in self.blocks:
+            h = blk(h, emb)
+        return self.out(F.silu(self.out_norm(h))).float()
+
+
 class _Level2d(nn.Module):
     def __init__(self, blocks: list[ResBlock2d], attn: CrossAttention2d | None, resample: nn.Module | None,
                  bands: int, channels: int) -> None:
@@ -143,8 +200,8 @@ class BandUNet2d(nn.Module):
     """The frequency-local text-conditioned denoiser (see the module docstring).
 
     Uses from `UNetConfig`: in_channels (1), patch_size (the STFT hop), n_fft, band_width,
-    band_gain, channels, num_blocks, emb_dim, fourier_dim, cross_attn_levels, attn_head_dim, norm_groups,
-    dropout. Call: `net(x_in [B, 1, T], c_noise [B], cond) -> [B, 1, T]`, `cond` a
+    band_gain, refine_channels, refine_blocks, channels, num_blocks, emb_dim, fourier_dim,
+    cross_attn_levels, attn_head_dim, norm_groups, dropout. Call: `net(x_in [B, 1, T], c_noise [B], cond) -> [B, 1, T]`, `cond` a
     `TextEmbedding` (or mapping) or None for the null prompt; T a multiple of
     `config.length_multiple`.
     """
@@ -199,6 +256,8 @@ class BandUNet2d(nn.Module):
         self.mid_cross = CrossAttention2d(c_mid, text_dim, cfg.attn_head_dim, g) if cfg.cross_attn_levels else None
         self.out_norm = nn.GroupNorm(_groups(chans[0], g), chans[0])
         self.unembed = BandUnembed(bands, width, chans[0], self.stft)
+        self.refiner = (BinRefiner(bands, width, chans[0], cfg.refine_channels, cfg.refine_blocks, cfg.emb_dim, g)
+                        if cfg.refine_channels else None)
 
     def _layout(self) -> torch.memory_format:
         """The activations' memory format: channels-last for inference, where its convolutions are
@@ -266,4 +325,8 @@ class BandUNet2d(nn.Module):
         gain_scale = None
         if self.config.band_gain == "mask":  # s = 1 + σ_d/σ, σ = exp(4·c_noise); σ = 0 gives a finite s
             gain_scale = 1 + self.sigma_data / torch.exp(4 * c_noise.float()).clamp_min(1e-6)
-        return self.unembed(F.silu(self.out_norm(h)), spec, gain_scale)[:, None]
+        g = F.silu(self.out_norm(h))
+        out = self.unembed.head(g)  # [B, 4, bins, N]: M and R per bin
+        if self.refiner is not None:
+            out = out + self.refiner(g, spec, out, emb, self._layout())
+        return self.unembed.synthesize(out, spec, gain_scale)[:, None]

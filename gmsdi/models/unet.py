@@ -57,6 +57,9 @@ class UNetConfig:
         band_gain: what the band-split network's complex gain M multiplies (`BAND_GAINS`): "input",
             the STFT of its scaled input c_in·x; "mask", the STFT of the noisy waveform x itself, so
             that M = −1 removes x at any σ (the gain is scaled by 1 + σ_d/σ; see `gmsdi.models.bandunet`).
+        refine_channels: width of the band-split network's per-bin refiner (`BinRefiner`), a
+            full-resolution level after its band head; 0 = none.
+        refine_blocks: residual blocks of that refiner.
         channels: width per level, finest first; frames halve from one level to the next.
             channels[0] must be at least patch_size·in_channels, so that the patch embedding
             and the unpatching are full rank: noise outside their span could never be removed.
@@ -79,6 +82,8 @@ class UNetConfig:
     n_fft: int = 1024
     band_width: int = 16
     band_gain: str = "input"
+    refine_channels: int = 0
+    refine_blocks: int = 1
     channels: tuple[int, ...] = (64, 96, 192, 256)
     num_blocks: tuple[int, ...] = (1, 1, 1, 1)
     kernel_size: int = 3
@@ -115,6 +120,9 @@ class UNetConfig:
             raise ValueError(f"patch_overlap needs an even patch_size, got {self.patch_size}")
         if self.band_gain not in BAND_GAINS:
             raise ValueError(f"unknown band_gain {self.band_gain!r}; valid names are {list(BAND_GAINS)}")
+        if self.refine_channels < 0 or self.refine_blocks < 0:
+            raise ValueError(f"refine_channels ({self.refine_channels}) and refine_blocks ({self.refine_blocks}) "
+                             "cannot be negative; refine_channels=0 means no refiner")
         if self.band_width < 1:
             raise ValueError(f"band_width must be positive, got {self.band_width}")
         if self.frontend == "patch" and self.channels[0] < self.patch_size * self.in_channels:
