@@ -201,7 +201,8 @@ class BandUNet2d(nn.Module):
 
     Uses from `UNetConfig`: in_channels (1), patch_size (the STFT hop), n_fft, band_width,
     band_gain, refine_channels, refine_blocks, channels, num_blocks, emb_dim, fourier_dim,
-    cross_attn_levels, attn_head_dim, norm_groups, dropout. Call: `net(x_in [B, 1, T], c_noise [B], cond) -> [B, 1, T]`, `cond` a
+    cross_attn_levels, attn_head_dim, norm_groups, dropout.
+    Call: `net(x_in [B, 1, T], c_noise [B], cond) -> [B, 1, T]`, `cond` a
     `TextEmbedding` (or mapping) or None for the null prompt; T a multiple of
     `config.length_multiple`.
     """
