@@ -13,7 +13,7 @@ import torch
 from model_fixtures import N_FFT, WIDTH, tiny_bands_config
 
 from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model
-from gmsdi.models.bandunet import FEATURES_PER_BIN, BandUNet2d
+from gmsdi.models.bandunet import FEATURES_PER_BIN, BandUNet2d, load_grown
 from gmsdi.text import HashTextEncoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -214,8 +214,7 @@ def test_a_grown_refiner_starts_as_the_model_it_grew_from_and_then_acts_per_bin(
         for p in source.net.unembed.parameters():
             p.normal_(std=0.1)
     grown = build_model(_refined(), seed=1)
-    missing, unexpected = grown.load_state_dict(source.state_dict(), strict=False)
-    assert not unexpected and missing and all(k.startswith("net.refiner.") for k in missing)
+    assert load_grown(grown, source.state_dict()) == ["net.refiner"]
     x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(3))
     cond = HashTextEncoder(384).encode(["bass", "piano"])
     with torch.no_grad():
@@ -267,3 +266,28 @@ def test_refiner_settings_are_checked() -> None:
     cfg = model_config("default")
     with pytest.raises(ValueError, match="refine_channels is a setting of the 'bandunet2d' network"):
         build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, refine_channels=8)))
+
+
+def test_deeper_levels_and_bottleneck_attention_grow_as_no_ops_and_misfits_are_refused() -> None:
+    source = build_model(tiny_bands_config(), seed=0)
+    with torch.no_grad():
+        for p in source.net.unembed.parameters():
+            p.normal_(std=0.1)
+    cfg = tiny_bands_config()
+    deeper = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, num_blocks=(2, 3),
+                                                               self_attn_bottleneck=True))
+    grown = build_model(deeper, seed=1)
+    names = load_grown(grown, source.state_dict())
+    assert names == ["net.down.0.blocks.1", "net.down.1.blocks.1", "net.down.1.blocks.2", "net.mid_self",
+                     "net.up.0.blocks.1", "net.up.1.blocks.1", "net.up.1.blocks.2"]
+    x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(3))
+    cond = HashTextEncoder(384).encode(["bass", "piano"])
+    with torch.no_grad():
+        assert torch.allclose(grown(x, 0.2, cond), source(x, 0.2, cond), atol=1e-6)
+        grown.net.mid_self.out.weight.normal_()  # the attention now acts
+        assert not torch.allclose(grown(x, 0.2, cond), source(x, 0.2, cond), atol=1e-4)
+    wider = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, channels=(16, 64)))
+    with pytest.raises(ValueError, match="do not fit"):
+        load_grown(build_model(wider, seed=0), source.state_dict())
+    with pytest.raises(ValueError, match="unexpected"):  # shrinking is not growing
+        load_grown(source, grown.state_dict())

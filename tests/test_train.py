@@ -178,7 +178,7 @@ def test_init_from_grows_a_refiner_and_refuses_a_model_that_does_not_fit(tmp_pat
     grow = ("model.preset=bands", "model.unet.refine_channels=4", "max_steps=1", "batch_size=2", "lr=0",
             "val_every=0", f"init_from={init}")
     assert train.main(_args(tmp_path, tiny_data, *grow)) == 0
-    assert "the per-bin refiner (" in capsys.readouterr().out
+    assert "new parts start as no-ops: net.refiner" in capsys.readouterr().out
     state = torch.load(tmp_path / "tiny/ckpt.pt", weights_only=False)["ema"]
     assert torch.equal(state["net.embed.weight"], source.net.embed.weight.detach())
     assert not state["net.refiner.out.weight"].any()  # lr=0: still the zero start

@@ -58,6 +58,7 @@ from gmsdi.data.classes import PAPER_STEMS  # noqa: E402
 from gmsdi.data.prompts import class_phrase, compose, stem_prompt  # noqa: E402
 from gmsdi.eval.sensitivity import probe_set, prompt_sensitivity  # noqa: E402
 from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model  # noqa: E402
+from gmsdi.models.bandunet import load_grown  # noqa: E402
 from gmsdi.sampling import get_sigmas_karras, sample_heun  # noqa: E402
 from gmsdi.text import TextEmbedding, build_text_encoder  # noqa: E402
 from gmsdi.training import append_csv, ensure_synthslakh, run_parser, save_checkpoint  # noqa: E402
@@ -509,18 +510,14 @@ def train(cfg: TrainConfig) -> dict:
     model = build_model(model_cfg, seed=cfg.seed)
     if state is None and cfg.init_from:
         source = load_model(cfg.init_from)
-        hint = "only a per-bin refiner (model.unet.refine_channels) may be added to the source's network"
         try:
-            missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
-        except RuntimeError as e:  # shapes differ
-            raise ValueError(f"init_from {cfg.init_from} does not fit this model ({hint}): "
-                             f"{str(e).splitlines()[-1].strip()}") from None
-        grown = [k for k in missing if k.startswith("net.refiner.")]
-        if unexpected or len(grown) != len(missing):
-            raise ValueError(f"init_from {cfg.init_from} does not fit this model ({hint}): missing "
-                             f"{[k for k in missing if k not in grown][:4]}, unexpected {unexpected[:4]}")
-        if grown:  # its output layer is zero, so the model starts as the source
-            accelerator.print(f"init_from {cfg.init_from}: the per-bin refiner ({len(grown)} tensors) starts fresh")
+            grown = load_grown(model, source.state_dict())
+        except ValueError as e:
+            raise ValueError(f"init_from {cfg.init_from} does not fit this model ({e}); a run may only add a "
+                             "per-bin refiner, bottleneck self-attention or residual blocks to the source's network "
+                             "(model.unet.refine_channels, self_attn_bottleneck, num_blocks)") from None
+        if grown:  # each starts as a no-op, so the model starts as the source
+            accelerator.print(f"init_from {cfg.init_from}: new parts start as no-ops: {', '.join(grown)}")
         old_gain, new_gain = source.model_config.unet.band_gain, model_cfg.unet.band_gain
         if old_gain != new_gain:  # the gain means something else now: relearn it, keep everything else
             model.net.unembed.reset_gain()

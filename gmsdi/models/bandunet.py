@@ -36,6 +36,8 @@ on an input of scale σ give outputs of the data's scale).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -43,7 +45,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from gmsdi.models.spectral import Stft
-from gmsdi.models.unet import CrossAttention, FourierFeatures, UNetConfig, _groups, _zero, resolve_condition
+from gmsdi.models.unet import (
+    CrossAttention,
+    FourierFeatures,
+    SelfAttention,
+    UNetConfig,
+    _groups,
+    _zero,
+    resolve_condition,
+)
 
 FEATURES_PER_BIN = 5  # re, im, re·|X|^-½, im·|X|^-½, ln(|X|² + 1e-4) / 4
 
@@ -146,6 +156,15 @@ class CrossAttention2d(CrossAttention):
         return out.reshape(b, c, k, n).contiguous(memory_format=fmt)  # the layout it came in
 
 
+class SelfAttention2d(SelfAttention):
+    """`SelfAttention` over every (band, frame) position: [B, C, K, N] -> [B, C, K, N]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, k, n = x.shape
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        return super().forward(x.reshape(b, c, k * n)).reshape(b, c, k, n).contiguous(memory_format=fmt)
+
+
 class BinRefiner(nn.Module):
     """A full-resolution level after the band head: per-bin corrections to its M and R.
 
@@ -201,7 +220,7 @@ class BandUNet2d(nn.Module):
 
     Uses from `UNetConfig`: in_channels (1), patch_size (the STFT hop), n_fft, band_width,
     band_gain, refine_channels, refine_blocks, channels, num_blocks, emb_dim, fourier_dim,
-    cross_attn_levels, attn_head_dim, norm_groups, dropout.
+    cross_attn_levels, self_attn_bottleneck, attn_head_dim, norm_groups, dropout.
     Call: `net(x_in [B, 1, T], c_noise [B], cond) -> [B, 1, T]`, `cond` a
     `TextEmbedding` (or mapping) or None for the null prompt; T a multiple of
     `config.length_multiple`.
@@ -255,6 +274,7 @@ class BandUNet2d(nn.Module):
         c_mid = chans[-1]
         self.mid1, self.mid2 = block(c_mid, c_mid), block(c_mid, c_mid)
         self.mid_cross = CrossAttention2d(c_mid, text_dim, cfg.attn_head_dim, g) if cfg.cross_attn_levels else None
+        self.mid_self = SelfAttention2d(c_mid, cfg.attn_head_dim, g) if cfg.self_attn_bottleneck else None
         self.out_norm = nn.GroupNorm(_groups(chans[0], g), chans[0])
         self.unembed = BandUnembed(bands, width, chans[0], self.stft)
         self.refiner = (BinRefiner(bands, width, chans[0], cfg.refine_channels, cfg.refine_blocks, cfg.emb_dim, g)
@@ -311,6 +331,8 @@ class BandUNet2d(nn.Module):
             if level.resample is not None:
                 h = level.resample(h)
         h = self.mid1(h, emb)
+        if self.mid_self is not None:
+            h = self.mid_self(h)
         if self.mid_cross is not None:
             h = self.mid_cross(h, tokens, mask)
         h = self.mid2(h, emb)
@@ -331,3 +353,37 @@ class BandUNet2d(nn.Module):
         if self.refiner is not None:
             out = out + self.refiner(g, spec, out, emb, self._layout())
         return self.unembed.synthesize(out, spec, gain_scale)[:, None]
+
+
+# What a grown network may add to the one it grew from, by state-dict prefix (EDMDenoiser's "net."):
+# the per-bin refiner, bottleneck self-attention, and residual blocks beyond the first at any level.
+_GROWABLE = re.compile(r"net\.(refiner|mid_self|(down|up)\.\d+\.blocks\.[1-9]\d*)\.")
+
+
+def load_grown(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Loads `state`, an `EDMDenoiser` over a `BandUNet2d`, into `model`, whose network may be a grown copy of it:
+    a per-bin refiner (`refine_channels`), bottleneck self-attention (`self_attn_bottleneck`), more residual
+    blocks per level (`num_blocks`). The new parts start as no-ops, so the grown model computes what the source
+    did: the refiner's and the attention's output maps are zero-initialised, and a new residual block's last
+    convolution is zeroed here (its skip is the identity). Returns the new modules' names, sorted.
+
+    Raises ValueError, naming the first mismatches, when a shape differs, the source has weights the model
+    lacks, or the model lacks weights that are not of a growable part.
+    """
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes differ
+        raise ValueError(f"the source's weights do not fit: {str(e).splitlines()[-1].strip()}") from None
+    other = [k for k in missing if not _GROWABLE.match(k)]
+    if unexpected or other:
+        raise ValueError(f"the source's weights do not fit: missing {other[:4]}, unexpected {unexpected[:4]}")
+    grown = sorted({_GROWABLE.match(k).group(0)[:-1] for k in missing})
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        for name in grown:
+            if isinstance(block := modules[name], ResBlock2d):
+                if not isinstance(block.skip, nn.Identity):
+                    raise ValueError(f"a new block {name} must keep its width to start as the identity")
+                block.conv2.weight.zero_()
+                block.conv2.bias.zero_()
+    return grown
