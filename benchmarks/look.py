@@ -19,7 +19,6 @@ mean spectrum, and for the generated stems, and writes:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch  # noqa: E402
 
 from gmsdi.data.classes import PAPER_STEMS  # noqa: E402
 from gmsdi.eval.structure import coloured_noise, tf_contrast  # noqa: E402
-from gmsdi.fileio import atomic_write, file_sha256  # noqa: E402
+from gmsdi.fileio import file_sha256, write_json  # noqa: E402
 from gmsdi.viz import log_spectrogram  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     target = ROOT / "benchmarks/results/look" / f"{args.tag}.json"
     if args.quick:
         target = ROOT / "runs/look" / f"{args.tag}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, lambda p: p.write_text(json.dumps(out, indent=1, default=str)))
+    write_json(target, out)
     print(f"wrote {relative(png)} and {relative(target)}")
     return 0
 

@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gmsdi.data.classes import PAPER_STEMS  # noqa: E402
-from gmsdi.fileio import atomic_write, file_sha256  # noqa: E402
+from gmsdi.fileio import file_sha256, write_json  # noqa: E402
 from gmsdi.models import build_model, load_model  # noqa: E402
 from gmsdi.models.spectral import Stft  # noqa: E402
 from gmsdi.sampling.samplers import get_sigmas_karras, sample_heun  # noqa: E402
@@ -172,8 +172,7 @@ def main(argv: list[str] | None = None) -> int:
            "gap_floor_db": floors, "gap_floor_db_mean": mean_floor,
            "command": "python benchmarks/renoise.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     target = ROOT / ("runs/renoise" if args.quick else "benchmarks/results/renoise") / f"{args.tag}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, lambda f: f.write_text(json.dumps(out, indent=1)))
+    write_json(target, out)
     png = ROOT / "runs/renoise" / f"{args.tag}.png"
     plot([clean[:, 0].numpy(), *[o[:, 0].numpy() for o in outs]], ["real", *[f"from σ={s:g}" for s in args.starts]],
          classes, sr, png, f"{args.tag}: validation stems re-noised to σ and sampled back ({args.steps} Heun steps)")

@@ -29,7 +29,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from gmsdi.fileio import atomic_write, file_sha256  # noqa: E402
+from gmsdi.fileio import file_sha256, write_json  # noqa: E402
 from gmsdi.models import build_model, load_model  # noqa: E402
 from gmsdi.sampling.samplers import get_sigmas_karras, sample_heun  # noqa: E402
 from gmsdi.text.registry import build_text_encoder  # noqa: E402
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"checkpoint": checkpoint, "prompts": PROMPTS, **figures,
            "command": "python benchmarks/silence_floor.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     target = ROOT / ("runs/silence" if args.quick else "benchmarks/results/silence") / f"{args.tag}.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, lambda f: f.write_text(json.dumps(out, indent=1)))
+    write_json(target, out)
     print(f"wrote {target.relative_to(ROOT)}")
     return 0
 

@@ -14,7 +14,6 @@ run first (`kill -STOP <pid>`, then `kill -CONT`): a busy core halves every figu
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from gmsdi.fileio import atomic_write, file_sha256
+from gmsdi.fileio import file_sha256, write_json
 from gmsdi.models import bandunet, build_model, load_model
 from gmsdi.models.edm import EDMDenoiser
 from gmsdi.models.profile import _inputs
@@ -108,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
            "torch": torch.__version__, "variants": rows,
            "command": "python benchmarks/train_step_ab.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     target = ROOT / ("runs" if args.quick else "benchmarks/results") / "train_step_ab.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(target, lambda f: f.write_text(json.dumps(out, indent=1)))
+    write_json(target, out)
     print(f"wrote {target.relative_to(ROOT)}")
     return 0
 

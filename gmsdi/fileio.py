@@ -48,6 +48,13 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], object]) 
     return path
 
 
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Writes `obj` as indented JSON to `path` through `atomic_write` (values JSON cannot hold, such as
+    paths, as their `str`). Returns `path`, as a `Path`."""
+    text = json.dumps(obj, indent=1, default=str)
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
 def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
     """Removes the temporary files a killed `atomic_write(path, ...)` left beside `path`; returns them.
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gmsdi.fileio import atomic_write
+from gmsdi.fileio import atomic_write, write_json
 
 
 def _ordinary_mode() -> int:
@@ -92,3 +92,9 @@ def test_relative_paths_drop_machine_paths(tmp_path) -> None:
     f.write_text(json.dumps(data, indent=1) + "\n")
     assert relativize_json_files([f]) == [f] and f.read_text() == json.dumps(out, indent=1) + "\n"
     assert relativize_json_files([f]) == []  # already clean: untouched
+
+
+def test_write_json_makes_folders_and_writes_paths_as_text(tmp_path) -> None:
+    target = write_json(tmp_path / "a" / "b.json", {"path": tmp_path / "x.wav", "n": [1, 2.5]})
+    assert json.loads(target.read_text()) == {"path": str(tmp_path / "x.wav"), "n": [1, 2.5]}
+    assert [p.name for p in target.parent.iterdir()] == ["b.json"]  # no temporary file left
