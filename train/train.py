@@ -19,7 +19,8 @@ train/configs/ (fields: `TrainConfig` below); any field can be overridden on the
     # ... or grow the bundled network as it starts: more blocks per level, bottleneck self-attention or a
     # per-bin refiner, each starting as a no-op (`gmsdi.models.bandunet.load_grown`)
     python train/train.py --config train/configs/bands.yaml --set name=grow \
-        init_from=assets/gmsdi-synthslakh.safetensors "model.unet.num_blocks=[1,2,2]" model.unet.self_attn_bottleneck=true
+        init_from=assets/gmsdi-synthslakh.safetensors "model.unet.num_blocks=[1,2,2]" \
+        model.unet.self_attn_bottleneck=true
     # write the inference checkpoint (EMA weights + config, safetensors) of a run; the bundled one in bf16
     python train/train.py --config train/configs/bands.yaml --export assets/gmsdi-synthslakh.safetensors \
         --export-dtype bf16
