@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--churn", type=float, default=None, help="S_churn (default: the pipeline's)")
     p.add_argument("--sigma-min", type=float, default=None, help="last σ of the schedule (default: the model's)")
     p.add_argument("--sigma-max", type=float, default=None, help="first σ of the schedule (default: the pipeline's)")
+    p.add_argument("--rho", type=float, default=None,
+                   help="Karras schedule exponent (default: the pipeline's 7; smaller puts more steps at high σ)")
     p.add_argument("--quick", action="store_true", help="tiny untrained model, 2 songs, 4 steps, 1 s")
     args = p.parse_args(argv)
 
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                                gamma_x=args.gamma, gamma_y=args.gamma, gamma_mode=args.gamma_mode,
                                coupling_sigma_min=args.coupling_sigma_min,
                                sampler=args.sampler, s_churn=args.churn, sigma_min=args.sigma_min,
-                               sigma_max=args.sigma_max)
+                               sigma_max=args.sigma_max, **({} if args.rho is None else {"rho": args.rho}))
         settings = {**result.settings, "checkpoint": checkpoint["path"]}
         for c in classes:
             generated[c].append(result.stems[c])
