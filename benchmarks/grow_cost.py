@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="the tiny bands model of the tests, one repeat")
     args = p.parse_args(argv)
+    if min(args.repeats, args.batch, args.infer_batch) < 1 or min(args.seconds, args.infer_seconds) <= 0:
+        p.error("--repeats, --batch and --infer-batch must be at least 1, and --seconds and --infer-seconds positive")
     grows = []
     for text in args.grow:
         try:
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--grow {text!r} is not JSON ({e}); write e.g. '{{\"refine_channels\": 16}}'")
         if not isinstance(fields, dict) or not fields:
             p.error(f"--grow {text!r} must be a JSON object of UNetConfig fields")
+        if fields in grows:
+            p.error(f"--grow {text!r} is given twice")
         grows.append(fields)
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -112,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no checkpoint at {args.checkpoint}; pass --checkpoint or --quick", file=sys.stderr)
             return 2
         source = load_model(args.checkpoint).float()
-        checkpoint = {"path": str(args.checkpoint), "sha256": file_sha256(args.checkpoint)}
+        path = args.checkpoint.resolve()
+        checkpoint = {"path": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+                      "sha256": file_sha256(args.checkpoint)}
     if source.model_config.network != "bandunet2d":
         print("error: growing is for BandUNet2d (model preset 'bands')", file=sys.stderr)
         return 2

@@ -11,9 +11,10 @@ stems per class (bass, drums, guitar, piano), each scaled to RMS σ_d and prompt
 - **one denoising call** at σ ∈ {0.003, 0.01, 0.03, 0.1}: the error's STFT energy over the added
   noise's, in the *gap* bins (where the clean stem lies below the noise) and in the *signal* bins.
   0 is perfect; 1 is the identity (nothing removed). Gap bins are the silence around partials;
-- **re-noise and sample**: stem + σ_start·ε, `--steps` Heun steps to the model's σ_min, no
-  guidance, for each σ_start in `--starts`. Scored by the *gap floor*: the energy the result puts
-  in the bins where the real stem is 60 dB below its loudest bin, over the result's energy, in dB
+- **re-noise and sample**: stem + σ_start·ε, `--steps` Heun steps down the Karras schedule from
+  σ_start to the model's σ_min and a last step to 0, no guidance, for each σ_start in `--starts`.
+  Scored by the *gap floor*: the energy the result puts in the bins where the real stem is 60 dB
+  below its loudest bin, over the result's energy, in dB
   (the real stem: far below; white noise: about 0 dB); and drawn, real stem first, per σ_start.
 
 Writes `benchmarks/results/renoise/<tag>.json` and `runs/renoise/<tag>.png` (not committed).
@@ -145,12 +146,20 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         from gmsdi.eval.instruments import read_crops
 
+        if not (args.data / "validation").is_dir():
+            print(f"error: no validation split under {args.data}; render it first "
+                  "(python -m gmsdi.data.synth --preset default --out data/synthslakh) or pass --data", file=sys.stderr)
+            return 2
         model = load_model(args.checkpoint).eval()
-        checkpoint = {"path": str(args.checkpoint), "sha256": file_sha256(args.checkpoint)}
+        path = args.checkpoint.resolve()
+        checkpoint = {"path": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+                      "sha256": file_sha256(args.checkpoint)}
         seconds = 4.096
         crops = [read_crops(args.data, "validation", [c], args.clips, seconds, model.model_config.sample_rate,
                             args.seed)[0] for c in PAPER_STEMS]
         clean = torch.cat(crops)[:, None].float()
+    if min(args.starts) <= model.config.sigma_min:
+        p.error(f"every --starts value must lie above the model's σ_min ({model.config.sigma_min:g})")
     sr = model.model_config.sample_rate
     m = model.model_config.unet.length_multiple
     clean = clean[..., : clean.shape[-1] // m * m]

@@ -119,4 +119,5 @@ def relativize_json_files(paths: list[Path]) -> list[Path]:
     return changed
 
 
-__all__ = ["REPO_ROOT", "atomic_write", "file_sha256", "relative_paths", "relativize_json_files", "remove_stale_temps"]
+__all__ = ["REPO_ROOT", "atomic_write", "file_sha256", "relative_paths", "relativize_json_files", "remove_stale_temps",
+           "write_json"]

@@ -291,3 +291,24 @@ def test_deeper_levels_and_bottleneck_attention_grow_as_no_ops_and_misfits_are_r
         load_grown(build_model(wider, seed=0), source.state_dict())
     with pytest.raises(ValueError, match="unexpected"):  # shrinking is not growing
         load_grown(source, grown.state_dict())
+
+
+def test_more_refiner_blocks_grow_as_no_ops_and_other_networks_must_match_exactly() -> None:
+    source = build_model(_refined(8, 1), seed=0)
+    with torch.no_grad():
+        source.net.refiner.out.weight.normal_()  # a trained refiner: its new block must not change the output
+    grown = build_model(_refined(8, 2), seed=1)
+    before = {k: v.clone() for k, v in grown.state_dict().items()}
+    with pytest.raises(ValueError, match="do not fit"):  # a refused load leaves the model as it was
+        load_grown(grown, {**source.state_dict(), "net.embed.weight": torch.zeros(3)})
+    assert all(torch.equal(v, grown.state_dict()[k]) for k, v in before.items())
+    assert load_grown(grown, source.state_dict()) == ["net.refiner.blocks.1"]
+    x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(3))
+    cond = HashTextEncoder(384).encode(["bass", "piano"])
+    with torch.no_grad():
+        assert torch.allclose(grown(x, 0.2, cond), source(x, 0.2, cond), atol=1e-6)
+    tiny = model_config("tiny")  # UNet1d: no growing, only an exact match
+    deeper = dataclasses.replace(tiny, unet=dataclasses.replace(tiny.unet, num_blocks=(2,) * len(tiny.unet.channels)))
+    with pytest.raises(ValueError, match="missing"):
+        load_grown(build_model(deeper, seed=0), build_model(tiny, seed=0).state_dict())
+    assert load_grown(build_model(tiny, seed=1), build_model(tiny, seed=0).state_dict()) == []

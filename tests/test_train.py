@@ -170,10 +170,12 @@ def test_init_from_an_input_gain_model_zeroes_only_the_gain_head(tmp_path: Path,
 
 def test_init_from_grows_a_refiner_and_refuses_a_model_that_does_not_fit(tmp_path: Path, tiny_data: Path, capsys):
     """A run with a per-bin refiner starts from a model without one: every weight kept, the refiner fresh.
-    Weights of another shape are refused with a sentence, not loaded in part."""
+    Weights of another shape are refused with a sentence."""
     from gmsdi.models import build_model, model_config, save_model
 
     source = build_model(model_config("bands"), seed=0)
+    with torch.no_grad():
+        source.net.embed.weight.normal_()  # not what the run's own seed would build
     init = save_model(tmp_path / "bands.safetensors", source)
     grow = ("model.preset=bands", "model.unet.refine_channels=4", "max_steps=1", "batch_size=2", "lr=0",
             "val_every=0", f"init_from={init}")

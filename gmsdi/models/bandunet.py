@@ -13,8 +13,9 @@ as an axis:
    (`_layout`): residual blocks of 3×3 convolutions with FiLM from (noise level + pooled
    prompt), stride-2 down- and upsampling of both axes, skip connections added, cross-attention
    over the prompt's part tokens at every level in `cross_attn_levels`, and a learned per-band
-   embedding at every level. Fully convolutional in time: 1 s crops train it and it denoises
-   windows of any length (a multiple of hop · 2^(levels-1) samples).
+   embedding at every level. Fully convolutional in time (unless `self_attn_bottleneck` adds
+   attention over every bottleneck position): 1 s crops train it and it denoises windows of any
+   length (a multiple of hop · 2^(levels-1) samples).
 3. Each band's own linear map back to a complex gain M and a complex residual R per bin; the
    output is the synthesis of s·M·X + R (the Nyquist bin is left out: M = R = 0 there). Zero-
    initialised: the untrained network outputs zeros, so the denoiser starts as D = c_skip·x.
@@ -176,8 +177,9 @@ class BinRefiner(nn.Module):
     residual blocks of 3×3 convolutions over (bin, frame) with FiLM from (σ, prompt), and a
     zero-initialised 1×1 map to ΔM, ΔR: a network that gains a refiner starts as the one it grew from.
 
-    Call: `refiner(g [B, C_0, bands, N], spec [B, F, N], head [B, 4, bins, N], emb [B, E])
-    -> [B, 4, bins, N]` (fp32), added to `head`.
+    Call: `refiner(g [B, C_0, bands, N], spec [B, F, N], head [B, 4, bins, N], emb [B, E], layout)
+    -> [B, 4, bins, N]` (fp32), added to `head`; `layout` is the memory format of its activations
+    (`BandUNet2d._layout`).
     """
 
     def __init__(self, bands: int, width: int, c_band: int, channels: int, blocks: int, emb_dim: int,
@@ -355,28 +357,35 @@ class BandUNet2d(nn.Module):
         return self.unembed.synthesize(out, spec, gain_scale)[:, None]
 
 
-# What a grown network may add to the one it grew from, by state-dict prefix (EDMDenoiser's "net."):
-# the per-bin refiner, bottleneck self-attention, and residual blocks beyond the first at any level.
-_GROWABLE = re.compile(r"net\.(refiner|mid_self|(down|up)\.\d+\.blocks\.[1-9]\d*)\.")
+# What a grown network may add to the one it grew from, by state-dict prefix (EDMDenoiser's "net."): the
+# per-bin refiner or more blocks in it, bottleneck self-attention, and residual blocks beyond the first at
+# any level. The alternatives are tried in order, so a new refiner block is named as such.
+_GROWABLE = re.compile(r"net\.(refiner\.blocks\.[1-9]\d*|refiner|mid_self|(down|up)\.\d+\.blocks\.[1-9]\d*)\.")
 
 
 def load_grown(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
     """Loads `state`, an `EDMDenoiser` over a `BandUNet2d`, into `model`, whose network may be a grown copy of it:
-    a per-bin refiner (`refine_channels`), bottleneck self-attention (`self_attn_bottleneck`), more residual
-    blocks per level (`num_blocks`). The new parts start as no-ops, so the grown model computes what the source
-    did: the refiner's and the attention's output maps are zero-initialised, and a new residual block's last
-    convolution is zeroed here (its skip is the identity). Returns the new modules' names, sorted.
+    a per-bin refiner (`refine_channels`) or more blocks in it (`refine_blocks`), bottleneck self-attention
+    (`self_attn_bottleneck`), more residual blocks per level (`num_blocks`). The new parts start as no-ops, so
+    the grown model computes what the source did (for the same config otherwise): the refiner's and the
+    attention's output maps are zero-initialised, and a new residual block's last convolution is zeroed here
+    (its skip is the identity). A model whose network is not a `BandUNet2d` must match `state` exactly.
+    Returns the new modules' names, sorted.
 
     Raises ValueError, naming the first mismatches, when a shape differs, the source has weights the model
-    lacks, or the model lacks weights that are not of a growable part.
+    lacks, or the model lacks weights that are not of a growable part; `model` is then left untouched.
     """
-    try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
-    except RuntimeError as e:  # shapes differ
-        raise ValueError(f"the source's weights do not fit: {str(e).splitlines()[-1].strip()}") from None
-    other = [k for k in missing if not _GROWABLE.match(k)]
-    if unexpected or other:
-        raise ValueError(f"the source's weights do not fit: missing {other[:4]}, unexpected {unexpected[:4]}")
+    own = model.state_dict()
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
+              if k in own and state[k].shape != own[k].shape]
+    missing = [k for k in own if k not in state]
+    growable = isinstance(getattr(model, "net", None), BandUNet2d)
+    other = [k for k in missing if not (growable and _GROWABLE.match(k))]
+    if shapes or unexpected or other:
+        raise ValueError(f"the source's weights do not fit: shapes differ {shapes[:3]}, missing {other[:4]}, "
+                         f"unexpected {unexpected[:4]}")
+    model.load_state_dict(state, strict=False)
     grown = sorted({_GROWABLE.match(k).group(0)[:-1] for k in missing})
     modules = dict(model.named_modules())
     with torch.no_grad():
