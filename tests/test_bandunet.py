@@ -13,7 +13,7 @@ import torch
 from model_fixtures import N_FFT, WIDTH, tiny_bands_config
 
 from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model
-from gmsdi.models.bandunet import FEATURES_PER_BIN, BandUNet2d, load_grown
+from gmsdi.models.bandunet import FEATURES_PER_BIN, BandUNet2d, bin_features, load_grown
 from gmsdi.text import HashTextEncoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -67,7 +67,7 @@ def test_each_band_reads_its_own_bins() -> None:
         net.embed.weight[:, FEATURES_PER_BIN - 1 :: FEATURES_PER_BIN, 0] = 1.0  # channel 0: Σ log power
     t = torch.arange(2048) / SR
     for hz in (300.0, 2600.0, 7300.0):
-        h = net.embed(net.stft.analyze(torch.sin(2 * math.pi * hz * t)[None]))
+        h = net.embed(bin_features(net.stft.analyze(torch.sin(2 * math.pi * hz * t)[None]), net.embed.bands * WIDTH))
         assert h[0, 0].mean(-1).argmax().item() == int(hz * N_FFT / SR) // WIDTH
 
 
@@ -234,8 +234,10 @@ def test_a_grown_refiner_starts_as_the_model_it_grew_from_and_then_acts_per_bin(
     g = torch.zeros(1, 16, 8, spec.shape[-1])
     emb = torch.zeros(1, net.config.emb_dim)
     with torch.no_grad():
-        out = net.refiner(g, spec, net.unembed.head(g), emb)  # [1, 4, bins, N]
-        out = out - net.refiner(g, torch.zeros_like(spec), net.unembed.head(g), emb)  # what the tone changed
+        bins = net.embed.bands * WIDTH
+        out = net.refiner(g, bin_features(spec, bins), net.unembed.head(g), emb)  # [1, 4, bins, N]
+        silence = bin_features(torch.zeros_like(spec), bins)
+        out = out - net.refiner(g, silence, net.unembed.head(g), emb)  # what the tone changed
     energy = out.pow(2).sum((0, 1, 3))
     assert energy.argmax().item() in (16, 17, 18) and energy[21:].sum() < 0.01 * energy.sum()
 

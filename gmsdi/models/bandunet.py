@@ -70,7 +70,8 @@ def bin_features(spec: torch.Tensor, bins: int) -> torch.Tensor:
 
 
 class BandEmbed(nn.Module):
-    """STFT [B, F, N] complex -> [B, C, bands, N]: one linear map per band of `width` bins."""
+    """Per-bin features [B, bands·width, N, FEATURES_PER_BIN] (`bin_features`) -> [B, C, bands, N]: one linear
+    map per band of `width` bins."""
 
     def __init__(self, bands: int, width: int, channels: int) -> None:
         super().__init__()
@@ -79,9 +80,8 @@ class BandEmbed(nn.Module):
         self.weight = nn.Parameter(torch.randn(bands, fan_in, channels) / fan_in**0.5)
         self.bias = nn.Parameter(torch.zeros(bands, channels))
 
-    def forward(self, spec: torch.Tensor) -> torch.Tensor:
-        b, _, n = spec.shape
-        feats = bin_features(spec, self.bands * self.width)  # [B, bins, N, 5]
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        b, _, n, _ = feats.shape
         feats = feats.reshape(b, self.bands, self.width, n, FEATURES_PER_BIN).permute(0, 1, 3, 2, 4)
         feats = feats.reshape(b, self.bands, n, -1)  # [B, bands, N, 5·width]
         h = torch.einsum("bknf,kfc->bckn", feats.to(self.weight.dtype), self.weight)
@@ -177,9 +177,9 @@ class BinRefiner(nn.Module):
     residual blocks of 3×3 convolutions over (bin, frame) with FiLM from (σ, prompt), and a
     zero-initialised 1×1 map to ΔM, ΔR: a network that gains a refiner starts as the one it grew from.
 
-    Call: `refiner(g [B, C_0, bands, N], spec [B, F, N], head [B, 4, bins, N], emb [B, E], layout)
-    -> [B, 4, bins, N]` (fp32), added to `head`; `layout` is the memory format of its activations
-    (`BandUNet2d._layout`).
+    Call: `refiner(g [B, C_0, bands, N], feats [B, bins, N, FEATURES_PER_BIN], head [B, 4, bins, N], emb [B, E],
+    layout) -> [B, 4, bins, N]` (fp32), added to `head`; `feats` are the input's `bin_features` (the band
+    embedding's too), `layout` the memory format of its activations (`BandUNet2d._layout`).
     """
 
     def __init__(self, bands: int, width: int, c_band: int, channels: int, blocks: int, emb_dim: int,
@@ -193,15 +193,15 @@ class BinRefiner(nn.Module):
         self.out_norm = nn.GroupNorm(_groups(channels, max_groups), channels)
         self.out = _zero(nn.Conv2d(channels, 4, 1))
 
-    def forward(self, g: torch.Tensor, spec: torch.Tensor, head: torch.Tensor, emb: torch.Tensor,
+    def forward(self, g: torch.Tensor, feats: torch.Tensor, head: torch.Tensor, emb: torch.Tensor,
                 layout: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
         b, _, _, n = g.shape
         bins = self.bands * self.width
         ctx = torch.einsum("bckn,kcf->bknf", g, self.context.to(g.dtype)) + self.context_bias[None, :, None].to(g.dtype)
         ctx = ctx.reshape(b, self.bands, n, self.width, self.channels).permute(0, 4, 1, 3, 2)
         ctx = ctx.reshape(b, self.channels, bins, n)
-        feats = torch.cat([bin_features(spec, bins).permute(0, 3, 1, 2), head], dim=1)  # [B, 9, bins, N]
-        h = (ctx + self.inp(feats.to(ctx.dtype))).contiguous(memory_format=layout)
+        own = torch.cat([feats.permute(0, 3, 1, 2), head], dim=1)  # [B, 9, bins, N]
+        h = (ctx + self.inp(own.to(ctx.dtype))).contiguous(memory_format=layout)
         for blk in self.blocks:
             h = blk(h, emb)
         return self.out(F.silu(self.out_norm(h))).float()
@@ -319,7 +319,8 @@ class BandUNet2d(nn.Module):
 
         with torch.autocast(x.device.type, enabled=False):
             spec = self.stft.analyze(x[:, 0])  # [B, F, N]
-        h = self.embed(spec).contiguous(memory_format=self._layout())
+        feats = bin_features(spec, self.embed.bands * self.embed.width)  # [B, bins, N, 5], for embed and refiner
+        h = self.embed(feats).contiguous(memory_format=self._layout())
         if (stream := self._stream_dtype(x.device)) is not None:
             h = h.to(stream)
         skips = []
@@ -353,7 +354,7 @@ class BandUNet2d(nn.Module):
         g = F.silu(self.out_norm(h))
         out = self.unembed.head(g)  # [B, 4, bins, N]: M and R per bin
         if self.refiner is not None:
-            out = out + self.refiner(g, spec, out, emb, self._layout())
+            out = out + self.refiner(g, feats, out, emb, self._layout())
         return self.unembed.synthesize(out, spec, gain_scale)[:, None]
 
 
