@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from gmsdi.fileio import file_sha256, write_json
+from gmsdi.fileio import file_sha256, relative_paths, write_json
 from gmsdi.models import build_model, load_model
 from gmsdi.models.bandunet import load_grown
 from gmsdi.models.edm import EDMDenoiser
@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no checkpoint at {args.checkpoint}; pass --checkpoint or --quick", file=sys.stderr)
             return 2
         source = load_model(args.checkpoint).float()
-        path = args.checkpoint.resolve()
-        checkpoint = {"path": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
-                      "sha256": file_sha256(args.checkpoint)}
+        checkpoint = {"path": relative_paths(str(args.checkpoint.resolve())), "sha256": file_sha256(args.checkpoint)}
     if source.model_config.network != "bandunet2d":
         print("error: growing is for BandUNet2d (model preset 'bands')", file=sys.stderr)
         return 2

@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from gmsdi.data.classes import PAPER_STEMS  # noqa: E402
-from gmsdi.fileio import file_sha256, write_json  # noqa: E402
+from gmsdi.fileio import file_sha256, relative_paths, write_json  # noqa: E402
 from gmsdi.models import build_model, load_model  # noqa: E402
 from gmsdi.models.spectral import Stft  # noqa: E402
 from gmsdi.sampling.samplers import get_sigmas_karras, sample_heun  # noqa: E402
@@ -151,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                   "(python -m gmsdi.data.synth --preset default --out data/synthslakh) or pass --data", file=sys.stderr)
             return 2
         model = load_model(args.checkpoint).eval()
-        path = args.checkpoint.resolve()
-        checkpoint = {"path": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
-                      "sha256": file_sha256(args.checkpoint)}
+        checkpoint = {"path": relative_paths(str(args.checkpoint.resolve())), "sha256": file_sha256(args.checkpoint)}
         seconds = 4.096
         crops = [read_crops(args.data, "validation", [c], args.clips, seconds, model.model_config.sample_rate,
                             args.seed)[0] for c in PAPER_STEMS]
