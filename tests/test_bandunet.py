@@ -13,7 +13,8 @@ import torch
 from model_fixtures import N_FFT, WIDTH, tiny_bands_config
 
 from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model
-from gmsdi.models.bandunet import FEATURES_PER_BIN, BandUNet2d, bin_features, load_grown
+from gmsdi.models.bandunet import FEATURES_PER_BIN, PHASE_FEATURES, BandUNet2d, bin_features, load_grown
+from gmsdi.models.spectral import Stft
 from gmsdi.text import HashTextEncoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -314,3 +315,76 @@ def test_more_refiner_blocks_grow_as_no_ops_and_other_networks_must_match_exactl
     with pytest.raises(ValueError, match="missing"):
         load_grown(build_model(deeper, seed=0), build_model(tiny, seed=0).state_dict())
     assert load_grown(build_model(tiny, seed=1), build_model(tiny, seed=0).state_dict()) == []
+
+
+def _filtered(taps: int = 3, phase: bool = True) -> ModelConfig:
+    cfg = tiny_bands_config()
+    return dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, filter_taps=taps, phase_features=phase))
+
+
+def test_a_deep_filter_tap_reads_the_neighbouring_frame() -> None:
+    net = build_model(_filtered(5), seed=0).net
+    groups = net.unembed.groups  # M_0, R, then M_j for j = -2, -1, 1, 2
+    assert groups == 12
+    x = torch.randn(1, 2048, generator=torch.Generator().manual_seed(2))
+    spec = net.stft.analyze(x)
+    h = torch.zeros(1, 16, 8, spec.shape[-1])
+    for group, shift in ((8, 1), (4, -2)):  # the real part of M_1, of M_-2
+        with torch.no_grad():
+            net.unembed.bias.zero_()
+            net.unembed.bias.view(-1, groups, WIDTH)[:, group] = 1.0
+        shifted = torch.zeros_like(spec)
+        if shift > 0:
+            shifted[..., :-shift] = spec[..., shift:]
+        else:
+            shifted[..., -shift:] = spec[..., :shift]
+        shifted[:, -1] = 0  # the Nyquist bin
+        assert torch.allclose(net.unembed(h, spec), net.stft.synthesize(shifted), atol=1e-5)
+
+
+def test_phase_features_are_steady_for_a_held_partial_and_not_for_noise() -> None:
+    t = torch.arange(4096) / SR
+    tone = torch.sin(2 * math.pi * 17 * SR / N_FFT * t)[None]  # bin 17
+    spec = Stft(N_FFT, 64).analyze(tone)
+    feats = bin_features(spec, 32, phase=True)  # [1, bins, N, 7]
+    assert feats.shape[-1] == FEATURES_PER_BIN + PHASE_FEATURES
+    assert torch.equal(feats[..., :FEATURES_PER_BIN], bin_features(spec, 32))
+    adv = torch.complex(feats[0, 17, 4:-4, 5], feats[0, 17, 4:-4, 6])  # away from the edges
+    assert (adv / adv.abs()).std() < 1e-3  # the same advance every frame
+    noise = Stft(N_FFT, 64).analyze(torch.randn(1, 4096, generator=torch.Generator().manual_seed(0)))
+    adv = torch.view_as_complex(bin_features(noise, 32, phase=True)[0, 17, 4:-4, 5:].contiguous())
+    assert (adv / adv.abs()).mean().abs() < 0.5
+
+
+def test_a_deep_filter_and_phase_features_grow_as_no_ops_and_train() -> None:
+    source = build_model(tiny_bands_config(), seed=0)
+    with torch.no_grad():
+        for p in [*source.net.unembed.parameters(), *source.net.embed.parameters()]:
+            p.normal_(std=0.1)
+    grown = build_model(_filtered(5), seed=1)
+    assert load_grown(grown, source.state_dict()) == ["net.embed (phase features)", "net.unembed (filter taps)"]
+    x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(3))
+    cond = HashTextEncoder(384).encode(["bass", "piano"])
+    with torch.no_grad():
+        assert torch.equal(grown(x, 0.2, cond), source(x, 0.2, cond))
+    grown.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = grown.loss(x, torch.full((2,), 0.1), cond, generator=torch.Generator().manual_seed(5)).mean()
+    loss.backward()
+    w = grown.net.unembed.weight.grad.view(*grown.net.unembed.weight.shape[:2], -1, WIDTH)
+    assert w[:, :, 4:].abs().sum() > 0  # the new taps learn
+    e = grown.net.embed.weight.grad.view(grown.net.embed.bands, WIDTH, -1, grown.net.embed.weight.shape[-1])
+    assert e[:, :, FEATURES_PER_BIN:].abs().sum() > 0  # so do the phase features' weights
+    grown.net.unembed.reset_gain()
+    v = grown.net.unembed.weight.view(*grown.net.unembed.weight.shape[:2], -1, WIDTH)
+    assert not v[:, :, :2].any() and not v[:, :, 4:].any() and v[:, :, 2:4].any()
+    with pytest.raises(ValueError, match="unexpected|do not fit"):  # fewer taps is not growing
+        load_grown(build_model(_filtered(3), seed=0), grown.state_dict())
+
+
+def test_filter_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="filter_taps must be odd"):
+        _filtered(4)
+    cfg = model_config("default")
+    with pytest.raises(ValueError, match="settings of the 'bandunet2d' network"):
+        build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, filter_taps=3)))

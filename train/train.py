@@ -519,8 +519,9 @@ def train(cfg: TrainConfig) -> dict:
             grown = load_grown(model, source.state_dict())
         except ValueError as e:
             raise ValueError(f"init_from {cfg.init_from} does not fit this model ({e}); a run may only add a "
-                             "per-bin refiner, bottleneck self-attention or residual blocks to the source's network "
-                             "(model.unet.refine_channels, self_attn_bottleneck, num_blocks)") from None
+                             "per-bin refiner, bottleneck self-attention, residual blocks, phase features or filter "
+                             "taps to the source's network (model.unet.refine_channels, self_attn_bottleneck, "
+                             "num_blocks, phase_features, filter_taps)") from None
         if grown:  # each starts as a no-op, so the model starts as the source
             accelerator.print(f"init_from {cfg.init_from}: new parts start as no-ops: {', '.join(grown)}")
         old_gain, new_gain = source.model_config.unet.band_gain, model_cfg.unet.band_gain

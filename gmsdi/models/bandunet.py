@@ -19,6 +19,10 @@ as an axis:
 3. Each band's own linear map back to a complex gain M and a complex residual R per bin; the
    output is the synthesis of s·M·X + R (the Nyquist bin is left out: M = R = 0 there). Zero-
    initialised: the untrained network outputs zeros, so the denoiser starts as D = c_skip·x.
+   With `filter_taps` = 2J + 1 > 1 the gain is a deep filter (Mack & Habets 2019; DeepFilterNet):
+   s·Σ_{|j|≤J} M_j·X[t + j], complex gains on the J frames either side too, so that an output
+   frame can add up a partial's neighbouring frames in phase, which one gain per bin cannot.
+   `phase_features` gives the input each bin's phase advance from the previous frame.
 4. Optionally (`refine_channels` > 0) a full-resolution level, `BinRefiner`: 3×3 convolutions over
    (bin, frame) that correct M and R bin by bin, from each bin's own features and its band's.
 
@@ -57,73 +61,96 @@ from gmsdi.models.unet import (
 )
 
 FEATURES_PER_BIN = 5  # re, im, re·|X|^-½, im·|X|^-½, ln(|X|² + 1e-4) / 4
+PHASE_FEATURES = 2  # re, im of X[t]·conj(X[t-1]) compressed to |·|^¼
 
 
-def bin_features(spec: torch.Tensor, bins: int) -> torch.Tensor:
-    """STFT [B, F, N] complex -> per-bin features [B, bins, N, FEATURES_PER_BIN] (fp32) of its first `bins` bins:
-    real and imaginary part, the same compressed to |X|^½ with the phase of X, and log power."""
+def bin_features(spec: torch.Tensor, bins: int, phase: bool = False) -> torch.Tensor:
+    """STFT [B, F, N] complex -> per-bin features [B, bins, N, FEATURES_PER_BIN (+ PHASE_FEATURES)] (fp32) of
+    its first `bins` bins: real and imaginary part, the same compressed to |X|^½ with the phase of X, and log
+    power; with `phase`, also the phase advance from the previous frame, X[t]·conj(X[t-1]) compressed to its
+    magnitude's fourth root (the same scale as the compressed X; 0 at the first frame)."""
     with torch.autocast(spec.device.type, enabled=False):
         s = spec[:, :bins]
         mag = s.abs()
         comp = s / (mag + 1e-4).sqrt()
-        return torch.stack([s.real, s.imag, comp.real, comp.imag, (mag.pow(2) + 1e-4).log() / 4], dim=-1)
+        feats = [s.real, s.imag, comp.real, comp.imag, (mag.pow(2) + 1e-4).log() / 4]
+        if phase:
+            adv = F.pad(s[..., 1:] * s[..., :-1].conj(), (1, 0))
+            adv = adv / (adv.abs() + 1e-8).pow(0.75)
+            feats += [adv.real, adv.imag]
+        return torch.stack(feats, dim=-1)
 
 
 class BandEmbed(nn.Module):
-    """Per-bin features [B, bands·width, N, FEATURES_PER_BIN] (`bin_features`) -> [B, C, bands, N]: one linear
+    """Per-bin features [B, bands·width, N, features] (`bin_features`) -> [B, C, bands, N]: one linear
     map per band of `width` bins."""
 
-    def __init__(self, bands: int, width: int, channels: int) -> None:
+    def __init__(self, bands: int, width: int, channels: int, features: int = FEATURES_PER_BIN) -> None:
         super().__init__()
-        self.bands, self.width = bands, width
-        fan_in = FEATURES_PER_BIN * width
+        self.bands, self.width, self.features = bands, width, features
+        fan_in = features * width
         self.weight = nn.Parameter(torch.randn(bands, fan_in, channels) / fan_in**0.5)
         self.bias = nn.Parameter(torch.zeros(bands, channels))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         b, _, n, _ = feats.shape
-        feats = feats.reshape(b, self.bands, self.width, n, FEATURES_PER_BIN).permute(0, 1, 3, 2, 4)
-        feats = feats.reshape(b, self.bands, n, -1)  # [B, bands, N, 5·width]
+        feats = feats.reshape(b, self.bands, self.width, n, self.features).permute(0, 1, 3, 2, 4)
+        feats = feats.reshape(b, self.bands, n, -1)  # [B, bands, N, features·width]
         h = torch.einsum("bknf,kfc->bckn", feats.to(self.weight.dtype), self.weight)
         return h + self.bias.t()[None, :, :, None]
 
 
 class BandUnembed(nn.Module):
-    """[B, C, bands, N] and the input's STFT [B, F, N] -> the synthesis of M·X + R, [B, N·hop]."""
+    """[B, C, bands, N] and the input's STFT [B, F, N] -> the synthesis of Σ_j M_j·X[t + j] + R, [B, N·hop],
+    over `taps` = 2J + 1 frames (1: a mask, M·X + R)."""
 
-    def __init__(self, bands: int, width: int, channels: int, stft: Stft) -> None:
+    def __init__(self, bands: int, width: int, channels: int, stft: Stft, taps: int = 1) -> None:
         super().__init__()
-        self.bands, self.width, self.stft = bands, width, stft
-        self.weight = nn.Parameter(torch.zeros(bands, channels, 4 * width))
-        self.bias = nn.Parameter(torch.zeros(bands, 4 * width))
+        if taps < 1 or taps % 2 != 1:
+            raise ValueError(f"taps must be odd and positive, got {taps}")
+        self.bands, self.width, self.stft, self.taps = bands, width, stft, taps
+        self.groups = 2 + 2 * taps  # M_0 (re, im), R (re, im), then M_j for j = -J..-1, 1..J
+        self.weight = nn.Parameter(torch.zeros(bands, channels, self.groups * width))
+        self.bias = nn.Parameter(torch.zeros(bands, self.groups * width))
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
-        """[B, C, bands, N] -> the per-bin (M re, M im, R re, R im) [B, 4, bands·width, N], fp32."""
+        """[B, C, bands, N] -> the per-bin (M_0 re, M_0 im, R re, R im, then M_j re, im for j = -J..-1, 1..J)
+        [B, 2 + 2·taps, bands·width, N], fp32."""
         b, _, _, n = h.shape
         out = torch.einsum("bckn,kcf->bknf", h, self.weight.to(h.dtype)) + self.bias[None, :, None].to(h.dtype)
-        out = out.float().reshape(b, self.bands, n, 4, self.width).permute(0, 3, 1, 4, 2)
-        return out.reshape(b, 4, self.bands * self.width, n)
+        out = out.float().reshape(b, self.bands, n, self.groups, self.width).permute(0, 3, 1, 4, 2)
+        return out.reshape(b, self.groups, self.bands * self.width, n)
 
     def synthesize(self, out: torch.Tensor, spec: torch.Tensor, gain_scale: torch.Tensor | None = None
                    ) -> torch.Tensor:
-        """(M, R) [B, 4, bands·width, N] and the input's STFT [B, F, N] -> synth(s·M·X + R) [B, N·hop];
-        `gain_scale` s [B] (None: 1)."""
+        """`head`'s (M_j, R) [B, 2 + 2·taps, bands·width, N] and the input's STFT X [B, F, N] ->
+        synth(s·Σ_j M_j·X[t + j] + R) [B, N·hop], X = 0 beyond its frames; `gain_scale` s [B] (None: 1)."""
         with torch.autocast(out.device.type, enabled=False):
             out = F.pad(out.float(), (0, 0, 0, spec.shape[1] - self.bands * self.width))  # the Nyquist bin: 0
-            gain, residual = torch.complex(out[:, 0], out[:, 1]), torch.complex(out[:, 2], out[:, 3])
+            y = torch.complex(out[:, 0], out[:, 1]) * spec
+            half = self.taps // 2
+            if half:
+                n = spec.shape[-1]
+                padded = F.pad(spec, (half, half))
+                offsets = [j for j in range(-half, half + 1) if j]
+                for i, j in enumerate(offsets):
+                    gain = torch.complex(out[:, 4 + 2 * i], out[:, 5 + 2 * i])
+                    y = y + gain * padded[..., half + j: half + j + n]
             if gain_scale is not None:
-                gain = gain * gain_scale.float()[:, None, None]
-            return self.stft.synthesize(gain * spec + residual)
+                y = y * gain_scale.float()[:, None, None]
+            return self.stft.synthesize(y + torch.complex(out[:, 2], out[:, 3]))
 
     def forward(self, h: torch.Tensor, spec: torch.Tensor, gain_scale: torch.Tensor | None = None) -> torch.Tensor:
         """`gain_scale` [B] multiplies M (None: 1)."""
         return self.synthesize(self.head(h), spec, gain_scale)
 
     def reset_gain(self) -> None:
-        """Zeroes the weights that make M (so M = 0 until trained), keeping those of R."""
+        """Zeroes the weights that make every M_j (so the gain is 0 until trained), keeping those of R."""
+        w = self.width
         with torch.no_grad():
-            self.weight[..., : 2 * self.width].zero_()
-            self.bias[..., : 2 * self.width].zero_()
+            for p in (self.weight, self.bias):
+                p[..., : 2 * w].zero_()
+                p[..., 4 * w:].zero_()
 
 
 class ResBlock2d(nn.Module):
@@ -221,7 +248,7 @@ class BandUNet2d(nn.Module):
     """The frequency-local text-conditioned denoiser (see the module docstring).
 
     Uses from `UNetConfig`: in_channels (1), patch_size (the STFT hop), n_fft, band_width,
-    band_gain, refine_channels, refine_blocks, channels, num_blocks, emb_dim, fourier_dim,
+    band_gain, refine_channels, refine_blocks, filter_taps, phase_features, channels, num_blocks, emb_dim, fourier_dim,
     cross_attn_levels, self_attn_bottleneck, attn_head_dim, norm_groups, dropout.
     Call: `net(x_in [B, 1, T], c_noise [B], cond) -> [B, 1, T]`, `cond` a
     `TextEmbedding` (or mapping) or None for the null prompt; T a multiple of
@@ -251,7 +278,8 @@ class BandUNet2d(nn.Module):
             raise ValueError(f"channels[0]={chans[0]} is below 2·band_width={2 * width}: the residual could not "
                              "span every spectrum of a band")
 
-        self.embed = BandEmbed(bands, width, chans[0])
+        self.embed = BandEmbed(bands, width, chans[0],
+                               FEATURES_PER_BIN + (PHASE_FEATURES if cfg.phase_features else 0))
         self.fourier = FourierFeatures(cfg.fourier_dim)
         self.sigma_mlp = nn.Sequential(
             nn.Linear(cfg.fourier_dim, cfg.emb_dim), nn.SiLU(), nn.Linear(cfg.emb_dim, cfg.emb_dim)
@@ -278,7 +306,7 @@ class BandUNet2d(nn.Module):
         self.mid_cross = CrossAttention2d(c_mid, text_dim, cfg.attn_head_dim, g) if cfg.cross_attn_levels else None
         self.mid_self = SelfAttention2d(c_mid, cfg.attn_head_dim, g) if cfg.self_attn_bottleneck else None
         self.out_norm = nn.GroupNorm(_groups(chans[0], g), chans[0])
-        self.unembed = BandUnembed(bands, width, chans[0], self.stft)
+        self.unembed = BandUnembed(bands, width, chans[0], self.stft, cfg.filter_taps)
         self.refiner = (BinRefiner(bands, width, chans[0], cfg.refine_channels, cfg.refine_blocks, cfg.emb_dim, g)
                         if cfg.refine_channels else None)
 
@@ -319,7 +347,8 @@ class BandUNet2d(nn.Module):
 
         with torch.autocast(x.device.type, enabled=False):
             spec = self.stft.analyze(x[:, 0])  # [B, F, N]
-        feats = bin_features(spec, self.embed.bands * self.embed.width)  # [B, bins, N, 5], for embed and refiner
+        # [B, bins, N, 5 (+ 2)], for the embedding and (the first 5) the refiner
+        feats = bin_features(spec, self.embed.bands * self.embed.width, self.config.phase_features)
         h = self.embed(feats).contiguous(memory_format=self._layout())
         if (stream := self._stream_dtype(x.device)) is not None:
             h = h.to(stream)
@@ -352,9 +381,10 @@ class BandUNet2d(nn.Module):
         if self.config.band_gain == "mask":  # s = 1 + σ_d/σ, σ = exp(4·c_noise); σ = 0 gives a finite s
             gain_scale = 1 + self.sigma_data / torch.exp(4 * c_noise.float()).clamp_min(1e-6)
         g = F.silu(self.out_norm(h))
-        out = self.unembed.head(g)  # [B, 4, bins, N]: M and R per bin
+        out = self.unembed.head(g)  # [B, 2 + 2·taps, bins, N]: M_0, R, then the other taps' M_j per bin
         if self.refiner is not None:
-            out = out + self.refiner(g, feats, out, emb, self._layout())
+            delta = self.refiner(g, feats[..., :FEATURES_PER_BIN], out[:, :4], emb, self._layout())
+            out = torch.cat([out[:, :4] + delta, out[:, 4:]], dim=1)
         return self.unembed.synthesize(out, spec, gain_scale)[:, None]
 
 
@@ -364,19 +394,50 @@ class BandUNet2d(nn.Module):
 _GROWABLE = re.compile(r"net\.(refiner\.blocks\.[1-9]\d*|refiner|mid_self|(down|up)\.\d+\.blocks\.[1-9]\d*)\.")
 
 
+def _grow_io(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """`state` with the band embedding's and head's weights zero-padded to `model`'s, where `model` adds phase
+    features (more inputs per bin) or filter taps (more outputs per bin) to a `BandUNet2d`; and what grew."""
+    net, state, grown = model.net, dict(state), []
+    own = model.state_dict()
+    w = net.embed.width
+    key = "net.embed.weight"
+    if key in state and state[key].ndim == own[key].ndim == 3 and state[key].shape != own[key].shape \
+            and state[key].shape[1] % w == 0:
+        src = state[key]  # [bands, width·features, C], features innermost
+        f_old, f_new = src.shape[1] // w, net.embed.features
+        if f_old < f_new and (src.shape[0], src.shape[2]) == (own[key].shape[0], own[key].shape[2]):
+            src = src.reshape(src.shape[0], w, f_old, src.shape[2])
+            state[key] = F.pad(src, (0, 0, 0, f_new - f_old)).reshape(own[key].shape)
+            grown.append("net.embed (phase features)")
+    for key in ("net.unembed.weight", "net.unembed.bias"):  # [..., groups·width], groups outermost
+        if key in state and state[key].ndim == own[key].ndim and state[key].shape != own[key].shape \
+                and state[key].shape[:-1] == own[key].shape[:-1]:
+            extra = own[key].shape[-1] - state[key].shape[-1]
+            if extra > 0 and extra % w == 0:
+                state[key] = F.pad(state[key], (0, extra))
+                if key.endswith("weight"):
+                    grown.append("net.unembed (filter taps)")
+    return state, grown
+
+
 def load_grown(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
     """Loads `state`, an `EDMDenoiser` over a `BandUNet2d`, into `model`, whose network may be a grown copy of it:
     a per-bin refiner (`refine_channels`) or more blocks in it (`refine_blocks`), bottleneck self-attention
-    (`self_attn_bottleneck`), more residual blocks per level (`num_blocks`). The new parts start as no-ops, so
+    (`self_attn_bottleneck`), more residual blocks per level (`num_blocks`), phase features (`phase_features`),
+    a deep filter (`filter_taps` above the source's). The new parts start as no-ops, so
     the grown model computes what the source did (for the same config otherwise): the refiner's and the
-    attention's output maps are zero-initialised, and a new residual block's last convolution is zeroed here
-    (its skip is the identity). A model whose network is not a `BandUNet2d` must match `state` exactly.
+    attention's output maps are zero-initialised, a new residual block's last convolution is zeroed here
+    (its skip is the identity), and the embedding's weights for new features and the head's for new taps are
+    zero. A model whose network is not a `BandUNet2d` must match `state` exactly.
     Returns the new modules' names, sorted.
 
     Raises ValueError, naming the first mismatches, when a shape differs, the source has weights the model
     lacks, or the model lacks weights that are not of a growable part; `model` is then left untouched.
     """
     own = model.state_dict()
+    io_grown: list[str] = []
+    if isinstance(getattr(model, "net", None), BandUNet2d):
+        state, io_grown = _grow_io(model, state)
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
               if k in own and state[k].shape != own[k].shape]
@@ -396,4 +457,4 @@ def load_grown(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]
                     raise ValueError(f"a new block {name} must keep its width to start as the identity")
                 block.conv2.weight.zero_()
                 block.conv2.bias.zero_()
-    return grown
+    return sorted(grown + io_grown)

@@ -197,6 +197,9 @@ def build_model(config: ModelConfig | str = "default", seed: int | None = None) 
     if config.unet.band_gain != "input" and config.network != "bandunet2d":
         raise ValueError(f"band_gain={config.unet.band_gain!r} is a setting of the 'bandunet2d' network, not of "
                          f"{config.network!r}; leave it at 'input'")
+    if (config.unet.filter_taps != 1 or config.unet.phase_features) and config.network != "bandunet2d":
+        raise ValueError(f"filter_taps and phase_features are settings of the 'bandunet2d' network, not of "
+                         f"{config.network!r}; leave them at 1 and false")
     if config.unet.refine_channels and config.network != "bandunet2d":
         raise ValueError(f"refine_channels is a setting of the 'bandunet2d' network, not of {config.network!r}; "
                          "leave it at 0")

@@ -60,6 +60,11 @@ class UNetConfig:
         refine_channels: width of the band-split network's per-bin refiner (`BinRefiner`), a
             full-resolution level after its band head; 0 = none.
         refine_blocks: residual blocks of that refiner.
+        filter_taps: frames the band-split network's gain reaches (odd): 1 is a mask (one complex gain per
+            bin on the frame itself); more is a deep filter, Σ_j M_j·X[t + j] over the `filter_taps`
+            frames centred on t, which can follow a partial's phase from frame to frame.
+        phase_features: the band-split network's input also gets each bin's phase advance from the
+            previous frame, X[t]·conj(X[t − 1]) compressed to |·|^¼ (steady for a held partial, random for noise).
         channels: width per level, finest first; frames halve from one level to the next.
             channels[0] must be at least patch_size·in_channels, so that the patch embedding
             and the unpatching are full rank: noise outside their span could never be removed.
@@ -84,6 +89,8 @@ class UNetConfig:
     band_gain: str = "input"
     refine_channels: int = 0
     refine_blocks: int = 1
+    filter_taps: int = 1
+    phase_features: bool = False
     channels: tuple[int, ...] = (64, 96, 192, 256)
     num_blocks: tuple[int, ...] = (1, 1, 1, 1)
     kernel_size: int = 3
@@ -123,6 +130,8 @@ class UNetConfig:
         if self.refine_channels < 0 or self.refine_blocks < 0:
             raise ValueError(f"refine_channels ({self.refine_channels}) and refine_blocks ({self.refine_blocks}) "
                              "cannot be negative; refine_channels=0 means no refiner")
+        if self.filter_taps < 1 or self.filter_taps % 2 != 1:
+            raise ValueError(f"filter_taps must be odd and positive (1 = a mask), got {self.filter_taps}")
         if self.band_width < 1:
             raise ValueError(f"band_width must be positive, got {self.band_width}")
         if self.frontend == "patch" and self.channels[0] < self.patch_size * self.in_channels:
