@@ -16,8 +16,9 @@ train/configs/ (fields: `TrainConfig` below); any field can be overridden on the
     # override fields, e.g. a warm start from the bundled weights with a new run name
     python train/train.py --config train/configs/bands.yaml \
         --set name=ft init_from=assets/gmsdi-synthslakh.safetensors
-    # ... or grow the bundled network as it starts: more blocks per level, bottleneck self-attention or a
-    # per-bin refiner, each starting as a no-op (`gmsdi.models.bandunet.load_grown`)
+    # ... or grow the bundled network as it starts: more blocks per level, bottleneck self-attention, a
+    # per-bin refiner, or a deep filter with phase features (model.unet.filter_taps=5
+    # model.unet.phase_features=true), each starting as a no-op (`gmsdi.models.bandunet.load_grown`)
     python train/train.py --config train/configs/bands.yaml --set name=grow \
         init_from=assets/gmsdi-synthslakh.safetensors "model.unet.num_blocks=[1,2,2]" \
         model.unet.self_attn_bottleneck=true
