@@ -388,3 +388,31 @@ def test_filter_settings_are_checked() -> None:
     cfg = model_config("default")
     with pytest.raises(ValueError, match="settings of the 'bandunet2d' network"):
         build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, filter_taps=3)))
+
+
+def test_band_attention_grows_as_a_no_op_and_mixes_bands_within_a_frame_only() -> None:
+    source = build_model(tiny_bands_config(), seed=0)
+    with torch.no_grad():
+        for p in source.net.unembed.parameters():
+            p.normal_(std=0.1)
+    cfg = tiny_bands_config()
+    grown = build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, band_attn_levels=(0, 1))), seed=1)
+    assert load_grown(grown, source.state_dict()) == ["net.down.0.band_attn", "net.down.1.band_attn",
+                                                      "net.up.0.band_attn", "net.up.1.band_attn"]
+    x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(3))
+    cond = HashTextEncoder(384).encode(["bass", "piano"])
+    with torch.no_grad():
+        assert torch.equal(grown(x, 0.2, cond), source(x, 0.2, cond))
+    attn = grown.net.down[0].band_attn
+    with torch.no_grad():
+        attn.out.weight.normal_()
+        h = torch.randn(1, 16, 8, 6, generator=torch.Generator().manual_seed(4))
+        base = attn(h)
+        h2 = h.clone()
+        h2[:, :, 0, 2] += 1.0  # one band of frame 2
+        delta = (attn(h2) - base).abs().sum((0, 1))  # [bands, frames]
+        assert delta[1:, 2].min() > 0  # every other band of that frame reads it
+        assert delta[:, [0, 1, 3, 4, 5]].max() == 0  # no other frame does
+        assert torch.allclose(attn(h.contiguous(memory_format=torch.channels_last)), base, atol=1e-6)
+    with pytest.raises(ValueError, match="band_attn_levels"):
+        dataclasses.replace(cfg.unet, band_attn_levels=(2,))

@@ -193,6 +193,19 @@ class SelfAttention2d(SelfAttention):
         return super().forward(x.reshape(b, c, k * n)).reshape(b, c, k, n).contiguous(memory_format=fmt)
 
 
+class BandAttention(SelfAttention):
+    """`SelfAttention` over the bands of each frame: [B, C, K, N] -> [B, C, K, N]. A band reaches every other
+    band of its frame in one step (the bands its partials' harmonics fall in), where the convolutions reach
+    one band further per layer; each level's band embedding tells it which band is which."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, k, n = x.shape
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        rows = x.permute(0, 3, 1, 2).reshape(b * n, c, k)  # one sequence of K bands per frame
+        out = super().forward(rows).reshape(b, n, c, k).permute(0, 2, 3, 1)
+        return out.contiguous(memory_format=fmt)
+
+
 class BinRefiner(nn.Module):
     """A full-resolution level after the band head: per-bin corrections to its M and R.
 
@@ -236,9 +249,10 @@ class BinRefiner(nn.Module):
 
 class _Level2d(nn.Module):
     def __init__(self, blocks: list[ResBlock2d], attn: CrossAttention2d | None, resample: nn.Module | None,
-                 bands: int, channels: int) -> None:
+                 bands: int, channels: int, band_attn: BandAttention | None = None) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(blocks)
+        self.band_attn = band_attn
         self.attn = attn
         self.resample = resample
         self.band_embedding = nn.Parameter(torch.zeros(1, channels, bands, 1))
@@ -249,7 +263,7 @@ class BandUNet2d(nn.Module):
 
     Uses from `UNetConfig`: in_channels (1), patch_size (the STFT hop), n_fft, band_width,
     band_gain, refine_channels, refine_blocks, filter_taps, phase_features, channels, num_blocks, emb_dim, fourier_dim,
-    cross_attn_levels, self_attn_bottleneck, attn_head_dim, norm_groups, dropout.
+    cross_attn_levels, self_attn_bottleneck, band_attn_levels, attn_head_dim, norm_groups, dropout.
     Call: `net(x_in [B, 1, T], c_noise [B], cond) -> [B, 1, T]`, `cond` a
     `TextEmbedding` (or mapping) or None for the null prompt; T a multiple of
     `config.length_multiple`.
@@ -293,14 +307,19 @@ class BandUNet2d(nn.Module):
         def cross(c: int, level: int) -> CrossAttention2d | None:
             return CrossAttention2d(c, text_dim, cfg.attn_head_dim, g) if level in cfg.cross_attn_levels else None
 
+        def band_attn(c: int, level: int) -> BandAttention | None:
+            return BandAttention(c, cfg.attn_head_dim, g) if level in cfg.band_attn_levels else None
+
         last = cfg.levels - 1
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         for i, c in enumerate(chans):
             k = bands // 2**i
             down = nn.Conv2d(c, chans[i + 1], 2, stride=2) if i < last else None
-            self.down.append(_Level2d([block(c, c) for _ in range(cfg.num_blocks[i])], cross(c, i), down, k, c))
+            self.down.append(_Level2d([block(c, c) for _ in range(cfg.num_blocks[i])], cross(c, i), down, k, c,
+                                      band_attn(c, i)))
             up = nn.ConvTranspose2d(chans[i + 1], c, 2, stride=2) if i < last else None
-            self.up.append(_Level2d([block(c, c) for _ in range(cfg.num_blocks[i])], cross(c, i), up, k, c))
+            self.up.append(_Level2d([block(c, c) for _ in range(cfg.num_blocks[i])], cross(c, i), up, k, c,
+                                    band_attn(c, i)))
         c_mid = chans[-1]
         self.mid1, self.mid2 = block(c_mid, c_mid), block(c_mid, c_mid)
         self.mid_cross = CrossAttention2d(c_mid, text_dim, cfg.attn_head_dim, g) if cfg.cross_attn_levels else None
@@ -357,6 +376,8 @@ class BandUNet2d(nn.Module):
             h = h + level.band_embedding.to(h.dtype)
             for blk in level.blocks:
                 h = blk(h, emb)
+            if level.band_attn is not None:
+                h = level.band_attn(h)
             if level.attn is not None:
                 h = level.attn(h, tokens, mask)
             skips.append(h)
@@ -375,6 +396,8 @@ class BandUNet2d(nn.Module):
             h = h + skips[i]
             for blk in level.blocks:
                 h = blk(h, emb)
+            if level.band_attn is not None:
+                h = level.band_attn(h)
             if level.attn is not None:
                 h = level.attn(h, tokens, mask)
         gain_scale = None
@@ -389,9 +412,10 @@ class BandUNet2d(nn.Module):
 
 
 # What a grown network may add to the one it grew from, by state-dict prefix (EDMDenoiser's "net."): the
-# per-bin refiner or more blocks in it, bottleneck self-attention, and residual blocks beyond the first at
-# any level. The alternatives are tried in order, so a new refiner block is named as such.
-_GROWABLE = re.compile(r"net\.(refiner\.blocks\.[1-9]\d*|refiner|mid_self|(down|up)\.\d+\.blocks\.[1-9]\d*)\.")
+# per-bin refiner or more blocks in it, bottleneck self-attention, residual blocks beyond the first at
+# any level, and attention over bands. The alternatives are tried in order, so a new refiner block is named as such.
+_GROWABLE = re.compile(
+    r"net\.(refiner\.blocks\.[1-9]\d*|refiner|mid_self|(down|up)\.\d+\.(blocks\.[1-9]\d*|band_attn))\.")
 
 
 def _grow_io(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -423,12 +447,12 @@ def _grow_io(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[dict[
 def load_grown(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
     """Loads `state`, an `EDMDenoiser` over a `BandUNet2d`, into `model`, whose network may be a grown copy of it:
     a per-bin refiner (`refine_channels`) or more blocks in it (`refine_blocks`), bottleneck self-attention
-    (`self_attn_bottleneck`), more residual blocks per level (`num_blocks`), phase features (`phase_features`),
-    a deep filter (`filter_taps` above the source's). The new parts start as no-ops, so
-    the grown model computes what the source did (for the same config otherwise): the refiner's and the
-    attention's output maps are zero-initialised, a new residual block's last convolution is zeroed here
-    (its skip is the identity), and the embedding's weights for new features and the head's for new taps are
-    zero. A model whose network is not a `BandUNet2d` must match `state` exactly.
+    (`self_attn_bottleneck`), more residual blocks per level (`num_blocks`), attention over bands
+    (`band_attn_levels`), phase features (`phase_features`), a deep filter (`filter_taps` above the source's).
+    The new parts start as no-ops, so the grown model computes what the source did (for the same config
+    otherwise): the refiner's and the attentions' output maps are zero-initialised, a new residual block's last
+    convolution is zeroed here (its skip is the identity), and the embedding's weights for new features and the
+    head's for new taps are zero. A model whose network is not a `BandUNet2d` must match `state` exactly.
     Returns the new modules' names, sorted.
 
     Raises ValueError, naming the first mismatches, when a shape differs, the source has weights the model

@@ -75,6 +75,8 @@ class UNetConfig:
         cross_attn_levels: levels (0 = finest) with cross-attention over text tokens; the
             bottleneck always has it when any level does.
         self_attn_bottleneck: self-attention over frames at the bottleneck.
+        band_attn_levels: levels (0 = finest) of the band-split network with self-attention over its bands
+            within each frame, so that a band can read the bands its partials' harmonics fall in.
         attn_head_dim: channels per attention head.
         norm_groups: at most this many GroupNorm groups (the largest divisor of the width).
         dropout: dropout inside residual blocks.
@@ -98,6 +100,7 @@ class UNetConfig:
     fourier_dim: int = 64
     cross_attn_levels: tuple[int, ...] = (3,)
     self_attn_bottleneck: bool = True
+    band_attn_levels: tuple[int, ...] = ()
     attn_head_dim: int = 64
     norm_groups: int = 32
     dropout: float = 0.0
@@ -106,6 +109,7 @@ class UNetConfig:
         self.channels = tuple(int(c) for c in self.channels)
         self.num_blocks = tuple(int(n) for n in self.num_blocks)
         self.cross_attn_levels = tuple(int(i) for i in self.cross_attn_levels)
+        self.band_attn_levels = tuple(int(i) for i in self.band_attn_levels)
         if not self.channels:
             raise ValueError("UNetConfig.channels needs at least one level")
         if self.frontend not in FRONTENDS:
@@ -140,9 +144,10 @@ class UNetConfig:
                 f"{self.patch_size * self.in_channels}: the output could not span every waveform of a "
                 "frame, so the denoiser could not remove all noise; widen channels[0] or shrink patch_size"
             )
-        bad = [i for i in self.cross_attn_levels if not 0 <= i < len(self.channels)]
-        if bad:
-            raise ValueError(f"cross_attn_levels {bad} are not levels 0..{len(self.channels) - 1}")
+        for name in ("cross_attn_levels", "band_attn_levels"):
+            bad = [i for i in getattr(self, name) if not 0 <= i < len(self.channels)]
+            if bad:
+                raise ValueError(f"{name} {bad} are not levels 0..{len(self.channels) - 1}")
 
     @property
     def levels(self) -> int:
