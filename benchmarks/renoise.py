@@ -3,6 +3,7 @@
     python benchmarks/renoise.py                                   # the bundled model
     python benchmarks/renoise.py --checkpoint runs/refine-1.safetensors --tag refine-1
     python benchmarks/renoise.py --quick                           # tiny untrained model: checks the script
+    python benchmarks/renoise.py --guide runs/mask-1.safetensors --guide-weight 2 --tag mask-2-ag  # autoguidance
 
 A perfect denoiser returns a real stem from any σ_start; the σ at which what comes back stops
 looking like it is where the model fails. Two measurements on 4.096 s of `--clips` validation
@@ -16,6 +17,9 @@ stems per class (bass, drums, guitar, piano), each scaled to RMS σ_d and prompt
   Scored by the *gap floor*: the energy the result puts in the bins where the real stem is 60 dB
   below its loudest bin, over the result's energy, in dB
   (the real stem: far below; white noise: about 0 dB); and drawn, real stem first, per σ_start.
+
+With `--guide BAD --guide-weight w` every denoising call is autoguided (Karras et al. 2024, "Guiding a
+diffusion model with a bad version of itself"): D_bad + w·(D − D_bad), with a weaker model of the same task.
 
 Writes `benchmarks/results/renoise/<tag>.json` and `runs/renoise/<tag>.png` (not committed).
 """
@@ -50,6 +54,20 @@ GAP_DB = 60.0
 def _power(stft: Stft, x: torch.Tensor) -> torch.Tensor:
     """[B, T] -> STFT power [B, F, N]."""
     return stft.analyze(x.float()).abs().pow(2)
+
+
+class AutoGuided(torch.nn.Module):
+    """D_bad + w·(D − D_bad): `model` guided by a weaker `bad` model of the same task (autoguidance); w = 1 is
+    `model` alone. Call as the models: `(x [B, 1, T], σ, cond) -> [B, 1, T]` (fp32)."""
+
+    def __init__(self, model: torch.nn.Module, bad: torch.nn.Module, weight: float) -> None:
+        super().__init__()
+        self.model, self.bad, self.weight = model, bad, float(weight)
+        self.config, self.model_config = model.config, model.model_config
+
+    def forward(self, x: torch.Tensor, sigma, cond) -> torch.Tensor:
+        d = self.model(x, sigma, cond).float()
+        return d if self.weight == 1 else torch.lerp(self.bad(x, sigma, cond).float(), d, self.weight)
 
 
 def denoise_errors(model: torch.nn.Module, clean: torch.Tensor, cond, stft: Stft, seed: int) -> dict:
@@ -128,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--guide", type=Path, default=None, help="a weaker model of the same task: autoguidance")
+    p.add_argument("--guide-weight", type=float, default=2.0, help="w of D_bad + w·(D − D_bad) (with --guide)")
     p.add_argument("--quick", action="store_true", help="tiny untrained model and noise as 'stems': checks the script")
     args = p.parse_args(argv)
     if args.clips < 1 or args.steps < 1 or not args.starts or min(args.starts) <= 0:
@@ -156,6 +176,16 @@ def main(argv: list[str] | None = None) -> int:
         crops = [read_crops(args.data, "validation", [c], args.clips, seconds, model.model_config.sample_rate,
                             args.seed)[0] for c in PAPER_STEMS]
         clean = torch.cat(crops)[:, None].float()
+    guide = None
+    if args.guide is not None:
+        if not args.guide.is_file():
+            p.error(f"no checkpoint at {args.guide} (--guide)")
+        bad = load_model(args.guide).eval()
+        if bad.model_config.sample_rate != model.model_config.sample_rate:
+            p.error(f"--guide runs at {bad.model_config.sample_rate} Hz, the model at {model.model_config.sample_rate}")
+        guide = {"path": relative_paths(str(args.guide.resolve())), "sha256": file_sha256(args.guide),
+                 "weight": args.guide_weight}
+        model = AutoGuided(model, bad, args.guide_weight)
     if min(args.starts) <= model.config.sigma_min:
         p.error(f"every --starts value must lie above the model's σ_min ({model.config.sigma_min:g})")
     sr = model.model_config.sample_rate
@@ -174,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     mean_floor = {k: round(float(np.mean([v for v in vals if v > -120])), 2) if any(v > -120 for v in vals)
                   else None for k, vals in floors.items()}
     print(json.dumps({"denoise_error_over_noise": errors, "gap_floor_db_mean": mean_floor}))
-    out = {"checkpoint": checkpoint, "classes": classes, "seconds": seconds, "steps": args.steps,
+    out = {"checkpoint": checkpoint, "guide": guide, "classes": classes, "seconds": seconds, "steps": args.steps,
            "starts": args.starts, "gap_db": GAP_DB, "denoise_error_over_noise": errors,
            "gap_floor_db": floors, "gap_floor_db_mean": mean_floor,
            "command": "python benchmarks/renoise.py " + " ".join(argv if argv is not None else sys.argv[1:])}

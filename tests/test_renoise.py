@@ -59,3 +59,17 @@ def test_quick_run_writes_its_record(tmp_path: Path) -> None:
     record = json.loads((ROOT / "runs/renoise/pytest.json").read_text())
     assert set(record["gap_floor_db"]) == {"real", "white noise", "0.1", "1.0"}
     assert record["command"].startswith("python benchmarks/renoise.py --quick")
+
+
+def test_autoguidance_extrapolates_from_the_bad_model_and_weight_one_is_the_model() -> None:
+    renoise = load_script("renoise", ROOT / "benchmarks/renoise.py")
+    model, bad = build_model("tiny", seed=0).eval(), build_model("tiny", seed=1).eval()
+    with torch.no_grad():
+        for p in [*model.parameters(), *bad.parameters()]:
+            p.add_(0.01 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    x = 0.3 * torch.randn(1, 1, 512, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        d, b = model(x, 0.3, None), bad(x, 0.3, None)
+        assert not torch.allclose(d, b)
+        assert torch.equal(renoise.AutoGuided(model, bad, 1.0)(x, 0.3, None), d)
+        assert torch.allclose(renoise.AutoGuided(model, bad, 2.0)(x, 0.3, None), 2 * d - b, atol=1e-6)
