@@ -21,7 +21,9 @@ stems per class (bass, drums, guitar, piano), each scaled to RMS σ_d and prompt
 With `--guide BAD --guide-weight w` every denoising call is autoguided (Karras et al. 2024, "Guiding a
 diffusion model with a bad version of itself"): D_bad + w·(D − D_bad), with a weaker model of the same task.
 
-Writes `benchmarks/results/renoise/<tag>.json` and `runs/renoise/<tag>.png` (not committed).
+Writes `benchmarks/results/renoise/<tag>.json` and `runs/renoise/<tag>.png` (not committed), and
+`runs/renoise/<tag>-onecall.png`: what one denoising call returns at each σ of `--onecall` (the
+posterior mean the sampler follows there), beside the real stem.
 """
 
 from __future__ import annotations
@@ -107,6 +109,18 @@ def renoise(model: torch.nn.Module, clean: torch.Tensor, cond, starts: list[floa
     return outs
 
 
+def one_call(model: torch.nn.Module, clean: torch.Tensor, cond, sigmas: list[float], seed: int
+             ) -> list[torch.Tensor]:
+    """Per σ: D(clean + σ·ε; σ) [B, 1, T], one denoising call."""
+    g = torch.Generator().manual_seed(seed)
+    outs = []
+    for s in sigmas:
+        x = clean + s * torch.randn(clean.shape, generator=g)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            outs.append(model(x, s, cond).float())
+    return outs
+
+
 def plot(rows: list[np.ndarray], labels: list[str], classes: list[str], sample_rate: int, path: Path,
          title: str) -> None:
     """Columns: the real stem, then one per σ_start; rows: clips."""
@@ -144,14 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=2, help="validation stems per class")
     p.add_argument("--starts", type=float, nargs="+", default=[0.03, 0.1, 0.3, 1.0, 3.0])
     p.add_argument("--steps", type=int, default=24)
+    p.add_argument("--onecall", type=float, nargs="*", default=[0.3, 1.0, 3.0],
+                   help="σ values of the one-call picture (none: no picture)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--guide", type=Path, default=None, help="a weaker model of the same task: autoguidance")
     p.add_argument("--guide-weight", type=float, default=2.0, help="w of D_bad + w·(D − D_bad) (with --guide)")
     p.add_argument("--quick", action="store_true", help="tiny untrained model and noise as 'stems': checks the script")
     args = p.parse_args(argv)
-    if args.clips < 1 or args.steps < 1 or not args.starts or min(args.starts) <= 0:
-        p.error("--clips and --steps must be at least 1 and every --starts value positive")
+    if (args.clips < 1 or args.steps < 1 or not args.starts or min(args.starts) <= 0
+            or min(args.onecall, default=1) <= 0):
+        p.error("--clips and --steps must be at least 1 and every --starts and --onecall value positive")
     torch.set_num_threads(args.threads)
     classes = [c for c in PAPER_STEMS for _ in range(args.clips)]
     if args.quick:
@@ -213,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     png = ROOT / "runs/renoise" / f"{args.tag}.png"
     plot([clean[:, 0].numpy(), *[o[:, 0].numpy() for o in outs]], ["real", *[f"from σ={s:g}" for s in args.starts]],
          classes, sr, png, f"{args.tag}: validation stems re-noised to σ and sampled back ({args.steps} Heun steps)")
+    if args.onecall:
+        once = one_call(model, clean, cond, args.onecall, args.seed)
+        plot([clean[:, 0].numpy(), *[o[:, 0].numpy() for o in once]],
+             ["real", *[f"D at σ={s:g}" for s in args.onecall]], classes, sr,
+             png.with_name(f"{args.tag}-onecall.png"), f"{args.tag}: one denoising call at σ")
     print(f"wrote {target.relative_to(ROOT)} and {png.relative_to(ROOT)}")
     return 0
 

@@ -59,6 +59,7 @@ def test_quick_run_writes_its_record(tmp_path: Path) -> None:
     record = json.loads((ROOT / "runs/renoise/pytest.json").read_text())
     assert set(record["gap_floor_db"]) == {"real", "white noise", "0.1", "1.0"}
     assert record["command"].startswith("python benchmarks/renoise.py --quick")
+    assert (ROOT / "runs/renoise/pytest-onecall.png").is_file()
 
 
 def test_autoguidance_extrapolates_from_the_bad_model_and_weight_one_is_the_model() -> None:
