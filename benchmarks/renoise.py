@@ -198,8 +198,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.guide.is_file():
             p.error(f"no checkpoint at {args.guide} (--guide)")
         bad = load_model(args.guide).eval()
-        if bad.model_config.sample_rate != model.model_config.sample_rate:
-            p.error(f"--guide runs at {bad.model_config.sample_rate} Hz, the model at {model.model_config.sample_rate}")
+        mine, theirs = model.model_config, bad.model_config
+        for field in ("sample_rate", "text_encoder"):
+            if getattr(theirs, field) != getattr(mine, field):
+                p.error(f"--guide has {field} {getattr(theirs, field)!r}, the model {getattr(mine, field)!r}: "
+                        "autoguidance needs a weaker model of the same task")
+        if bad.config.sigma_data != model.config.sigma_data or mine.unet.length_multiple % theirs.unet.length_multiple:
+            p.error(f"--guide has σ_d {bad.config.sigma_data:g} and length multiple {theirs.unet.length_multiple}, "
+                    f"the model {model.config.sigma_data:g} and {mine.unet.length_multiple}: σ_d must match and "
+                    "the model's multiple must be one of the guide's")
         guide = {"path": relative_paths(str(args.guide.resolve())), "sha256": file_sha256(args.guide),
                  "weight": args.guide_weight}
         model = AutoGuided(model, bad, args.guide_weight)

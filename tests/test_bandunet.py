@@ -351,6 +351,10 @@ def test_phase_features_are_steady_for_a_held_partial_and_not_for_noise() -> Non
     assert torch.equal(feats[..., :FEATURES_PER_BIN], bin_features(spec, 32))
     adv = torch.complex(feats[0, 17, 4:-4, 5], feats[0, 17, 4:-4, 6])  # away from the edges
     assert (adv / adv.abs()).std() < 1e-3  # the same advance every frame
+    p = spec[0, 17, 5] * spec[0, 17, 4].conj()  # frame 5's advance from frame 4, to the fourth root
+    assert torch.allclose(torch.complex(feats[0, 17, 5, 5], feats[0, 17, 5, 6]), p / p.abs() * p.abs() ** 0.25,
+                          rtol=1e-4)
+    assert not feats[0, :, 0, 5:].any()  # the first frame has no previous one
     noise = Stft(N_FFT, 64).analyze(torch.randn(1, 4096, generator=torch.Generator().manual_seed(0)))
     adv = torch.view_as_complex(bin_features(noise, 32, phase=True)[0, 17, 4:-4, 5:].contiguous())
     assert (adv / adv.abs()).mean().abs() < 0.5
@@ -378,8 +382,38 @@ def test_a_deep_filter_and_phase_features_grow_as_no_ops_and_train() -> None:
     grown.net.unembed.reset_gain()
     v = grown.net.unembed.weight.view(*grown.net.unembed.weight.shape[:2], -1, WIDTH)
     assert not v[:, :, :2].any() and not v[:, :, 4:].any() and v[:, :, 2:4].any()
-    with pytest.raises(ValueError, match="unexpected|do not fit"):  # fewer taps is not growing
+
+
+def test_the_mask_scale_multiplies_every_tap_and_not_the_residual() -> None:
+    net = build_model(_filtered(3), seed=0).net
+    spec = net.stft.analyze(torch.randn(1, 2048, generator=torch.Generator().manual_seed(2)))
+    h = torch.zeros(1, 16, 8, spec.shape[-1])
+    with torch.no_grad():
+        net.unembed.bias.normal_(generator=torch.Generator().manual_seed(3))
+        out = net.unembed.head(h)
+        residual_only = out.clone()
+        residual_only[:, [0, 1, 4, 5, 6, 7]] = 0
+        gains = net.unembed.synthesize(out, spec) - net.unembed.synthesize(residual_only, spec)
+        scale = torch.tensor([2.5])
+        scaled = net.unembed.synthesize(out, spec, scale) - net.unembed.synthesize(residual_only, spec, scale)
+    assert gains.abs().max() > 1e-3 and torch.allclose(scaled, 2.5 * gains, atol=1e-5)
+
+
+def test_a_deep_filter_grows_more_taps_each_in_its_own_frame() -> None:
+    source = build_model(_filtered(3), seed=0)
+    with torch.no_grad():
+        for p in source.net.unembed.parameters():
+            p.normal_(std=0.1)
+    grown = build_model(_filtered(5), seed=1)
+    assert load_grown(grown, source.state_dict()) == ["net.unembed (filter taps)"]
+    x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(3))
+    cond = HashTextEncoder(384).encode(["bass", "piano"])
+    with torch.no_grad():
+        assert torch.allclose(grown(x, 0.2, cond), source(x, 0.2, cond), atol=1e-6)
+    with pytest.raises(ValueError, match="shapes differ"):  # fewer taps is not growing
         load_grown(build_model(_filtered(3), seed=0), grown.state_dict())
+    with pytest.raises(ValueError, match="shapes differ"):  # nor is dropping the phase features
+        load_grown(build_model(_filtered(5, phase=False), seed=0), grown.state_dict())
 
 
 def test_filter_settings_are_checked() -> None:
@@ -413,6 +447,7 @@ def test_band_attention_grows_as_a_no_op_and_mixes_bands_within_a_frame_only() -
         delta = (attn(h2) - base).abs().sum((0, 1))  # [bands, frames]
         assert delta[1:, 2].min() > 0  # every other band of that frame reads it
         assert delta[:, [0, 1, 3, 4, 5]].max() == 0  # no other frame does
-        assert torch.allclose(attn(h.contiguous(memory_format=torch.channels_last)), base, atol=1e-6)
+        last = attn(h.contiguous(memory_format=torch.channels_last))
+        assert last.is_contiguous(memory_format=torch.channels_last) and torch.allclose(last, base, atol=1e-6)
     with pytest.raises(ValueError, match="band_attn_levels"):
         dataclasses.replace(cfg.unet, band_attn_levels=(2,))

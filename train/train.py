@@ -17,8 +17,9 @@ train/configs/ (fields: `TrainConfig` below); any field can be overridden on the
     python train/train.py --config train/configs/bands.yaml \
         --set name=ft init_from=assets/gmsdi-synthslakh.safetensors
     # ... or grow the bundled network as it starts: more blocks per level, bottleneck self-attention, a
-    # per-bin refiner, or a deep filter with phase features (model.unet.filter_taps=5
-    # model.unet.phase_features=true), each starting as a no-op (`gmsdi.models.bandunet.load_grown`)
+    # per-bin refiner, attention over bands ("model.unet.band_attn_levels=[0,1]") or a deep filter with phase
+    # features (model.unet.filter_taps=5 model.unet.phase_features=true), each starting as a no-op
+    # (`gmsdi.models.bandunet.load_grown`)
     python train/train.py --config train/configs/bands.yaml --set name=grow \
         init_from=assets/gmsdi-synthslakh.safetensors "model.unet.num_blocks=[1,2,2]" \
         model.unet.self_attn_bottleneck=true
@@ -520,9 +521,10 @@ def train(cfg: TrainConfig) -> dict:
             grown = load_grown(model, source.state_dict())
         except ValueError as e:
             raise ValueError(f"init_from {cfg.init_from} does not fit this model ({e}); a run may only add a "
-                             "per-bin refiner, bottleneck self-attention, residual blocks, phase features or filter "
-                             "taps to the source's network (model.unet.refine_channels, self_attn_bottleneck, "
-                             "num_blocks, phase_features, filter_taps)") from None
+                             "per-bin refiner, bottleneck self-attention, residual blocks, band attention, phase "
+                             "features or filter taps to the source's network (model.unet.refine_channels, "
+                             "self_attn_bottleneck, num_blocks, band_attn_levels, phase_features, filter_taps)"
+                             ) from None
         if grown:  # each starts as a no-op, so the model starts as the source
             accelerator.print(f"init_from {cfg.init_from}: new parts start as no-ops: {', '.join(grown)}")
         old_gain, new_gain = source.model_config.unet.band_gain, model_cfg.unet.band_gain

@@ -141,7 +141,7 @@ class BandUnembed(nn.Module):
             return self.stft.synthesize(y + torch.complex(out[:, 2], out[:, 3]))
 
     def forward(self, h: torch.Tensor, spec: torch.Tensor, gain_scale: torch.Tensor | None = None) -> torch.Tensor:
-        """`gain_scale` [B] multiplies M (None: 1)."""
+        """`gain_scale` [B] multiplies every M_j (None: 1)."""
         return self.synthesize(self.head(h), spec, gain_scale)
 
     def reset_gain(self) -> None:
@@ -218,8 +218,9 @@ class BinRefiner(nn.Module):
     zero-initialised 1×1 map to ΔM, ΔR: a network that gains a refiner starts as the one it grew from.
 
     Call: `refiner(g [B, C_0, bands, N], feats [B, bins, N, FEATURES_PER_BIN], head [B, 4, bins, N], emb [B, E],
-    layout) -> [B, 4, bins, N]` (fp32), added to `head`; `feats` are the input's `bin_features` (the band
-    embedding's too), `layout` the memory format of its activations (`BandUNet2d._layout`).
+    layout) -> [B, 4, bins, N]` (fp32), added to the head's M_0 and R; `feats` are the first FEATURES_PER_BIN of
+    the input's `bin_features` (no phase features), `head` the band head's M_0 and R, `layout` the memory format
+    of its activations (`BandUNet2d._layout`).
     """
 
     def __init__(self, bands: int, width: int, c_band: int, channels: int, blocks: int, emb_dim: int,
@@ -435,10 +436,16 @@ def _grow_io(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[dict[
             grown.append("net.embed (phase features)")
     for key in ("net.unembed.weight", "net.unembed.bias"):  # [..., groups·width], groups outermost
         if key in state and state[key].ndim == own[key].ndim and state[key].shape != own[key].shape \
-                and state[key].shape[:-1] == own[key].shape[:-1]:
-            extra = own[key].shape[-1] - state[key].shape[-1]
-            if extra > 0 and extra % w == 0:
-                state[key] = F.pad(state[key], (0, extra))
+                and state[key].shape[:-1] == own[key].shape[:-1] and state[key].shape[-1] % (2 * w) == 0:
+            src = state[key].unflatten(-1, (-1, w))  # [..., groups, width]: M_0, R, M_-J..M_-1, M_1..M_J
+            half_old, half_new = (src.shape[-2] - 4) // 4, net.unembed.taps // 2
+            if 0 <= half_old < half_new:  # each old tap M_j goes to the slot of the same j
+                new = src.new_zeros(*src.shape[:-2], net.unembed.groups, w)
+                new[..., :4, :] = src[..., :4, :]
+                lo = 4 + 2 * (half_new - half_old)  # the first new slot of j = -J_old
+                new[..., lo: lo + 2 * half_old, :] = src[..., 4: 4 + 2 * half_old, :]
+                new[..., 4 + 2 * half_new: 4 + 2 * half_new + 2 * half_old, :] = src[..., 4 + 2 * half_old:, :]
+                state[key] = new.flatten(-2)
                 if key.endswith("weight"):
                     grown.append("net.unembed (filter taps)")
     return state, grown
