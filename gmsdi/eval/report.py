@@ -712,7 +712,9 @@ def look_section(look_dir: Path, out: Path) -> list[str]:
                      + " | ".join(_fmt(r["tf_contrast"][c]["generated"]["mean"]) for c in classes) + " |")
     lines.append("")
     for tag, r in runs.items():
-        lines += [f"![{tag}]({_rel(REPO_ROOT / r['picture'], out)})", "", f"*{tag}: `{r['command']}`*", ""]
+        picture = REPO_ROOT / r["picture"]
+        shown = [f"![{tag}]({_rel(picture, out)})", ""] if picture.is_file() else []  # some runs keep it local
+        lines += [*shown, f"*{tag}{'' if shown else ' (picture not committed)'}: `{r['command']}`*", ""]
     return lines
 
 
