@@ -14,8 +14,9 @@ from model_fixtures import N_FFT, WIDTH, tiny_bands_config
 
 from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model
 from gmsdi.models.bandunet import FEATURES_PER_BIN, PHASE_FEATURES, BandUNet2d, bin_features, load_grown
+from gmsdi.models.edm import EDMDenoiser
 from gmsdi.models.spectral import Stft
-from gmsdi.text import HashTextEncoder
+from gmsdi.text import HashTextEncoder, TextEmbedding
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 SR = 16000
@@ -209,15 +210,27 @@ def _refined(channels: int = 8, blocks: int = 1) -> ModelConfig:
     return dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, refine_channels=channels, refine_blocks=blocks))
 
 
-def test_a_grown_refiner_starts_as_the_model_it_grew_from_and_then_acts_per_bin() -> None:
-    source = build_model(tiny_bands_config(), seed=0)
+def _probe_input() -> tuple[torch.Tensor, TextEmbedding]:
+    """Two noisy windows [2, 1, 1024] and their prompts, to compare a grown model's output with its source's."""
+    return (0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(3)),
+            HashTextEncoder(384).encode(["bass", "piano"]))
+
+
+def _trained_source(config: ModelConfig | None = None, embed: bool = False) -> EDMDenoiser:
+    """A source model to grow from, its head (and with `embed` its band embedding) randomised like trained
+    weights, so that a grown model that dropped or misplaced them would compute something else."""
+    source = build_model(config or tiny_bands_config(), seed=0)
     with torch.no_grad():
-        for p in source.net.unembed.parameters():
+        for p in [*source.net.unembed.parameters(), *(source.net.embed.parameters() if embed else [])]:
             p.normal_(std=0.1)
+    return source
+
+
+def test_a_grown_refiner_starts_as_the_model_it_grew_from_and_then_acts_per_bin() -> None:
+    source = _trained_source()
     grown = build_model(_refined(), seed=1)
     assert load_grown(grown, source.state_dict()) == ["net.refiner"]
-    x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(3))
-    cond = HashTextEncoder(384).encode(["bass", "piano"])
+    x, cond = _probe_input()
     with torch.no_grad():
         assert torch.equal(grown(x, 0.2, cond), source(x, 0.2, cond))  # its output layer is zero
         grown.net.refiner.out.weight.normal_()
@@ -272,10 +285,7 @@ def test_refiner_settings_are_checked() -> None:
 
 
 def test_deeper_levels_and_bottleneck_attention_grow_as_no_ops_and_misfits_are_refused() -> None:
-    source = build_model(tiny_bands_config(), seed=0)
-    with torch.no_grad():
-        for p in source.net.unembed.parameters():
-            p.normal_(std=0.1)
+    source = _trained_source()
     cfg = tiny_bands_config()
     deeper = dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, num_blocks=(2, 3),
                                                                self_attn_bottleneck=True))
@@ -283,8 +293,7 @@ def test_deeper_levels_and_bottleneck_attention_grow_as_no_ops_and_misfits_are_r
     names = load_grown(grown, source.state_dict())
     assert names == ["net.down.0.blocks.1", "net.down.1.blocks.1", "net.down.1.blocks.2", "net.mid_self",
                      "net.up.0.blocks.1", "net.up.1.blocks.1", "net.up.1.blocks.2"]
-    x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(3))
-    cond = HashTextEncoder(384).encode(["bass", "piano"])
+    x, cond = _probe_input()
     with torch.no_grad():
         assert torch.allclose(grown(x, 0.2, cond), source(x, 0.2, cond), atol=1e-6)
         grown.net.mid_self.out.weight.normal_()  # the attention now acts
@@ -306,8 +315,7 @@ def test_more_refiner_blocks_grow_as_no_ops_and_other_networks_must_match_exactl
         load_grown(grown, {**source.state_dict(), "net.embed.weight": torch.zeros(3)})
     assert all(torch.equal(v, grown.state_dict()[k]) for k, v in before.items())
     assert load_grown(grown, source.state_dict()) == ["net.refiner.blocks.1"]
-    x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(3))
-    cond = HashTextEncoder(384).encode(["bass", "piano"])
+    x, cond = _probe_input()
     with torch.no_grad():
         assert torch.allclose(grown(x, 0.2, cond), source(x, 0.2, cond), atol=1e-6)
     tiny = model_config("tiny")  # UNet1d: no growing, only an exact match
@@ -361,14 +369,10 @@ def test_phase_features_are_steady_for_a_held_partial_and_not_for_noise() -> Non
 
 
 def test_a_deep_filter_and_phase_features_grow_as_no_ops_and_train() -> None:
-    source = build_model(tiny_bands_config(), seed=0)
-    with torch.no_grad():
-        for p in [*source.net.unembed.parameters(), *source.net.embed.parameters()]:
-            p.normal_(std=0.1)
+    source = _trained_source(embed=True)
     grown = build_model(_filtered(5), seed=1)
     assert load_grown(grown, source.state_dict()) == ["net.embed (phase features)", "net.unembed (filter taps)"]
-    x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(3))
-    cond = HashTextEncoder(384).encode(["bass", "piano"])
+    x, cond = _probe_input()
     with torch.no_grad():
         assert torch.equal(grown(x, 0.2, cond), source(x, 0.2, cond))
     grown.train()
@@ -400,14 +404,10 @@ def test_the_mask_scale_multiplies_every_tap_and_not_the_residual() -> None:
 
 
 def test_a_deep_filter_grows_more_taps_each_in_its_own_frame() -> None:
-    source = build_model(_filtered(3), seed=0)
-    with torch.no_grad():
-        for p in source.net.unembed.parameters():
-            p.normal_(std=0.1)
+    source = _trained_source(_filtered(3))
     grown = build_model(_filtered(5), seed=1)
     assert load_grown(grown, source.state_dict()) == ["net.unembed (filter taps)"]
-    x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(3))
-    cond = HashTextEncoder(384).encode(["bass", "piano"])
+    x, cond = _probe_input()
     with torch.no_grad():
         assert torch.allclose(grown(x, 0.2, cond), source(x, 0.2, cond), atol=1e-6)
     with pytest.raises(ValueError, match="shapes differ"):  # fewer taps is not growing
@@ -425,16 +425,12 @@ def test_filter_settings_are_checked() -> None:
 
 
 def test_band_attention_grows_as_a_no_op_and_mixes_bands_within_a_frame_only() -> None:
-    source = build_model(tiny_bands_config(), seed=0)
-    with torch.no_grad():
-        for p in source.net.unembed.parameters():
-            p.normal_(std=0.1)
+    source = _trained_source()
     cfg = tiny_bands_config()
     grown = build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, band_attn_levels=(0, 1))), seed=1)
     assert load_grown(grown, source.state_dict()) == ["net.down.0.band_attn", "net.down.1.band_attn",
                                                       "net.up.0.band_attn", "net.up.1.band_attn"]
-    x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(3))
-    cond = HashTextEncoder(384).encode(["bass", "piano"])
+    x, cond = _probe_input()
     with torch.no_grad():
         assert torch.equal(grown(x, 0.2, cond), source(x, 0.2, cond))
     attn = grown.net.down[0].band_attn
