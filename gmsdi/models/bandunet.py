@@ -419,11 +419,12 @@ _GROWABLE = re.compile(
     r"net\.(refiner\.blocks\.[1-9]\d*|refiner|mid_self|(down|up)\.\d+\.(blocks\.[1-9]\d*|band_attn))\.")
 
 
-def _grow_io(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """`state` with the band embedding's and head's weights zero-padded to `model`'s, where `model` adds phase
-    features (more inputs per bin) or filter taps (more outputs per bin) to a `BandUNet2d`; and what grew."""
-    net, state, grown = model.net, dict(state), []
-    own = model.state_dict()
+def _grow_io(net: BandUNet2d, own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+             ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """`state` with the band embedding's and head's weights zero-padded to `own` (the state of the model over
+    `net`), where `net` adds phase features (more inputs per bin) or filter taps (more outputs per bin); and what
+    grew."""
+    state, grown = dict(state), []
     w = net.embed.width
     key = "net.embed.weight"
     if key in state and state[key].ndim == own[key].ndim == 3 and state[key].shape != own[key].shape \
@@ -466,14 +467,14 @@ def load_grown(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]
     lacks, or the model lacks weights that are not of a growable part; `model` is then left untouched.
     """
     own = model.state_dict()
+    growable = isinstance(getattr(model, "net", None), BandUNet2d)
     io_grown: list[str] = []
-    if isinstance(getattr(model, "net", None), BandUNet2d):
-        state, io_grown = _grow_io(model, state)
+    if growable:
+        state, io_grown = _grow_io(model.net, own, state)
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
               if k in own and state[k].shape != own[k].shape]
     missing = [k for k in own if k not in state]
-    growable = isinstance(getattr(model, "net", None), BandUNet2d)
     other = [k for k in missing if not (growable and _GROWABLE.match(k))]
     if shapes or unexpected or other:
         raise ValueError(f"the source's weights do not fit: shapes differ {shapes[:3]}, missing {other[:4]}, "
