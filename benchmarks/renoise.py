@@ -33,6 +33,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -72,14 +73,22 @@ class AutoGuided(torch.nn.Module):
         return d if self.weight == 1 else torch.lerp(self.bad(x, sigma, cond).float(), d, self.weight)
 
 
-def denoise_errors(model: torch.nn.Module, clean: torch.Tensor, cond, stft: Stft, seed: int) -> dict:
-    """{σ: {"gap": E/N in gap bins, "signal": E/N in signal bins, "gap_share": share of bins}}; clean [B, 1, T]."""
+def one_call(model: torch.nn.Module, clean: torch.Tensor, cond, sigmas: Sequence[float], seed: int
+             ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per σ: the noise σ·ε drawn and D(clean + σ·ε; σ), each [B, 1, T], one denoising call."""
     g = torch.Generator().manual_seed(seed)
-    out = {}
-    for s in SIGMAS:
+    outs = []
+    for s in sigmas:
         noise = s * torch.randn(clean.shape, generator=g)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            d = model(clean + noise, s, cond).float()
+            outs.append((noise, model(clean + noise, s, cond).float()))
+    return outs
+
+
+def denoise_errors(model: torch.nn.Module, clean: torch.Tensor, cond, stft: Stft, seed: int) -> dict:
+    """{σ: {"gap": E/N in gap bins, "signal": E/N in signal bins, "gap_share": share of bins}}; clean [B, 1, T]."""
+    out = {}
+    for s, (noise, d) in zip(SIGMAS, one_call(model, clean, cond, SIGMAS, seed), strict=True):
         c, e, n = _power(stft, clean[:, 0]), _power(stft, (d - clean)[:, 0]), _power(stft, noise[:, 0])
         gap = c < n.mean()
         out[str(s)] = {"gap": round(float(e[gap].sum() / n[gap].sum()), 4),
@@ -106,18 +115,6 @@ def renoise(model: torch.nn.Module, clean: torch.Tensor, cond, starts: list[floa
         sigmas = get_sigmas_karras(steps, model.config.sigma_min, start)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             outs.append(sample_heun(lambda x, s, c: model(x, s, c).float(), x, sigmas, extra_args={"c": cond}))
-    return outs
-
-
-def one_call(model: torch.nn.Module, clean: torch.Tensor, cond, sigmas: list[float], seed: int
-             ) -> list[torch.Tensor]:
-    """Per σ: D(clean + σ·ε; σ) [B, 1, T], one denoising call."""
-    g = torch.Generator().manual_seed(seed)
-    outs = []
-    for s in sigmas:
-        x = clean + s * torch.randn(clean.shape, generator=g)
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-            outs.append(model(x, s, cond).float())
     return outs
 
 
@@ -239,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
          classes, sr, png, f"{args.tag}: validation stems re-noised to σ and sampled back ({args.steps} Heun steps)")
     if args.onecall:
         once = one_call(model, clean, cond, args.onecall, args.seed)
-        plot([clean[:, 0].numpy(), *[o[:, 0].numpy() for o in once]],
+        plot([clean[:, 0].numpy(), *[d[:, 0].numpy() for _, d in once]],
              ["real", *[f"D at σ={s:g}" for s in args.onecall]], classes, sr,
              png.with_name(f"{args.tag}-onecall.png"), f"{args.tag}: one denoising call at σ")
     print(f"wrote {target.relative_to(ROOT)} and {png.relative_to(ROOT)}")
