@@ -13,7 +13,14 @@ import torch
 from model_fixtures import N_FFT, WIDTH, tiny_bands_config
 
 from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model
-from gmsdi.models.bandunet import FEATURES_PER_BIN, PHASE_FEATURES, BandUNet2d, bin_features, load_grown
+from gmsdi.models.bandunet import (
+    FEATURES_PER_BIN,
+    PHASE_FEATURES,
+    BandUNet2d,
+    bin_features,
+    harmonic_stack,
+    load_grown,
+)
 from gmsdi.models.edm import EDMDenoiser
 from gmsdi.models.spectral import Stft
 from gmsdi.text import HashTextEncoder, TextEmbedding
@@ -371,7 +378,7 @@ def test_phase_features_are_steady_for_a_held_partial_and_not_for_noise() -> Non
 def test_a_deep_filter_and_phase_features_grow_as_no_ops_and_train() -> None:
     source = _trained_source(embed=True)
     grown = build_model(_filtered(5), seed=1)
-    assert load_grown(grown, source.state_dict()) == ["net.embed (phase features)", "net.unembed (filter taps)"]
+    assert load_grown(grown, source.state_dict()) == ["net.embed (input features)", "net.unembed (filter taps)"]
     x, cond = _probe_input()
     with torch.no_grad():
         assert torch.equal(grown(x, 0.2, cond), source(x, 0.2, cond))
@@ -386,6 +393,49 @@ def test_a_deep_filter_and_phase_features_grow_as_no_ops_and_train() -> None:
     grown.net.unembed.reset_gain()
     v = grown.net.unembed.weight.view(*grown.net.unembed.weight.shape[:2], -1, WIDTH)
     assert not v[:, :, :2].any() and not v[:, :, 4:].any() and v[:, :, 2:4].any()
+
+
+def test_harmonic_features_line_up_a_notes_partials_at_its_fundamental() -> None:
+    t = torch.arange(8192) / SR
+    f0 = 20.3 * SR / 1024  # between bins: the n-th partial drifts n·0.3 bins from n times bin 20
+    note = sum(torch.sin(2 * math.pi * n * f0 * t) / n for n in (1, 2, 3, 4))[None]
+    spec = Stft(1024, 256).analyze(note)
+    logp = (spec.abs().pow(2) + 1e-4).log() / 4
+    ratios = (0.25, 0.5, 2.0, 3.0, 4.0)
+    feats = bin_features(spec, 512, phase=True, harmonics=ratios)  # [1, 512, N, 5 + 2 + 5]
+    assert feats.shape[-1] == FEATURES_PER_BIN + PHASE_FEATURES + len(ratios)
+    assert torch.equal(feats[..., :FEATURES_PER_BIN + PHASE_FEATURES], bin_features(spec, 512, phase=True))
+    frame = feats[0, :, 10, FEATURES_PER_BIN + PHASE_FEATURES:]  # [512, 5]
+    peak = logp[0, :, 10]
+    for col, n in ((2, 2), (3, 3), (4, 4)):  # at the fundamental's bin, h = n reads the n-th partial
+        assert frame[20, col] >= peak[round(n * 20.3)] - 1e-6
+        assert frame[20, col] > peak[n * 20 + 10] + 1.0  # far above the gap between partials
+    assert frame[41, 1] >= peak[20] - 1e-6  # at the 2nd partial, h = 1/2 reads the fundamental
+    assert frame[81, 0] >= peak[20] - 1e-6  # at the 4th, h = 1/4 does
+    assert (frame[300:, 2:] == math.log(1e-4) / 4).all()  # h·k past the last bin reads silence
+    stack = harmonic_stack(logp, (2.0,))  # the largest log power within a bin of 2k
+    assert torch.equal(stack[0, 7, :, 0], logp[0, 13:16].amax(0))
+
+
+def test_harmonic_features_grow_as_no_ops_and_their_settings_are_checked() -> None:
+    source = _trained_source(_filtered(3), embed=True)
+    cfg = _filtered(3)
+    grown = build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, harmonic_features=(0.5, 2))),
+                        seed=1)
+    assert load_grown(grown, source.state_dict()) == ["net.embed (input features)"]
+    x, cond = _probe_input()
+    with torch.no_grad():
+        assert torch.equal(grown(x, 0.2, cond), source(x, 0.2, cond))
+    grown.train()
+    grown.loss(x, torch.full((2,), 0.5), cond, generator=torch.Generator().manual_seed(5)).mean().backward()
+    e = grown.net.embed.weight.grad.view(grown.net.embed.bands, WIDTH, -1, grown.net.embed.weight.shape[-1])
+    assert e[:, :, FEATURES_PER_BIN + PHASE_FEATURES:].abs().sum() > 0  # the new features' weights learn
+    for bad in ((1.0,), (0.0,), (2.0, 2.0)):
+        with pytest.raises(ValueError, match="harmonic_features must be distinct ratios"):
+            dataclasses.replace(cfg.unet, harmonic_features=bad)
+    default = model_config("default")
+    with pytest.raises(ValueError, match="settings of the 'bandunet2d' network"):
+        build_model(dataclasses.replace(default, unet=dataclasses.replace(default.unet, harmonic_features=(2,))))
 
 
 def test_the_mask_scale_multiplies_every_tap_and_not_the_residual() -> None:

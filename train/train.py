@@ -18,7 +18,8 @@ train/configs/ (fields: `TrainConfig` below); any field can be overridden on the
         --set name=ft init_from=assets/gmsdi-synthslakh.safetensors
     # ... or grow the bundled network as it starts: more blocks per level, bottleneck self-attention, a
     # per-bin refiner, attention over bands ("model.unet.band_attn_levels=[0,1]") or a deep filter with phase
-    # features (model.unet.filter_taps=5 model.unet.phase_features=true), each starting as a no-op
+    # features (model.unet.filter_taps=5 model.unet.phase_features=true), harmonic features
+    # ("model.unet.harmonic_features=[0.25,0.5,2,3,4]"), each starting as a no-op
     # (`gmsdi.models.bandunet.load_grown`)
     python train/train.py --config train/configs/bands.yaml --set name=grow \
         init_from=assets/gmsdi-synthslakh.safetensors "model.unet.num_blocks=[1,2,2]" \
@@ -522,8 +523,9 @@ def train(cfg: TrainConfig) -> dict:
         except ValueError as e:
             raise ValueError(f"init_from {cfg.init_from} does not fit this model ({e}); a run may only add a "
                              "per-bin refiner, bottleneck self-attention, residual blocks, band attention, phase "
-                             "features or filter taps to the source's network (model.unet.refine_channels, "
-                             "self_attn_bottleneck, num_blocks, band_attn_levels, phase_features, filter_taps)"
+                             "or harmonic features (after the source's) or filter taps to the source's network "
+                             "(model.unet.refine_channels, self_attn_bottleneck, num_blocks, band_attn_levels, "
+                             "phase_features, harmonic_features, filter_taps)"
                              ) from None
         if grown:  # each starts as a no-op, so the model starts as the source
             accelerator.print(f"init_from {cfg.init_from}: new parts start as no-ops: {', '.join(grown)}")

@@ -22,7 +22,9 @@ as an axis:
    With `filter_taps` = 2J + 1 > 1 the gain is a deep filter (Mack & Habets 2019; DeepFilterNet):
    s·Σ_{|j|≤J} M_j·X[t + j], complex gains on the J frames either side too, so that an output
    frame can add up a partial's neighbouring frames in phase, which one gain per bin cannot.
-   `phase_features` gives the input each bin's phase advance from the previous frame.
+   `phase_features` gives the input each bin's phase advance from the previous frame, and
+   `harmonic_features` the log power near h times its frequency for each ratio h (a note's partials lie
+   at multiples of its fundamental, up to tens of bands away, out of the 3×3 convolutions' reach).
 4. Optionally (`refine_channels` > 0) a full-resolution level, `BinRefiner`: 3×3 convolutions over
    (bin, frame) that correct M and R bin by bin, from each bin's own features and its band's.
 
@@ -41,8 +43,9 @@ on an input of scale σ give outputs of the data's scale).
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -64,11 +67,35 @@ FEATURES_PER_BIN = 5  # re, im, re·|X|^-½, im·|X|^-½, ln(|X|² + 1e-4) / 4
 PHASE_FEATURES = 2  # re, im of X[t]·conj(X[t-1]) compressed to |·|^¼
 
 
-def bin_features(spec: torch.Tensor, bins: int, phase: bool = False) -> torch.Tensor:
-    """STFT [B, F, N] complex -> per-bin features [B, bins, N, FEATURES_PER_BIN (+ PHASE_FEATURES)] (fp32) of
-    its first `bins` bins: real and imaginary part, the same compressed to |X|^½ with the phase of X, and log
-    power; with `phase`, also the phase advance from the previous frame, X[t]·conj(X[t-1]) compressed to its
-    magnitude's fourth root (the same scale as the compressed X; 0 at the first frame)."""
+def harmonic_stack(logp: torch.Tensor, ratios: Sequence[float]) -> torch.Tensor:
+    """Log power [B, F, N] -> [B, F, N, len(ratios)]: at bin k, for each ratio h, the largest log power
+    within max(1, round(h/2)) bins of bin round(h·k) (a partial's n-th harmonic lies within n/2 bins of n times its
+    bin), and the silence value ln(1e-4)/4 where h·k is past the last bin. A note's harmonics line up across
+    the features at its fundamental's bin, as in the harmonic CQT (Bittner et al. 2017)."""
+    f = logp.shape[1]
+    k = torch.arange(f, device=logp.device, dtype=torch.float64)
+    pooled: dict[int, torch.Tensor] = {}  # by half-width r: the max over bins k - r..k + r, then a silent row f
+    out = []
+    for h in ratios:
+        r = max(1, round(h / 2))
+        if r not in pooled:
+            padded = F.pad(logp, (0, 0, r, r), value=-math.inf)
+            m = padded[:, :f]
+            for j in range(1, 2 * r + 1):
+                m = torch.maximum(m, padded[:, j: j + f])
+            pooled[r] = F.pad(m, (0, 0, 0, 1), value=math.log(1e-4) / 4)
+        out.append(pooled[r].index_select(1, torch.round(k * h).long().clamp_max(f)))
+    return torch.stack(out, dim=-1)
+
+
+def bin_features(spec: torch.Tensor, bins: int, phase: bool = False, harmonics: Sequence[float] = ()
+                 ) -> torch.Tensor:
+    """STFT [B, F, N] complex -> per-bin features [B, bins, N, FEATURES_PER_BIN (+ PHASE_FEATURES)
+    (+ len(harmonics))] (fp32) of its first `bins` bins: real and imaginary part, the same compressed to |X|^½
+    with the phase of X, and log power; with `phase`, also the phase advance from the previous frame,
+    X[t]·conj(X[t-1]) compressed to its magnitude's fourth root (the same scale as the compressed X; 0 at the
+    first frame); with `harmonics` (ratios h), the log power near bin h·k of the whole spectrum
+    (`harmonic_stack`)."""
     with torch.autocast(spec.device.type, enabled=False):
         s = spec[:, :bins]
         mag = s.abs()
@@ -78,7 +105,11 @@ def bin_features(spec: torch.Tensor, bins: int, phase: bool = False) -> torch.Te
             adv = F.pad(s[..., 1:] * s[..., :-1].conj(), (1, 0))
             adv = adv / (adv.abs() + 1e-8).pow(0.75)
             feats += [adv.real, adv.imag]
-        return torch.stack(feats, dim=-1)
+        feats = torch.stack(feats, dim=-1)
+        if harmonics:
+            logp = (spec.abs().pow(2) + 1e-4).log() / 4  # every bin: h·k may lie past `bins`
+            feats = torch.cat([feats, harmonic_stack(logp, harmonics)[:, :bins]], dim=-1)
+        return feats
 
 
 class BandEmbed(nn.Module):
@@ -263,8 +294,9 @@ class BandUNet2d(nn.Module):
     """The frequency-local text-conditioned denoiser (see the module docstring).
 
     Uses from `UNetConfig`: in_channels (1), patch_size (the STFT hop), n_fft, band_width,
-    band_gain, refine_channels, refine_blocks, filter_taps, phase_features, channels, num_blocks, emb_dim, fourier_dim,
-    cross_attn_levels, self_attn_bottleneck, band_attn_levels, attn_head_dim, norm_groups, dropout.
+    band_gain, refine_channels, refine_blocks, filter_taps, phase_features, harmonic_features, channels,
+    num_blocks, emb_dim, fourier_dim, cross_attn_levels, self_attn_bottleneck, band_attn_levels, attn_head_dim,
+    norm_groups, dropout.
     Call: `net(x_in [B, 1, T], c_noise [B], cond) -> [B, 1, T]`, `cond` a
     `TextEmbedding` (or mapping) or None for the null prompt; T a multiple of
     `config.length_multiple`.
@@ -293,8 +325,8 @@ class BandUNet2d(nn.Module):
             raise ValueError(f"channels[0]={chans[0]} is below 2·band_width={2 * width}: the residual could not "
                              "span every spectrum of a band")
 
-        self.embed = BandEmbed(bands, width, chans[0],
-                               FEATURES_PER_BIN + (PHASE_FEATURES if cfg.phase_features else 0))
+        self.embed = BandEmbed(bands, width, chans[0], FEATURES_PER_BIN + (PHASE_FEATURES if cfg.phase_features else 0)
+                               + len(cfg.harmonic_features))
         self.fourier = FourierFeatures(cfg.fourier_dim)
         self.sigma_mlp = nn.Sequential(
             nn.Linear(cfg.fourier_dim, cfg.emb_dim), nn.SiLU(), nn.Linear(cfg.emb_dim, cfg.emb_dim)
@@ -367,8 +399,9 @@ class BandUNet2d(nn.Module):
 
         with torch.autocast(x.device.type, enabled=False):
             spec = self.stft.analyze(x[:, 0])  # [B, F, N]
-        # [B, bins, N, 5 (+ 2)], for the embedding and (the first 5) the refiner
-        feats = bin_features(spec, self.embed.bands * self.embed.width, self.config.phase_features)
+        # [B, bins, N, 5 (+ 2) (+ harmonics)], for the embedding and (the first 5) the refiner
+        feats = bin_features(spec, self.embed.bands * self.embed.width, self.config.phase_features,
+                             self.config.harmonic_features)
         h = self.embed(feats).contiguous(memory_format=self._layout())
         if (stream := self._stream_dtype(x.device)) is not None:
             h = h.to(stream)
@@ -422,8 +455,8 @@ _GROWABLE = re.compile(
 def _grow_io(net: BandUNet2d, own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
              ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """`state` with the band embedding's and head's weights zero-padded to `own` (the state of the model over
-    `net`), where `net` adds phase features (more inputs per bin) or filter taps (more outputs per bin); and what
-    grew."""
+    `net`), where `net` adds input features (phase or harmonic: more inputs per bin, appended after the source's)
+    or filter taps (more outputs per bin); and what grew."""
     state, grown = dict(state), []
     w = net.embed.width
     key = "net.embed.weight"
@@ -434,7 +467,7 @@ def _grow_io(net: BandUNet2d, own: Mapping[str, torch.Tensor], state: Mapping[st
         if f_old < f_new and (src.shape[0], src.shape[2]) == (own[key].shape[0], own[key].shape[2]):
             src = src.reshape(src.shape[0], w, f_old, src.shape[2])
             state[key] = F.pad(src, (0, 0, 0, f_new - f_old)).reshape(own[key].shape)
-            grown.append("net.embed (phase features)")
+            grown.append("net.embed (input features)")
     for key in ("net.unembed.weight", "net.unembed.bias"):  # [..., groups·width], groups outermost
         if key in state and state[key].ndim == own[key].ndim and state[key].shape != own[key].shape \
                 and state[key].shape[:-1] == own[key].shape[:-1] and state[key].shape[-1] % (2 * w) == 0:
@@ -456,7 +489,8 @@ def load_grown(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]
     """Loads `state`, an `EDMDenoiser` over a `BandUNet2d`, into `model`, whose network may be a grown copy of it:
     a per-bin refiner (`refine_channels`) or more blocks in it (`refine_blocks`), bottleneck self-attention
     (`self_attn_bottleneck`), more residual blocks per level (`num_blocks`), attention over bands
-    (`band_attn_levels`), phase features (`phase_features`), a deep filter (`filter_taps` above the source's).
+    (`band_attn_levels`), phase or harmonic features (`phase_features`, `harmonic_features`; the source's
+    features must be the first ones of the model's), a deep filter (`filter_taps` above the source's).
     The new parts start as no-ops, so the grown model computes what the source did (for the same config
     otherwise): the refiner's and the attentions' output maps are zero-initialised, a new residual block's last
     convolution is zeroed here (its skip is the identity), and the embedding's weights for new features and the

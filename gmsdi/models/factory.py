@@ -197,10 +197,11 @@ def build_model(config: ModelConfig | str = "default", seed: int | None = None) 
     if config.unet.band_gain != "input" and config.network != "bandunet2d":
         raise ValueError(f"band_gain={config.unet.band_gain!r} is a setting of the 'bandunet2d' network, not of "
                          f"{config.network!r}; leave it at 'input'")
-    if (config.unet.filter_taps != 1 or config.unet.phase_features or config.unet.band_attn_levels) \
+    u = config.unet
+    if (u.filter_taps != 1 or u.phase_features or u.harmonic_features or u.band_attn_levels) \
             and config.network != "bandunet2d":
-        raise ValueError(f"filter_taps, phase_features and band_attn_levels are settings of the 'bandunet2d' "
-                         f"network, not of {config.network!r}; leave them at 1, false and []")
+        raise ValueError(f"filter_taps, phase_features, harmonic_features and band_attn_levels are settings of the "
+                         f"'bandunet2d' network, not of {config.network!r}; leave them at 1, false, [] and []")
     if config.unet.refine_channels and config.network != "bandunet2d":
         raise ValueError(f"refine_channels is a setting of the 'bandunet2d' network, not of {config.network!r}; "
                          "leave it at 0")

@@ -65,6 +65,10 @@ class UNetConfig:
             frames centred on t, which can follow a partial's phase from frame to frame.
         phase_features: the band-split network's input also gets each bin's phase advance from the
             previous frame, X[t]·conj(X[t − 1]) compressed to |·|^¼ (steady for a held partial, random for noise).
+        harmonic_features: ratios h (> 0, not 1): the band-split network's input at bin k also gets the log
+            power near bin h·k, one feature per ratio (as the harmonic CQT of Bittner et al. 2017 stacks
+            spectra at multiples of f_min), so a bin sees its harmonics' and sub-harmonics' evidence however
+            many bands away they lie. () = none.
         channels: width per level, finest first; frames halve from one level to the next.
             channels[0] must be at least patch_size·in_channels, so that the patch embedding
             and the unpatching are full rank: noise outside their span could never be removed.
@@ -93,6 +97,7 @@ class UNetConfig:
     refine_blocks: int = 1
     filter_taps: int = 1
     phase_features: bool = False
+    harmonic_features: tuple[float, ...] = ()
     channels: tuple[int, ...] = (64, 96, 192, 256)
     num_blocks: tuple[int, ...] = (1, 1, 1, 1)
     kernel_size: int = 3
@@ -110,6 +115,11 @@ class UNetConfig:
         self.num_blocks = tuple(int(n) for n in self.num_blocks)
         self.cross_attn_levels = tuple(int(i) for i in self.cross_attn_levels)
         self.band_attn_levels = tuple(int(i) for i in self.band_attn_levels)
+        self.harmonic_features = tuple(float(h) for h in self.harmonic_features)
+        if any(h <= 0 or h == 1 for h in self.harmonic_features) or \
+                len(set(self.harmonic_features)) != len(self.harmonic_features):
+            raise ValueError(f"harmonic_features must be distinct ratios above 0 other than 1 (e.g. [0.5, 2, 3]), "
+                             f"got {list(self.harmonic_features)}")
         if not self.channels:
             raise ValueError("UNetConfig.channels needs at least one level")
         if self.frontend not in FRONTENDS:
