@@ -14,7 +14,7 @@ import torch
 
 from gmsdi.eval.structure import coloured_noise, tf_contrast
 from gmsdi.models import build_model, load_model, model_config, save_model
-from gmsdi.models.spectral import Stft
+from gmsdi.models.spectral import SpectralErrorWeight, Stft
 from gmsdi.text import HashTextEncoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,6 +45,53 @@ def test_stft_rejects_bad_sizes() -> None:
         Stft(1000, 256)
     with pytest.raises(ValueError, match="multiple of the hop"):
         Stft(256, 64).analyze(torch.zeros(1, 100))
+
+
+def test_spectral_error_weight_weighs_each_bin_and_keeps_white_error_at_its_mean_square() -> None:
+    g = torch.Generator().manual_seed(0)
+    white = torch.randn(4, 1, 8192, generator=g)
+    flat = SpectralErrorWeight(torch.full((33,), 3.0), n_fft=64, hop=16)  # normalised to mean 1
+    assert torch.allclose(flat(white), white.pow(2).mean((1, 2)), rtol=0.05)
+    t = torch.arange(8192)
+    tone = torch.sin(2 * math.pi * 10 * t / 64)[None, None]  # bin 10 of 33
+    w = torch.ones(33)
+    w[9:12] = 11.0  # the tone's Hann main lobe weighs 11× the other bins
+    weighted = SpectralErrorWeight(w, n_fft=64, hop=16)
+    assert torch.allclose(weighted(tone), flat(tone) * 11 / w.mean(), rtol=0.02)
+    power = torch.linspace(1, 100, 33)
+    assert torch.equal(SpectralErrorWeight.from_power(power, 0.0, n_fft=64, hop=16).weights, torch.ones(33))
+    falling = SpectralErrorWeight.from_power(power, 0.5, n_fft=64, hop=16).weights
+    assert (falling.diff() < 0).all() and math.isclose(float(falling.mean()), 1.0, rel_tol=1e-6)
+    assert torch.allclose(falling[0] / falling[-1], ((100 + 1e-3 * power.mean()) / (1 + 1e-3 * power.mean())) ** 0.5)
+    for bad in (torch.ones(32), torch.zeros(33), torch.full((33,), math.inf)):
+        with pytest.raises(ValueError, match="positive finite"):
+            SpectralErrorWeight(bad, n_fft=64, hop=16)
+    with pytest.raises(ValueError, match="alpha must be"):
+        SpectralErrorWeight.from_power(power, -1.0, n_fft=64, hop=16)
+
+
+def test_the_edm_loss_hands_its_scaled_error_to_the_weighting() -> None:
+    model = build_model(_tiny_spectral(), seed=0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(std=0.05, generator=torch.Generator().manual_seed(1))
+    x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(2))
+    cond = HashTextEncoder(384).encode(["bass", "piano"])
+    sigma = torch.tensor([0.05, 1.0])
+    seen = []
+
+    def mean_square(error: torch.Tensor) -> torch.Tensor:
+        seen.append(error.detach())
+        return error.pow(2).flatten(1).mean(1)
+
+    plain = model.loss(x, sigma, cond, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(model.loss(x, sigma, cond, generator=torch.Generator().manual_seed(3),
+                                  error_weight=mean_square), plain)
+    tilt = SpectralErrorWeight(torch.linspace(1, 100, 33), n_fft=64, hop=16)
+    tilted = model.loss(x, sigma, cond, generator=torch.Generator().manual_seed(3), error_weight=tilt)
+    assert torch.allclose(tilted, tilt(seen[0]))
+    flat = SpectralErrorWeight(torch.ones(33), n_fft=64, hop=16)
+    assert torch.allclose(flat(seen[0]), plain, rtol=0.1)
 
 
 def test_spectral_network_starts_at_c_skip_and_runs_any_window() -> None:

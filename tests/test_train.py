@@ -187,3 +187,19 @@ def test_init_from_grows_a_refiner_and_refuses_a_model_that_does_not_fit(tmp_pat
     other = save_model(tmp_path / "tiny.safetensors", build_model(model_config("tiny"), seed=0))
     assert train.main(_args(tmp_path / "b", tiny_data, "model.preset=bands", "max_steps=1", f"init_from={other}")) == 2
     assert "does not fit this model" in capsys.readouterr().err
+
+
+def test_a_spectrally_weighed_run_measures_the_data_once_and_checks_its_crop(tmp_path: Path, tiny_data: Path, capsys):
+    """loss_spectral_alpha > 0 weighs the loss by the data's spectrum (quiet bins up); validation stays plain."""
+    run = ("max_steps=2", "val_every=2", "data.crop_seconds=1.024", "loss_spectral_alpha=0.5")
+    assert train.main(_args(tmp_path, tiny_data, *run)) == 0
+    out = capsys.readouterr().out
+    assert "loss weighed per frequency (α 0.5): bin weights" in out
+    lo, hi = (float(v) for v in out.split("bin weights ")[1].split(" dB")[0].split(" to "))
+    assert lo < -3 < 3 < hi  # the data's spectrum is far from flat
+    cfg = train._from_dict(train.TrainConfig, {"data": {"root": str(tiny_data)}, "loss_spectral_alpha": 0.5})
+    first = train.spectral_error_weight(cfg, 16384).weights
+    assert torch.equal(first, train.spectral_error_weight(cfg, 16384).weights)  # the same crops on every start
+    assert first[:64].mean() < first[256:].mean()  # bass-heavy music: low bins weigh less
+    assert train.main(_args(tmp_path / "b", tiny_data, "max_steps=1", "val_every=0", "loss_spectral_alpha=0.5")) == 2
+    assert "not a multiple of 256" in capsys.readouterr().err

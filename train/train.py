@@ -67,6 +67,7 @@ from gmsdi.data.prompts import class_phrase, compose, stem_prompt  # noqa: E402
 from gmsdi.eval.sensitivity import probe_set, prompt_sensitivity  # noqa: E402
 from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model  # noqa: E402
 from gmsdi.models.bandunet import load_grown  # noqa: E402
+from gmsdi.models.spectral import SpectralErrorWeight, Stft  # noqa: E402
 from gmsdi.sampling import get_sigmas_karras, sample_heun  # noqa: E402
 from gmsdi.text import TextEmbedding, build_text_encoder  # noqa: E402
 from gmsdi.training import append_csv, ensure_synthslakh, run_parser, save_checkpoint  # noqa: E402
@@ -123,6 +124,12 @@ class TrainConfig:
     # Gain augmentation: each crop scaled by a gain drawn uniformly in this range (dB); (0, 0) is off.
     gain_db: tuple[float, float] = (0.0, 0.0)
     grad_clip: float = 1.0
+    # The loss weighed per frequency (`SpectralErrorWeight`): bin k's error counts (P_k + floor·mean P)^(−α),
+    # P the mean power spectrum of `loss_spectral_crops` training crops; 0 = the plain mean square. The
+    # minimiser stays the posterior mean; the validation loss stays the plain one.
+    loss_spectral_alpha: float = 0.0
+    loss_spectral_floor: float = 1e-3
+    loss_spectral_crops: int = 256
     ema_decay: float = 0.999
     p_uncond: float = 0.1  # prompt dropout: the null prompt "" for classifier-free guidance
     # What z is during training (`CONDITIONS`). "tags": the prompt composed from the crop's tags
@@ -238,14 +245,34 @@ class SubmixDataset(torch.utils.data.Dataset):
 
 
 class LossModule(nn.Module):
-    """forward(x, σ, cond) -> per-example loss, so that DDP sees the loss as a forward pass."""
+    """forward(x, σ, cond) -> per-example loss, so that DDP sees the loss as a forward pass; `error_weight`
+    (e.g. a `SpectralErrorWeight`) replaces the error's mean square."""
 
-    def __init__(self, denoiser: nn.Module) -> None:
+    def __init__(self, denoiser: nn.Module, error_weight: nn.Module | None = None) -> None:
         super().__init__()
         self.denoiser = denoiser
+        self.error_weight = error_weight
 
     def forward(self, x, sigma, cond, noise=None):
-        return self.denoiser.loss(x, sigma, cond, noise=noise)
+        return self.denoiser.loss(x, sigma, cond, noise=noise, error_weight=self.error_weight)
+
+
+def spectral_error_weight(cfg: TrainConfig, segment: int) -> SpectralErrorWeight | None:
+    """`loss_spectral_alpha` > 0: the weighting from the mean power spectrum of `loss_spectral_crops` training
+    crops spread evenly over the data (the same crops on every start, so a resumed run weighs as before)."""
+    if cfg.loss_spectral_alpha == 0:
+        return None
+    if cfg.loss_spectral_crops < 1:
+        raise ValueError(f"loss_spectral_crops must be at least 1, got {cfg.loss_spectral_crops}")
+    if segment % 256:
+        raise ValueError(f"loss_spectral_alpha weighs the error in 256-sample STFT frames; the crop of {segment} "
+                         "samples is not a multiple of 256 (set data.crop_seconds so that it is)")
+    ds = build_data(cfg, segment, cfg.loss_spectral_crops, 0).dataset
+    stft = Stft(1024, 256)
+    power = torch.zeros(stft.bins, dtype=torch.float64)
+    for i in np.linspace(0, len(ds) - 1, cfg.loss_spectral_crops).round().astype(int):
+        power += stft.analyze(ds[int(i)]["audio"].reshape(-1, segment)).abs().pow(2).mean((0, -1)).double()
+    return SpectralErrorWeight.from_power(power, cfg.loss_spectral_alpha, cfg.loss_spectral_floor)
 
 
 CONDITIONS = ("tags", "audio")
@@ -548,7 +575,12 @@ def train(cfg: TrainConfig) -> dict:
     multiple = model_cfg.unet.length_multiple
     segment = model_cfg.segment_samples
     loader = build_data(cfg, segment, cfg.max_steps, step)
-    loss_module = LossModule(model)
+    error_weight = spectral_error_weight(cfg, segment)
+    if error_weight is not None:
+        w_db = 10 * error_weight.weights.log10()
+        accelerator.print(f"loss weighed per frequency (α {cfg.loss_spectral_alpha:g}): bin weights "
+                          f"{w_db.min():.1f} to {w_db.max():.1f} dB around their mean")
+    loss_module = LossModule(model, error_weight)
     loss_module, opt, loader = accelerator.prepare(loss_module, opt, loader)
     ema.to(device)
     validator = (Validator(cfg, segment, text_encoder, device)

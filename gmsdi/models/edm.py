@@ -8,6 +8,7 @@ Samplers only need `model(x, sigma, cond) -> denoised`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -136,6 +137,7 @@ class EDMDenoiser(nn.Module):
         cond: Any = None,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        error_weight: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Per-example EDM loss λ(σ)·mean‖D(x + σε; σ) − x‖², λ = (σ²+σd²)/(σ·σd)².
 
@@ -147,6 +149,8 @@ class EDMDenoiser(nn.Module):
             sigma: σ, a scalar or [B] (draw it with `sample_training_sigmas`).
             cond: the conditioning (see `forward`).
             noise: ε [B, C, T]; drawn with `generator` when None.
+            error_weight: maps the scaled error [B, C, T] to [B] in place of its mean square, e.g. a
+                `SpectralErrorWeight` (None: the mean square).
 
         Returns:
             [B] losses (mean over channels and samples).
@@ -158,6 +162,8 @@ class EDMDenoiser(nn.Module):
         noised = x + noise * self._bcast(sigma, x)
         f = self.net(noised * self._bcast(s.c_in, x), s.c_noise, cond)
         target = (x - noised * self._bcast(s.c_skip, x)) / self._bcast(s.c_out, x)
+        if error_weight is not None:
+            return error_weight(f - target)
         return (f - target).pow(2).flatten(1).mean(dim=1)
 
     def sample_training_sigmas(

@@ -77,6 +77,47 @@ class Stft(nn.Module):
         return out[:, self.pad : self.pad + n * self.hop].reshape(*lead, n * self.hop)
 
 
+
+class SpectralErrorWeight(nn.Module):
+    """A per-frequency weighting of the denoising loss: error [B, C, T] -> [B], the mean over bins and frames
+    of w_k·|STFT(error)_k|² (mean over channels), with mean(w) = 1, so that white error costs its mean square
+    as in the plain loss.
+
+    Any positive weights keep the minimiser of the loss, the posterior mean E[x | x_σ] (the loss is a positive
+    definite quadratic form of the error), and change only which errors a finite network pays for first. Weights
+    that fall with the data's power, w_k = (P_k + floor·mean P)^(−α), give the quiet upper partials of a note the
+    gradient that the plain loss spends on the loud low bins (α = 1: every bin's error counts relative to its
+    power; α = 0: the plain loss).
+
+    Args:
+        weights: [F] positive weights of the F = n_fft/2 + 1 bins (normalised here to mean 1).
+        n_fft, hop: the STFT (`Stft`) the error is weighed in.
+    """
+
+    def __init__(self, weights: torch.Tensor, n_fft: int = 1024, hop: int = 256) -> None:
+        super().__init__()
+        self.stft = Stft(n_fft, hop)
+        if weights.shape != (self.stft.bins,) or not bool((weights > 0).all()) or not weights.isfinite().all():
+            raise ValueError(f"weights must be {self.stft.bins} positive finite numbers (n_fft {n_fft}), got shape "
+                             f"{tuple(weights.shape)}")
+        self.register_buffer("weights", (weights / weights.mean()).float())
+
+    @classmethod
+    def from_power(cls, power: torch.Tensor, alpha: float, floor: float = 1e-3, n_fft: int = 1024, hop: int = 256
+                   ) -> SpectralErrorWeight:
+        """Weights (P_k + floor·mean P)^(−α) from the data's mean power spectrum P [F] (any scale)."""
+        if alpha < 0 or floor <= 0:
+            raise ValueError(f"alpha must be at least 0 and floor positive, got {alpha}, {floor}")
+        power = power.double().clamp_min(0)
+        return cls((power + floor * power.mean()).pow(-alpha), n_fft, hop)
+
+    def forward(self, error: torch.Tensor) -> torch.Tensor:
+        """error [B, C, T] (T a multiple of the hop) -> [B]."""
+        with torch.autocast(error.device.type, enabled=False):
+            power = self.stft.analyze(error.float()).abs().pow(2)  # [B, C, F, N]
+            return (power * self.weights[:, None]).mean((-1, -2)).mean(-1)
+
+
 class SpectralEmbed(nn.Module):
     """Waveform -> frames: [B, C, T] -> ([B, C_0, T/hop], the input's STFT [B, C, F, T/hop]).
 
