@@ -430,12 +430,34 @@ def test_harmonic_features_grow_as_no_ops_and_their_settings_are_checked() -> No
     grown.loss(x, torch.full((2,), 0.5), cond, generator=torch.Generator().manual_seed(5)).mean().backward()
     e = grown.net.embed.weight.grad.view(grown.net.embed.bands, WIDTH, -1, grown.net.embed.weight.shape[-1])
     assert e[:, :, FEATURES_PER_BIN + PHASE_FEATURES:].abs().sum() > 0  # the new features' weights learn
-    for bad in ((1.0,), (0.0,), (2.0, 2.0)):
-        with pytest.raises(ValueError, match="harmonic_features must be distinct ratios"):
+    for bad in ((1.0,), (0.0,), (2.0, 2.0), (math.inf,), (math.nan,)):
+        with pytest.raises(ValueError, match="harmonic_features must be distinct finite ratios"):
             dataclasses.replace(cfg.unet, harmonic_features=bad)
     default = model_config("default")
     with pytest.raises(ValueError, match="settings of the 'bandunet2d' network"):
         build_model(dataclasses.replace(default, unet=dataclasses.replace(default.unet, harmonic_features=(2,))))
+
+
+def _harmonic(ratios: tuple[float, ...], phase: bool = True) -> ModelConfig:
+    cfg = _filtered(3, phase)
+    return dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, harmonic_features=ratios))
+
+
+def test_growing_refuses_features_that_would_land_on_other_inputs() -> None:
+    source = _trained_source(_harmonic((2.0,), phase=False), embed=True)
+    more = build_model(_harmonic((2.0, 3.0), phase=False), seed=1)  # appended: fine
+    assert load_grown(more, source.state_dict(), source.model_config.unet) == ["net.embed (input features)"]
+    x, cond = _probe_input()
+    with torch.no_grad():
+        assert torch.equal(more(x, 0.2, cond), source(x, 0.2, cond))
+    for target, why in ((_harmonic((2.0,)), "phase_features cannot change"),  # phase would sit before h = 2
+                        (_harmonic((3.0,), phase=False), "do not start with"),  # same shapes, other meaning
+                        (_harmonic((3.0, 2.0), phase=False), "do not start with")):
+        with pytest.raises(ValueError, match=why):
+            load_grown(build_model(target, seed=1), source.state_dict(), source.model_config.unet)
+    with pytest.raises(ValueError, match="dropping inputs"):
+        load_grown(build_model(_filtered(3, phase=False), seed=1), build_model(_filtered(3), seed=0).state_dict(),
+                   _filtered(3).unet)
 
 
 def test_the_mask_scale_multiplies_every_tap_and_not_the_residual() -> None:

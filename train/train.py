@@ -259,7 +259,8 @@ class LossModule(nn.Module):
 
 def spectral_error_weight(cfg: TrainConfig, segment: int) -> SpectralErrorWeight | None:
     """`loss_spectral_alpha` > 0: the weighting from the mean power spectrum of `loss_spectral_crops` training
-    crops spread evenly over the data (the same crops on every start, so a resumed run weighs as before)."""
+    crops (items at evenly spaced indices of the seeded training set: the same crops on every start with the same
+    data, seed and batch size, so a resumed run weighs as before)."""
     if cfg.loss_spectral_alpha == 0:
         return None
     if cfg.loss_spectral_crops < 1:
@@ -546,7 +547,7 @@ def train(cfg: TrainConfig) -> dict:
     if state is None and cfg.init_from:
         source = load_model(cfg.init_from)
         try:
-            grown = load_grown(model, source.state_dict())
+            grown = load_grown(model, source.state_dict(), source.model_config.unet)
         except ValueError as e:
             raise ValueError(f"init_from {cfg.init_from} does not fit this model ({e}); a run may only add a "
                              "per-bin refiner, bottleneck self-attention, residual blocks, band attention, phase "

@@ -73,7 +73,6 @@ def harmonic_stack(logp: torch.Tensor, ratios: Sequence[float]) -> torch.Tensor:
     bin), and the silence value ln(1e-4)/4 where h·k is past the last bin. A note's harmonics line up across
     the features at its fundamental's bin, as in the harmonic CQT (Bittner et al. 2017)."""
     f = logp.shape[1]
-    k = torch.arange(f, device=logp.device, dtype=torch.float64)
     pooled: dict[int, torch.Tensor] = {}  # by half-width r: the max over bins k - r..k + r, then a silent row f
     out = []
     for h in ratios:
@@ -84,7 +83,8 @@ def harmonic_stack(logp: torch.Tensor, ratios: Sequence[float]) -> torch.Tensor:
             for j in range(1, 2 * r + 1):
                 m = torch.maximum(m, padded[:, j: j + f])
             pooled[r] = F.pad(m, (0, 0, 0, 1), value=math.log(1e-4) / 4)
-        out.append(pooled[r].index_select(1, torch.round(k * h).long().clamp_max(f)))
+        idx = torch.tensor([min(round(k * h), f) for k in range(f)], device=logp.device)  # f: the silent row
+        out.append(pooled[r].index_select(1, idx))
     return torch.stack(out, dim=-1)
 
 
@@ -485,7 +485,24 @@ def _grow_io(net: BandUNet2d, own: Mapping[str, torch.Tensor], state: Mapping[st
     return state, grown
 
 
-def load_grown(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+def check_feature_growth(source: UNetConfig, target: UNetConfig) -> None:
+    """Raises ValueError unless a network with `target`'s input features can grow from one with `source`'s:
+    the new features are appended after the source's (`_grow_io`), so the source's harmonic ratios must be the
+    first ones of the target's, in order, and a source with harmonic features must keep its phase features as
+    they are (they sit before the harmonics)."""
+    src, dst = source.harmonic_features, target.harmonic_features
+    if dst[: len(src)] != src:
+        raise ValueError(f"harmonic_features {list(dst)} do not start with the source's {list(src)}: new ratios can "
+                         "only be appended")
+    if src and source.phase_features != target.phase_features:
+        raise ValueError("phase_features cannot change when the source has harmonic features (its harmonic "
+                         "weights would read the phase inputs)")
+    if source.phase_features and not target.phase_features:
+        raise ValueError("the source has phase features and this network does not: dropping inputs is not growing")
+
+
+def load_grown(model: nn.Module, state: Mapping[str, torch.Tensor], source_config: UNetConfig | None = None
+               ) -> list[str]:
     """Loads `state`, an `EDMDenoiser` over a `BandUNet2d`, into `model`, whose network may be a grown copy of it:
     a per-bin refiner (`refine_channels`) or more blocks in it (`refine_blocks`), bottleneck self-attention
     (`self_attn_bottleneck`), more residual blocks per level (`num_blocks`), attention over bands
@@ -497,11 +514,16 @@ def load_grown(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]
     head's for new taps are zero. A model whose network is not a `BandUNet2d` must match `state` exactly.
     Returns the new modules' names, sorted.
 
+    `source_config`: the source's `UNetConfig`, to check that its input features are a prefix of the model's
+    (`check_feature_growth`); shapes alone cannot tell harmonic ratios (2,) from (3,).
+
     Raises ValueError, naming the first mismatches, when a shape differs, the source has weights the model
     lacks, or the model lacks weights that are not of a growable part; `model` is then left untouched.
     """
     own = model.state_dict()
     growable = isinstance(getattr(model, "net", None), BandUNet2d)
+    if growable and source_config is not None:
+        check_feature_growth(source_config, model.net.config)
     io_grown: list[str] = []
     if growable:
         state, io_grown = _grow_io(model.net, own, state)

@@ -80,14 +80,15 @@ class Stft(nn.Module):
 
 class SpectralErrorWeight(nn.Module):
     """A per-frequency weighting of the denoising loss: error [B, C, T] -> [B], the mean over bins and frames
-    of w_k·|STFT(error)_k|² (mean over channels), with mean(w) = 1, so that white error costs its mean square
-    as in the plain loss.
+    of w_k·|STFT(error)_k|² (mean over channels), with mean(w) = 1, so that white error costs about its mean
+    square, as in the plain loss (in expectation, less a little for the half-covered samples at the crop's ends).
 
     Any positive weights keep the minimiser of the loss, the posterior mean E[x | x_σ] (the loss is a positive
     definite quadratic form of the error), and change only which errors a finite network pays for first. Weights
     that fall with the data's power, w_k = (P_k + floor·mean P)^(−α), give the quiet upper partials of a note the
     gradient that the plain loss spends on the loud low bins (α = 1: every bin's error counts relative to its
-    power; α = 0: the plain loss).
+    power; α = 0: flat weights, close to the plain loss, though the one-sided spectrum counts DC and Nyquist
+    errors more).
 
     Args:
         weights: [F] positive weights of the F = n_fft/2 + 1 bins (normalised here to mean 1).

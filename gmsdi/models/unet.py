@@ -116,10 +116,10 @@ class UNetConfig:
         self.cross_attn_levels = tuple(int(i) for i in self.cross_attn_levels)
         self.band_attn_levels = tuple(int(i) for i in self.band_attn_levels)
         self.harmonic_features = tuple(float(h) for h in self.harmonic_features)
-        if any(h <= 0 or h == 1 for h in self.harmonic_features) or \
+        if any(not 0 < h < 1e4 or h == 1 for h in self.harmonic_features) or \
                 len(set(self.harmonic_features)) != len(self.harmonic_features):
-            raise ValueError(f"harmonic_features must be distinct ratios above 0 other than 1 (e.g. [0.5, 2, 3]), "
-                             f"got {list(self.harmonic_features)}")
+            raise ValueError(f"harmonic_features must be distinct finite ratios above 0 other than 1 "
+                             f"(e.g. [0.5, 2, 3]), got {list(self.harmonic_features)}")
         if not self.channels:
             raise ValueError("UNetConfig.channels needs at least one level")
         if self.frontend not in FRONTENDS:
