@@ -265,11 +265,11 @@ def spectral_error_weight(cfg: TrainConfig, segment: int) -> SpectralErrorWeight
         return None
     if cfg.loss_spectral_crops < 1:
         raise ValueError(f"loss_spectral_crops must be at least 1, got {cfg.loss_spectral_crops}")
-    if segment % 256:
-        raise ValueError(f"loss_spectral_alpha weighs the error in 256-sample STFT frames; the crop of {segment} "
-                         "samples is not a multiple of 256 (set data.crop_seconds so that it is)")
+    stft = Stft(1024, 256)  # SpectralErrorWeight's default frames
+    if segment % stft.hop:
+        raise ValueError(f"loss_spectral_alpha weighs the error in {stft.hop}-sample STFT frames; the crop of "
+                         f"{segment} samples is not a multiple of {stft.hop} (set data.crop_seconds so that it is)")
     ds = build_data(cfg, segment, cfg.loss_spectral_crops, 0).dataset
-    stft = Stft(1024, 256)
     power = torch.zeros(stft.bins, dtype=torch.float64)
     for i in np.linspace(0, len(ds) - 1, cfg.loss_spectral_crops).round().astype(int):
         power += stft.analyze(ds[int(i)]["audio"].reshape(-1, segment)).abs().pow(2).mean((0, -1)).double()

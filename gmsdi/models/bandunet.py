@@ -43,6 +43,7 @@ on an input of scale σ give outputs of the data's scale).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -67,6 +68,12 @@ FEATURES_PER_BIN = 5  # re, im, re·|X|^-½, im·|X|^-½, ln(|X|² + 1e-4) / 4
 PHASE_FEATURES = 2  # re, im of X[t]·conj(X[t-1]) compressed to |·|^¼
 
 
+@functools.cache
+def _harmonic_index(bins: int, ratio: float) -> tuple[int, ...]:
+    """round(ratio·k) for k = 0..bins-1, with `bins` (the silent row of `harmonic_stack`) past the last bin."""
+    return tuple(min(round(k * ratio), bins) for k in range(bins))
+
+
 def harmonic_stack(logp: torch.Tensor, ratios: Sequence[float]) -> torch.Tensor:
     """Log power [B, F, N] -> [B, F, N, len(ratios)]: at bin k, for each ratio h, the largest log power
     within max(1, round(h/2)) bins of bin round(h·k) (a partial's n-th harmonic lies within n/2 bins of n times its
@@ -83,8 +90,7 @@ def harmonic_stack(logp: torch.Tensor, ratios: Sequence[float]) -> torch.Tensor:
             for j in range(1, 2 * r + 1):
                 m = torch.maximum(m, padded[:, j: j + f])
             pooled[r] = F.pad(m, (0, 0, 0, 1), value=math.log(1e-4) / 4)
-        idx = torch.tensor([min(round(k * h), f) for k in range(f)], device=logp.device)  # f: the silent row
-        out.append(pooled[r].index_select(1, idx))
+        out.append(pooled[r].index_select(1, torch.tensor(_harmonic_index(f, h), device=logp.device)))
     return torch.stack(out, dim=-1)
 
 
@@ -98,16 +104,17 @@ def bin_features(spec: torch.Tensor, bins: int, phase: bool = False, harmonics: 
     (`harmonic_stack`)."""
     with torch.autocast(spec.device.type, enabled=False):
         s = spec[:, :bins]
+        # every bin's log power when harmonics read it (h·k may lie past `bins`), else only the first `bins`
+        logp = ((spec if harmonics else s).abs().pow(2) + 1e-4).log() / 4
         mag = s.abs()
         comp = s / (mag + 1e-4).sqrt()
-        feats = [s.real, s.imag, comp.real, comp.imag, (mag.pow(2) + 1e-4).log() / 4]
+        feats = [s.real, s.imag, comp.real, comp.imag, logp[:, :bins]]
         if phase:
             adv = F.pad(s[..., 1:] * s[..., :-1].conj(), (1, 0))
             adv = adv / (adv.abs() + 1e-8).pow(0.75)
             feats += [adv.real, adv.imag]
         feats = torch.stack(feats, dim=-1)
         if harmonics:
-            logp = (spec.abs().pow(2) + 1e-4).log() / 4  # every bin: h·k may lie past `bins`
             feats = torch.cat([feats, harmonic_stack(logp, harmonics)[:, :bins]], dim=-1)
         return feats
 

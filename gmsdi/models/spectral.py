@@ -77,7 +77,6 @@ class Stft(nn.Module):
         return out[:, self.pad : self.pad + n * self.hop].reshape(*lead, n * self.hop)
 
 
-
 class SpectralErrorWeight(nn.Module):
     """A per-frequency weighting of the denoising loss: error [B, C, T] -> [B], the mean over bins and frames
     of w_k·|STFT(error)_k|² (mean over channels), with mean(w) = 1, so that white error costs about its mean
