@@ -17,6 +17,7 @@ from gmsdi.models.bandunet import (
     FEATURES_PER_BIN,
     PHASE_FEATURES,
     BandUNet2d,
+    band_edges,
     bin_features,
     harmonic_stack,
     load_grown,
@@ -111,8 +112,87 @@ def test_bad_band_layouts_are_refused() -> None:
     cfg = tiny_bands_config()
     with pytest.raises(ValueError, match="band_width=7"):
         build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, band_width=7)))
-    with pytest.raises(ValueError, match="2·band_width"):
+    with pytest.raises(ValueError, match="twice the widest band"):
         build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, channels=(8, 16))))
+
+
+def test_log_band_edges_are_single_bins_low_then_a_fixed_fraction_of_an_octave() -> None:
+    assert band_edges(512, 16) == tuple(range(0, 513, 16))
+    edges = band_edges(512, bands_per_octave=12, multiple=4)
+    widths = np.diff(edges)
+    assert edges[0] == 0 and edges[-1] == 512 and len(widths) % 4 == 0
+    assert (widths[:20] == 1).all()  # below ~300 Hz a semitone is under one 15.6 Hz bin
+    wide = [k for k in range(len(widths) - 1) if widths[k] >= 8]
+    ratios = [edges[k + 1] / edges[k] for k in wide]
+    assert all(abs(math.log2(r) * 12 - 1) < 0.25 for r in ratios)  # then a semitone each, up to rounding
+    assert widths[-1] >= widths[-2] / 2  # no sliver at the top
+    assert len(band_edges(512, bands_per_octave=6, multiple=8)) % 8 == 1
+    with pytest.raises(ValueError, match="band_width=7"):
+        band_edges(512, 7)
+    with pytest.raises(ValueError, match="bands_per_octave"):
+        band_edges(512, bands_per_octave=-1)
+
+
+def _log_config() -> ModelConfig:
+    cfg = tiny_bands_config()
+    return dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, bands_per_octave=6, channels=(24, 32)))
+
+
+def _log_net() -> BandUNet2d:
+    return build_model(_log_config(), seed=0).net
+
+
+def test_log_bands_read_their_own_bins_and_write_every_bin_once() -> None:
+    net = _log_net()
+    edges = net.embed.edges
+    assert edges == band_edges(N_FFT // 2, bands_per_octave=6, multiple=2) and not net.embed.uniform
+    assert sorted(net.unembed.scatter.tolist()) == net.unembed.scatter.tolist()  # bins in order, none twice
+    with torch.no_grad():
+        net.embed.weight.zero_()
+        net.embed.weight[:, FEATURES_PER_BIN - 1 :: FEATURES_PER_BIN, 0] = 1.0  # channel 0: Σ log power + 2.3·pad
+    t = torch.arange(2048) / SR
+    silent = net.embed(bin_features(net.stft.analyze(torch.zeros(1, 2048)), net.embed.bins))[0, 0].mean(-1)
+    for hz in (300.0, 2600.0, 7300.0):
+        h = net.embed(bin_features(net.stft.analyze(torch.sin(2 * math.pi * hz * t)[None]), net.embed.bins))
+        k = int(np.searchsorted(edges, round(hz * N_FFT / SR), side="right")) - 1
+        assert (h[0, 0].mean(-1) - silent).argmax().item() == k
+    # a residual on one bin of a band writes a tone at that bin's frequency (bins that turn whole cycles per hop:
+    # multiples of n_fft / hop = 4); here the bins of a single-bin band, and the third of the last band's ten
+    for band, slot in ((8, 0), (len(edges) - 2, 2)):
+        assert (edges[band] + slot) % 4 == 0
+        with torch.no_grad():
+            net.unembed.bias.zero_()
+            net.unembed.bias.view(-1, 4, net.unembed.width)[band, 2, slot] = 1.0
+        spec = net.stft.analyze(torch.zeros(1, 2048))
+        y = net.unembed(torch.zeros(1, 24, len(edges) - 1, spec.shape[-1]), spec)[0].detach().numpy()
+        peak_hz = np.argmax(np.abs(np.fft.rfft(y))) * SR / len(y)
+        assert peak_hz == pytest.approx((edges[band] + slot) * SR / N_FFT, abs=SR / len(y))
+
+
+def test_a_log_band_network_starts_at_c_skip_learns_and_round_trips(tmp_path: Path) -> None:
+    cfg = _log_config()
+    model = build_model(cfg, seed=0)
+    x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(1))
+    sigma = torch.tensor([0.05, 0.5])
+    assert torch.allclose(model(x, sigma, None), model.scalings(sigma).c_skip[:, None, None] * x, atol=1e-6)
+    t = torch.arange(1024) / SR
+    tone = (0.1 * torch.sin(2 * math.pi * 440 * t))[None, None].repeat(8, 1, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(40):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model.loss(tone, torch.full((8,), 0.3), None, generator=g).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    again = load_model(save_model(tmp_path / "m.safetensors", model.eval()))
+    assert again.model_config.unet.bands_per_octave == 6
+    assert torch.equal(again(x, 0.2, None), model(x, 0.2, None))
+    with pytest.raises(ValueError, match="uniform bands"):
+        build_model(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, refine_channels=8)))
 
 
 def _masked(band_gain: str):
@@ -240,7 +320,7 @@ def test_a_grown_refiner_starts_as_the_model_it_grew_from_and_then_acts_per_bin(
     x, cond = _probe_input()
     with torch.no_grad():
         assert torch.equal(grown(x, 0.2, cond), source(x, 0.2, cond))  # its output layer is zero
-        grown.net.refiner.out.weight.normal_()
+        grown.net.refiner.out.weight.normal_(generator=torch.Generator().manual_seed(0))
         delta = grown(x, 0.2, cond) - source(x, 0.2, cond)
     assert delta.abs().max() > 1e-4
     # The correction is bin by bin: with M and R from the refiner only, a tone in one bin of a band changes

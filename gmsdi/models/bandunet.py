@@ -6,9 +6,10 @@ vector (so a frame's fine spectrum must pass through 512 numbers), this network 
 as an axis:
 
 1. STFT (n_fft 1024, hop 256 at 16 kHz: 15.6 Hz bins, 16 ms frames) of the input; bins 0..511
-   are cut into bands of `band_width` bins. Each band has its own linear map from its bins'
-   features (real and imaginary part, the same compressed to |X|^½, and log power) to C_0
-   channels, so every band keeps its bins' detail (C_0 ≥ features) and knows where it sits.
+   are cut into bands of `band_width` bins, or into log-spaced bands (`bands_per_octave`, `band_edges`).
+   Each band has its own linear map from its bins' features (real and imaginary part, the same
+   compressed to |X|^½, and log power) to C_0 channels, so every band keeps its bins' detail
+   (C_0 ≥ features) and knows where it sits.
 2. A 2-D U-Net over (band, frame), channels-last at inference and contiguous in training
    (`_layout`): residual blocks of 3×3 convolutions with FiLM from (noise level + pooled
    prompt), stride-2 down- and upsampling of both axes, skip connections added, cross-attention
@@ -119,52 +120,120 @@ def bin_features(spec: torch.Tensor, bins: int, phase: bool = False, harmonics: 
         return feats
 
 
-class BandEmbed(nn.Module):
-    """Per-bin features [B, bands·width, N, features] (`bin_features`) -> [B, C, bands, N]: one linear
-    map per band of `width` bins."""
+def band_edges(bins: int, band_width: int = 16, bands_per_octave: int = 0, multiple: int = 1) -> tuple[int, ...]:
+    """The first bin of every band and the end, (0, ..., bins), of the band split of `bins` STFT bins.
 
-    def __init__(self, bands: int, width: int, channels: int, features: int = FEATURES_PER_BIN) -> None:
+    `bands_per_octave` = 0: uniform bands of `band_width` bins (which must divide `bins`). Otherwise log-spaced
+    bands, as the band-split networks of music separation use (Luo & Yu 2023): a band is 1/`bands_per_octave`
+    octave wide where that is at least one bin, and one bin below (12 per octave at 15.6 Hz bins: single bins up
+    to ~400 Hz, where bass notes and their first partials lie, then semitones, 27 bins wide at the top). A note's
+    partials then lie at the same band offsets from its fundamental's band whatever its pitch, which a
+    convolution over bands can learn once. The octave step is shrunk slightly until the count of bands is a
+    multiple of `multiple` (the U-Net halves the bands once per level); a last band under half its neighbour's
+    width joins it.
+    """
+    if bins < 1:
+        raise ValueError(f"need at least one bin, got {bins}")
+    if bands_per_octave < 0:
+        raise ValueError(f"bands_per_octave must be 0 (uniform bands) or positive, got {bands_per_octave}")
+    if not bands_per_octave:
+        if band_width < 1 or bins % band_width:
+            raise ValueError(f"band_width={band_width} must divide the {bins} non-Nyquist bins")
+        edges = tuple(range(0, bins + 1, band_width))
+        if (len(edges) - 1) % multiple:
+            raise ValueError(f"{len(edges) - 1} bands cannot be halved into a multiple of {multiple}; use fewer "
+                             "levels or narrower bands")
+        return edges
+
+    def make(step: float) -> list[int]:
+        ratio, e = 2.0**step, [0]
+        while e[-1] < bins:
+            e.append(min(bins, max(e[-1] + 1, round(e[-1] * ratio))))
+        if len(e) > 2 and e[-1] - e[-2] < (e[-2] - e[-3]) / 2:
+            del e[-2]
+        return e
+
+    step = 1.0 / bands_per_octave
+    for _ in range(10_000):
+        e = make(step)
+        if (len(e) - 1) % multiple == 0:
+            return tuple(e)
+        step *= 0.999
+    raise ValueError(f"no log-spaced split of {bins} bins at {bands_per_octave} bands per octave gives a multiple of "
+                     f"{multiple} bands; use another bands_per_octave")
+
+
+class _BandLayout(nn.Module):
+    """The bins of each band laid out in `width` = the widest band's slots: `gather` [bands·width] picks, for
+    every (band, slot), its bin (or `bins`, a zero row appended, for a slot past the band's end) and `scatter`
+    [bins] the (band, slot) of every bin. Uniform bands need neither (the bins are already in that order)."""
+
+    def __init__(self, edges: Sequence[int]) -> None:
         super().__init__()
-        self.bands, self.width, self.features = bands, width, features
-        fan_in = features * width
-        self.weight = nn.Parameter(torch.randn(bands, fan_in, channels) / fan_in**0.5)
-        self.bias = nn.Parameter(torch.zeros(bands, channels))
+        edges = tuple(int(e) for e in edges)
+        if len(edges) < 2 or edges[0] != 0 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+            raise ValueError(f"band edges must rise from 0, got {edges[:8]}...")
+        widths = [b - a for a, b in zip(edges, edges[1:], strict=False)]
+        self.edges, self.bands, self.width, self.bins = edges, len(widths), max(widths), edges[-1]
+        self.uniform = len(set(widths)) == 1
+        gather = torch.full((self.bands, self.width), self.bins, dtype=torch.long)
+        scatter = torch.empty(self.bins, dtype=torch.long)
+        for k, (lo, w) in enumerate(zip(edges, widths, strict=False)):
+            gather[k, :w] = torch.arange(lo, lo + w)
+            scatter[lo: lo + w] = k * self.width + torch.arange(w)
+        self.register_buffer("gather", gather.flatten(), persistent=False)
+        self.register_buffer("scatter", scatter, persistent=False)
+
+
+class BandEmbed(_BandLayout):
+    """Per-bin features [B, bins, N, features] (`bin_features`) -> [B, C, bands, N]: one linear map per band
+    (bands given by their `edges`, `band_edges`; a narrower band's missing bins read zeros)."""
+
+    def __init__(self, edges: Sequence[int], channels: int, features: int = FEATURES_PER_BIN) -> None:
+        super().__init__(edges)
+        self.features = features
+        fan_in = features * self.width
+        self.weight = nn.Parameter(torch.randn(self.bands, fan_in, channels) / fan_in**0.5)
+        self.bias = nn.Parameter(torch.zeros(self.bands, channels))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         b, _, n, _ = feats.shape
+        if not self.uniform:
+            feats = F.pad(feats, (0, 0, 0, 0, 0, 1)).index_select(1, self.gather)  # [B, bands·width, N, f]
         feats = feats.reshape(b, self.bands, self.width, n, self.features).permute(0, 1, 3, 2, 4)
         feats = feats.reshape(b, self.bands, n, -1)  # [B, bands, N, features·width]
         h = torch.einsum("bknf,kfc->bckn", feats.to(self.weight.dtype), self.weight)
         return h + self.bias.t()[None, :, :, None]
 
 
-class BandUnembed(nn.Module):
+class BandUnembed(_BandLayout):
     """[B, C, bands, N] and the input's STFT [B, F, N] -> the synthesis of Σ_j M_j·X[t + j] + R, [B, N·hop],
-    over `taps` = 2J + 1 frames (1: a mask, M·X + R)."""
+    over `taps` = 2J + 1 frames (1: a mask, M·X + R); bands given by their `edges` (`band_edges`)."""
 
-    def __init__(self, bands: int, width: int, channels: int, stft: Stft, taps: int = 1) -> None:
-        super().__init__()
+    def __init__(self, edges: Sequence[int], channels: int, stft: Stft, taps: int = 1) -> None:
+        super().__init__(edges)
         if taps < 1 or taps % 2 != 1:
             raise ValueError(f"taps must be odd and positive, got {taps}")
-        self.bands, self.width, self.stft, self.taps = bands, width, stft, taps
+        self.stft, self.taps = stft, taps
         self.groups = 2 + 2 * taps  # M_0 (re, im), R (re, im), then M_j for j = -J..-1, 1..J
-        self.weight = nn.Parameter(torch.zeros(bands, channels, self.groups * width))
-        self.bias = nn.Parameter(torch.zeros(bands, self.groups * width))
+        self.weight = nn.Parameter(torch.zeros(self.bands, channels, self.groups * self.width))
+        self.bias = nn.Parameter(torch.zeros(self.bands, self.groups * self.width))
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """[B, C, bands, N] -> the per-bin (M_0 re, M_0 im, R re, R im, then M_j re, im for j = -J..-1, 1..J)
-        [B, 2 + 2·taps, bands·width, N], fp32."""
+        [B, 2 + 2·taps, bins, N], fp32."""
         b, _, _, n = h.shape
         out = torch.einsum("bckn,kcf->bknf", h, self.weight.to(h.dtype)) + self.bias[None, :, None].to(h.dtype)
         out = out.float().reshape(b, self.bands, n, self.groups, self.width).permute(0, 3, 1, 4, 2)
-        return out.reshape(b, self.groups, self.bands * self.width, n)
+        out = out.reshape(b, self.groups, self.bands * self.width, n)
+        return out if self.uniform else out.index_select(2, self.scatter)
 
     def synthesize(self, out: torch.Tensor, spec: torch.Tensor, gain_scale: torch.Tensor | None = None
                    ) -> torch.Tensor:
-        """`head`'s (M_j, R) [B, 2 + 2·taps, bands·width, N] and the input's STFT X [B, F, N] ->
+        """`head`'s (M_j, R) [B, 2 + 2·taps, bins, N] and the input's STFT X [B, F, N] ->
         synth(s·Σ_j M_j·X[t + j] + R) [B, N·hop], X = 0 beyond its frames; `gain_scale` s [B] (None: 1)."""
         with torch.autocast(out.device.type, enabled=False):
-            out = F.pad(out.float(), (0, 0, 0, spec.shape[1] - self.bands * self.width))  # the Nyquist bin: 0
+            out = F.pad(out.float(), (0, 0, 0, spec.shape[1] - self.bins))  # the Nyquist bin: 0
             y = torch.complex(out[:, 0], out[:, 1]) * spec
             half = self.taps // 2
             if half:
@@ -300,7 +369,7 @@ class _Level2d(nn.Module):
 class BandUNet2d(nn.Module):
     """The frequency-local text-conditioned denoiser (see the module docstring).
 
-    Uses from `UNetConfig`: in_channels (1), patch_size (the STFT hop), n_fft, band_width,
+    Uses from `UNetConfig`: in_channels (1), patch_size (the STFT hop), n_fft, band_width, bands_per_octave,
     band_gain, refine_channels, refine_blocks, filter_taps, phase_features, harmonic_features, channels,
     num_blocks, emb_dim, fourier_dim, cross_attn_levels, self_attn_bottleneck, band_attn_levels, attn_head_dim,
     norm_groups, dropout.
@@ -319,20 +388,16 @@ class BandUNet2d(nn.Module):
             raise ValueError("BandUNet2d is a single-channel model (in_channels=1)")
         self.text_dim = text_dim
         self.stft = Stft(cfg.n_fft, cfg.patch_size)
-        width = cfg.band_width
-        if (self.stft.bins - 1) % width:
-            raise ValueError(f"band_width={width} must divide the {self.stft.bins - 1} non-Nyquist bins of n_fft "
-                             f"{cfg.n_fft}")
-        bands = (self.stft.bins - 1) // width
         chans, g = cfg.channels, cfg.norm_groups
-        if bands % 2 ** (cfg.levels - 1):
-            raise ValueError(f"{bands} bands cannot be halved {cfg.levels - 1} times; use fewer levels or "
-                             "narrower bands")
+        edges = band_edges(self.stft.bins - 1, cfg.band_width, cfg.bands_per_octave, 2 ** (cfg.levels - 1))
+        bands, width = len(edges) - 1, max(b - a for a, b in zip(edges, edges[1:], strict=False))
         if chans[0] < 2 * width:
-            raise ValueError(f"channels[0]={chans[0]} is below 2·band_width={2 * width}: the residual could not "
-                             "span every spectrum of a band")
+            raise ValueError(f"channels[0]={chans[0]} is below twice the widest band's {width} bins: the residual "
+                             "could not span every spectrum of a band")
+        if cfg.refine_channels and cfg.bands_per_octave:
+            raise ValueError("the per-bin refiner (refine_channels) needs uniform bands (bands_per_octave=0)")
 
-        self.embed = BandEmbed(bands, width, chans[0], FEATURES_PER_BIN + (PHASE_FEATURES if cfg.phase_features else 0)
+        self.embed = BandEmbed(edges, chans[0], FEATURES_PER_BIN + (PHASE_FEATURES if cfg.phase_features else 0)
                                + len(cfg.harmonic_features))
         self.fourier = FourierFeatures(cfg.fourier_dim)
         self.sigma_mlp = nn.Sequential(
@@ -365,7 +430,7 @@ class BandUNet2d(nn.Module):
         self.mid_cross = CrossAttention2d(c_mid, text_dim, cfg.attn_head_dim, g) if cfg.cross_attn_levels else None
         self.mid_self = SelfAttention2d(c_mid, cfg.attn_head_dim, g) if cfg.self_attn_bottleneck else None
         self.out_norm = nn.GroupNorm(_groups(chans[0], g), chans[0])
-        self.unembed = BandUnembed(bands, width, chans[0], self.stft, cfg.filter_taps)
+        self.unembed = BandUnembed(edges, chans[0], self.stft, cfg.filter_taps)
         self.refiner = (BinRefiner(bands, width, chans[0], cfg.refine_channels, cfg.refine_blocks, cfg.emb_dim, g)
                         if cfg.refine_channels else None)
 
@@ -407,7 +472,7 @@ class BandUNet2d(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             spec = self.stft.analyze(x[:, 0])  # [B, F, N]
         # [B, bins, N, 5 (+ 2) (+ harmonics)], for the embedding and (the first 5) the refiner
-        feats = bin_features(spec, self.embed.bands * self.embed.width, self.config.phase_features,
+        feats = bin_features(spec, self.embed.bins, self.config.phase_features,
                              self.config.harmonic_features)
         h = self.embed(feats).contiguous(memory_format=self._layout())
         if (stream := self._stream_dtype(x.device)) is not None:

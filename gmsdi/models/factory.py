@@ -198,10 +198,11 @@ def build_model(config: ModelConfig | str = "default", seed: int | None = None) 
         raise ValueError(f"band_gain={config.unet.band_gain!r} is a setting of the 'bandunet2d' network, not of "
                          f"{config.network!r}; leave it at 'input'")
     u = config.unet
-    if (u.filter_taps != 1 or u.phase_features or u.harmonic_features or u.band_attn_levels) \
+    if (u.filter_taps != 1 or u.phase_features or u.harmonic_features or u.band_attn_levels or u.bands_per_octave) \
             and config.network != "bandunet2d":
-        raise ValueError(f"filter_taps, phase_features, harmonic_features and band_attn_levels are settings of the "
-                         f"'bandunet2d' network, not of {config.network!r}; leave them at 1, false, [] and []")
+        raise ValueError(f"filter_taps, phase_features, harmonic_features, band_attn_levels and bands_per_octave are "
+                         f"settings of the 'bandunet2d' network, not of {config.network!r}; leave them at 1, false, "
+                         "[], [] and 0")
     if config.unet.refine_channels and config.network != "bandunet2d":
         raise ValueError(f"refine_channels is a setting of the 'bandunet2d' network, not of {config.network!r}; "
                          "leave it at 0")

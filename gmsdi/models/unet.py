@@ -54,6 +54,8 @@ class UNetConfig:
             complex gain and residual per bin out (`gmsdi.models.spectral`).
         n_fft: the STFT window in samples (`frontend="stft"`).
         band_width: STFT bins per band of the band-split 2-D network (`gmsdi.models.bandunet`).
+        bands_per_octave: 0 = that network's bands are uniform, `band_width` bins each; otherwise they are
+            log-spaced, 1/`bands_per_octave` octave wide and at least one bin (`bandunet.band_edges`).
         band_gain: what the band-split network's complex gain M multiplies (`BAND_GAINS`): "input",
             the STFT of its scaled input c_in·x; "mask", the STFT of the noisy waveform x itself, so
             that M = −1 removes x at any σ (the gain is scaled by 1 + σ_d/σ; see `gmsdi.models.bandunet`).
@@ -92,6 +94,7 @@ class UNetConfig:
     frontend: str = "patch"
     n_fft: int = 1024
     band_width: int = 16
+    bands_per_octave: int = 0
     band_gain: str = "input"
     refine_channels: int = 0
     refine_blocks: int = 1
@@ -148,6 +151,8 @@ class UNetConfig:
             raise ValueError(f"filter_taps must be odd and positive (1 = a mask), got {self.filter_taps}")
         if self.band_width < 1:
             raise ValueError(f"band_width must be positive, got {self.band_width}")
+        if self.bands_per_octave < 0:
+            raise ValueError(f"bands_per_octave must be 0 (uniform bands) or positive, got {self.bands_per_octave}")
         if self.frontend == "patch" and self.channels[0] < self.patch_size * self.in_channels:
             raise ValueError(
                 f"channels[0]={self.channels[0]} is below patch_size·in_channels="
