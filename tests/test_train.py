@@ -203,3 +203,16 @@ def test_a_spectrally_weighed_run_measures_the_data_once_and_checks_its_crop(tmp
     assert first[:64].mean() < first[256:].mean()  # bass-heavy music: low bins weigh less
     assert train.main(_args(tmp_path / "b", tiny_data, "max_steps=1", "val_every=0", "loss_spectral_alpha=0.5")) == 2
     assert "not a multiple of 256" in capsys.readouterr().err
+
+
+def test_the_logbands_config_builds_eighty_log_spaced_bands():
+    from gmsdi.models import build_model
+    from gmsdi.models.bandunet import band_edges
+
+    cfg = train.build_model_config(train.load_config(ROOT / "train/configs/logbands.yaml"))
+    assert cfg.unet.bands_per_octave == 12 and cfg.segment_samples == 16384
+    net = build_model(cfg, seed=0).net
+    assert net.embed.edges == band_edges(512, bands_per_octave=12, multiple=4) and net.embed.bands == 80
+    assert (torch.tensor(net.embed.edges[:21]) == torch.arange(21)).all()  # single bins up to 312 Hz
+    params = sum(p.numel() for p in net.parameters())
+    assert 5e6 < params < 12e6
