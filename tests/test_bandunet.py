@@ -81,12 +81,10 @@ def test_each_band_reads_its_own_bins() -> None:
         assert h[0, 0].mean(-1).argmax().item() == int(hz * N_FFT / SR) // WIDTH
 
 
-def test_network_learns_a_tone_under_bf16_autocast() -> None:
-    torch.manual_seed(0)
-    model = build_model(tiny_bands_config(), seed=0)
+def _learns_a_tone(model: EDMDenoiser, cond: TextEmbedding | None) -> bool:
+    """40 Adam steps under bf16 autocast on a 440 Hz tone at σ = 0.3: whether the loss halves."""
     t = torch.arange(1024) / SR
     tone = (0.1 * torch.sin(2 * math.pi * 440 * t))[None, None].repeat(8, 1, 1)
-    cond = HashTextEncoder(384).encode(["piano"] * 8)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     g = torch.Generator().manual_seed(0)
     losses = []
@@ -97,7 +95,13 @@ def test_network_learns_a_tone_under_bf16_autocast() -> None:
         opt.step()
         opt.zero_grad()
         losses.append(loss.item())
-    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    return np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+
+
+def test_network_learns_a_tone_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny_bands_config(), seed=0)
+    assert _learns_a_tone(model, HashTextEncoder(384).encode(["piano"] * 8))
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
@@ -175,19 +179,7 @@ def test_a_log_band_network_starts_at_c_skip_learns_and_round_trips(tmp_path: Pa
     x = 0.1 * torch.randn(2, 1, 1024, generator=torch.Generator().manual_seed(1))
     sigma = torch.tensor([0.05, 0.5])
     assert torch.allclose(model(x, sigma, None), model.scalings(sigma).c_skip[:, None, None] * x, atol=1e-6)
-    t = torch.arange(1024) / SR
-    tone = (0.1 * torch.sin(2 * math.pi * 440 * t))[None, None].repeat(8, 1, 1)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(40):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model.loss(tone, torch.full((8,), 0.3), None, generator=g).mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(loss.item())
-    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    assert _learns_a_tone(model, None)
     again = load_model(save_model(tmp_path / "m.safetensors", model.eval()))
     assert again.model_config.unet.bands_per_octave == 6
     assert torch.equal(again(x, 0.2, None), model(x, 0.2, None))
