@@ -14,7 +14,8 @@ import pytest
 import torch
 from script_loader import load_script
 
-from gmsdi.models import load_model
+from gmsdi.models import build_model, load_model
+from gmsdi.models.bandunet import band_edges
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "train/configs/tiny.yaml"
@@ -206,9 +207,6 @@ def test_a_spectrally_weighed_run_measures_the_data_once_and_checks_its_crop(tmp
 
 
 def test_the_logbands_config_builds_eighty_log_spaced_bands():
-    from gmsdi.models import build_model
-    from gmsdi.models.bandunet import band_edges
-
     cfg = train.build_model_config(train.load_config(ROOT / "train/configs/logbands.yaml"))
     assert cfg.unet.bands_per_octave == 12 and cfg.segment_samples == 16384
     net = build_model(cfg, seed=0).net

@@ -45,6 +45,7 @@ on an input of scale σ give outputs of the data's scale).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -171,9 +172,9 @@ class _BandLayout(nn.Module):
     def __init__(self, edges: Sequence[int]) -> None:
         super().__init__()
         edges = tuple(int(e) for e in edges)
-        if len(edges) < 2 or edges[0] != 0 or any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+        if len(edges) < 2 or edges[0] != 0 or any(b <= a for a, b in itertools.pairwise(edges)):
             raise ValueError(f"band edges must rise from 0, got {edges[:8]}...")
-        widths = [b - a for a, b in zip(edges, edges[1:], strict=False)]
+        widths = [b - a for a, b in itertools.pairwise(edges)]
         self.edges, self.bands, self.width, self.bins = edges, len(widths), max(widths), edges[-1]
         self.uniform = len(set(widths)) == 1
         gather = torch.full((self.bands, self.width), self.bins, dtype=torch.long)
@@ -390,15 +391,14 @@ class BandUNet2d(nn.Module):
         self.stft = Stft(cfg.n_fft, cfg.patch_size)
         chans, g = cfg.channels, cfg.norm_groups
         edges = band_edges(self.stft.bins - 1, cfg.band_width, cfg.bands_per_octave, 2 ** (cfg.levels - 1))
-        bands, width = len(edges) - 1, max(b - a for a, b in zip(edges, edges[1:], strict=False))
+        self.embed = BandEmbed(edges, chans[0], FEATURES_PER_BIN + (PHASE_FEATURES if cfg.phase_features else 0)
+                               + len(cfg.harmonic_features))
+        bands, width = self.embed.bands, self.embed.width
         if chans[0] < 2 * width:
             raise ValueError(f"channels[0]={chans[0]} is below twice the widest band's {width} bins: the residual "
                              "could not span every spectrum of a band")
         if cfg.refine_channels and cfg.bands_per_octave:
             raise ValueError("the per-bin refiner (refine_channels) needs uniform bands (bands_per_octave=0)")
-
-        self.embed = BandEmbed(edges, chans[0], FEATURES_PER_BIN + (PHASE_FEATURES if cfg.phase_features else 0)
-                               + len(cfg.harmonic_features))
         self.fourier = FourierFeatures(cfg.fourier_dim)
         self.sigma_mlp = nn.Sequential(
             nn.Linear(cfg.fourier_dim, cfg.emb_dim), nn.SiLU(), nn.Linear(cfg.emb_dim, cfg.emb_dim)
