@@ -189,6 +189,23 @@ def test_learning_rate_warms_up_then_decays_to_the_floor() -> None:
     assert train.learning_rate(flat, 5000) == pytest.approx(1e-3)
 
 
+def test_a_late_decay_start_holds_the_rate_then_cools_down_on_resume() -> None:
+    sys.path.insert(0, str(ROOT / "train"))
+    import train
+
+    cfg = train.load_config(None, ["lr=1e-3", "warmup_steps=10", "lr_decay_start=100", "lr_decay_steps=300",
+                                   "lr_min_ratio=0.1"])
+    lrs = [train.learning_rate(cfg, s) for s in range(400)]
+    assert all(lr == pytest.approx(1e-3) for lr in lrs[9:101])
+    assert lrs[200] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5), rel=1e-6)
+    assert lrs[300] == pytest.approx(1e-4) and lrs[399] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in zip(lrs[100:], lrs[101:], strict=False))
+    # a start before the end of warm-up is the plain cosine
+    early = train.load_config(None, ["lr=1e-3", "warmup_steps=10", "lr_decay_start=3", "lr_decay_steps=110"])
+    plain = train.load_config(None, ["lr=1e-3", "warmup_steps=10", "lr_decay_steps=110"])
+    assert [train.learning_rate(early, s) for s in range(200)] == [train.learning_rate(plain, s) for s in range(200)]
+
+
 def test_keep_silence_silences_every_source_where_the_mix_is_silent() -> None:
     from gmsdi.inference.constraints import keep_silence
 

@@ -117,8 +117,11 @@ class TrainConfig:
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.99)
     warmup_steps: int = 500
-    # Cosine decay from lr to lr·lr_min_ratio between warmup_steps and lr_decay_steps (0: constant).
+    # Cosine decay from lr to lr·lr_min_ratio between lr_decay_start and lr_decay_steps (0: constant).
     lr_decay_steps: int = 0
+    # Step where the cosine begins (0: at the end of warm-up). A later start holds lr constant until then: a
+    # warmup-stable-decay schedule whose cooldown can be added to a run trained at a constant rate, on resume.
+    lr_decay_start: int = 0
     lr_min_ratio: float = 0.05
     max_steps: int = 100_000
     # Gain augmentation: each crop scaled by a gain drawn uniformly in this range (dB); (0, 0) is off.
@@ -359,10 +362,12 @@ def build_model_config(cfg: TrainConfig) -> ModelConfig:
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """The learning rate at `step` (0-based): linear warm-up, then constant or cosine decay."""
+    """The learning rate at `step` (0-based): linear warm-up, constant until `lr_decay_start` (or the end
+    of warm-up), then cosine decay to `lr * lr_min_ratio` at `lr_decay_steps` (0: constant throughout)."""
     lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-    if cfg.lr_decay_steps > cfg.warmup_steps and step >= cfg.warmup_steps:
-        t = min(1.0, (step - cfg.warmup_steps) / (cfg.lr_decay_steps - cfg.warmup_steps))
+    start = max(cfg.warmup_steps, cfg.lr_decay_start)
+    if cfg.lr_decay_steps > start and step >= start:
+        t = min(1.0, (step - start) / (cfg.lr_decay_steps - start))
         lr = cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
     return lr
 
