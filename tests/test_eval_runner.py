@@ -274,3 +274,17 @@ def test_fad_gamma_mode_and_tag(data: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "fad-generation-gmsdi.json").exists()
     assert cli.main(["fad", *common]) == 0
     assert "gamma_mode" not in json.loads((tmp_path / "fad-generation-gmsdi.json").read_text())["settings"]
+
+
+def test_records_name_the_run_of_a_checkpoint_given_on_the_command_line(tmp_path: Path) -> None:
+    """A --checkpoint file is described by the run and step in its metadata, not by the registry's
+    training config, which made another file."""
+    from gmsdi.eval.methods import load_model
+    from gmsdi.models import build_model, model_config, save_model
+
+    config = model_config("tiny", text_encoder="hash")
+    path = save_model(tmp_path / "m.safetensors", build_model(config), metadata={"run": "cool-1", "step": "12500"})
+    described = load_model("gmsdi", checkpoint=path, device="cpu").describe()
+    assert (described["run"], described["step"], described["train_config"]) == ("cool-1", 12500, None)
+    bare = save_model(tmp_path / "bare.safetensors", build_model(config))
+    assert load_model("gmsdi", checkpoint=bare, device="cpu").describe()["step"] is None

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from gmsdi.audio import SILENCE_PEAK
+from gmsdi.checkpoint_io import read_metadata
 from gmsdi.data.classes import PAPER_STEMS
 from gmsdi.data.prompts import compose
 from gmsdi.eval.references import ideal_ratio_mask, unprocessed_mixture
@@ -143,16 +144,23 @@ class LoadedModel:
         pipeline: a `GMSDIPipeline` (kind "gmsdi") or an `MSDMPipeline` (kind "msdm").
         checkpoint: the file it was loaded from (None for a quick model built in code).
         sha256: the checkpoint's sha256 (None for a quick model).
+        run, step: the training run and step the checkpoint's metadata names (None where it names none).
     """
 
     spec: ModelSpec
     pipeline: Any
     checkpoint: str | None
     sha256: str | None
+    run: str | None = None
+    step: int | None = None
 
     def describe(self) -> dict[str, Any]:
+        """The record's "model" entry. `train_config` is the registry's config only for the registry's own
+        checkpoint; another file (`--checkpoint`) may come from any run, which `run` and `step` name."""
+        own = self.checkpoint is not None and self.checkpoint == relative_paths(str(self.spec.checkpoint_path))
         return {"model": self.spec.name, "checkpoint": self.checkpoint, "checkpoint_sha256": self.sha256,
-                "train_config": self.spec.train_config,
+                "train_config": self.spec.train_config if own or self.checkpoint is None else None,
+                "run": self.run, "step": self.step,
                 "window_samples": int(self.pipeline.config.window_samples),
                 "sample_rate": int(self.pipeline.sample_rate)}
 
@@ -201,7 +209,10 @@ def load_model(name: str, checkpoint: str | os.PathLike[str] | None = None, quic
         from gmsdi.pipeline import GMSDIPipeline
 
         pipe = GMSDIPipeline.from_pretrained(path, device=device)
-    return LoadedModel(spec, pipe, relative_paths(str(path)), file_sha256(path))  # records hold no machine paths
+    meta = read_metadata(path)
+    step = meta.get("step", "")
+    return LoadedModel(spec, pipe, relative_paths(str(path)), file_sha256(path),  # records hold no machine paths
+                       run=meta.get("run"), step=int(step) if step.isdigit() else None)
 
 
 def _silent(mix: np.ndarray) -> bool:
