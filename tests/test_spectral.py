@@ -253,3 +253,15 @@ def test_prompt_check_warns_about_words_that_name_no_instrument(capsys, tmp_path
     result = pipe.generate(["bass", "asdfgh"], seconds=0.25, steps=2, seed=0)
     assert len(result.settings["warnings"]) == 1 and "'asdfgh'" in result.settings["warnings"][0]
     assert pipe.generate(["bass"], seconds=0.25, steps=2, seed=0).settings["warnings"] == []
+
+
+def test_a_cosine_that_ends_before_it_starts_is_a_config_error() -> None:
+    sys.path.insert(0, str(ROOT / "train"))
+    import train
+
+    for overrides in (["warmup_steps=500", "lr_decay_steps=300"],
+                      ["warmup_steps=10", "lr_decay_start=1000", "lr_decay_steps=1000"]):
+        with pytest.raises(ValueError, match="lr_decay_steps=.* ends the cosine before it starts"):
+            train.check_schedule(train.load_config(None, overrides))
+    for overrides in (["lr_decay_steps=0"], ["warmup_steps=10", "lr_decay_start=100", "lr_decay_steps=101"]):
+        train.check_schedule(train.load_config(None, overrides))

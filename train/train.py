@@ -372,6 +372,16 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return lr
 
 
+def check_schedule(cfg: TrainConfig) -> None:
+    """A cosine must end after it starts: `lr_decay_steps` is 0 (constant) or past `lr_decay_start` and the
+    warm-up, else the rate would silently stay constant."""
+    start = max(cfg.warmup_steps, cfg.lr_decay_start)
+    if cfg.lr_decay_steps and cfg.lr_decay_steps <= start:
+        raise ValueError(f"lr_decay_steps={cfg.lr_decay_steps} ends the cosine before it starts (step {start}: "
+                         f"the later of warmup_steps and lr_decay_start); set lr_decay_steps above {start}, or 0 "
+                         "for a constant rate")
+
+
 def check_source(d: DataConfig) -> None:
     if d.source not in SOURCES:
         raise ValueError(f"unknown data.source {d.source!r}; valid names are {list(SOURCES)}")
@@ -577,6 +587,7 @@ def train(cfg: TrainConfig) -> dict:
         accelerator.print(f"resumed {run} at step {step}")
     text_encoder = training_text_encoder(cfg, model_cfg).to(device)
     check_condition(cfg, text_encoder)
+    check_schedule(cfg)
 
     multiple = model_cfg.unet.length_multiple
     segment = model_cfg.segment_samples
