@@ -46,7 +46,8 @@ def _weights(text: str) -> list[float]:
 
 
 def add_sampling_flags(p: argparse.ArgumentParser, defaults: Any = None, per_stem_guidance: bool = True) -> None:
-    """--steps, --sampler, --churn, --resamples, --guidance (dest: the `Settings` field names).
+    """--steps, --sampler, --churn, --resamples, --guidance, --guidance-sigma-min/-max (dest: the `Settings`
+    field names).
 
     Args:
         defaults: a `Settings` whose values the help quotes; None says "the pipeline's".
@@ -66,6 +67,8 @@ def add_sampling_flags(p: argparse.ArgumentParser, defaults: Any = None, per_ste
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help=f"default {default('sampler')}")
     p.add_argument("--churn", type=float, default=None, dest="s_churn",
                    help=f"stochastic churn S_churn (default {default('s_churn')})")
+    p.add_argument("--churn-sigma-min", type=float, default=None, dest="s_tmin", metavar="SIGMA",
+                   help=f"churn at σ ≥ SIGMA only, Karras S_tmin (0 = at every step; default {default('s_tmin')})")
     p.add_argument("--resamples", type=int, default=None,
                    help=f"passes per step, MSDM correction, 1..{MAX_RESAMPLES} (default 1)")
     lo, hi = GUIDANCE_RANGE
@@ -76,6 +79,11 @@ def add_sampling_flags(p: argparse.ArgumentParser, defaults: Any = None, per_ste
     else:
         p.add_argument("--guidance", type=float, default=None,
                        help=f"negative-prompt guidance weight in [{lo:g}, {hi:g}] (default: the method's; 1 = off)")
+    p.add_argument("--guidance-sigma-min", type=float, default=None, metavar="SIGMA",
+                   help=f"guide at σ ≥ SIGMA only (0 = down to the last step; default "
+                        f"{default('guidance_sigma_min')})")
+    p.add_argument("--guidance-sigma-max", type=float, default=None, metavar="SIGMA",
+                   help="guide at σ ≤ SIGMA only (default: no upper bound)")
 
 
 def add_dirac_flag(p: argparse.ArgumentParser) -> None:
@@ -101,10 +109,11 @@ def add_coupling_flags(p: argparse.ArgumentParser) -> None:
 
 
 def sampling_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The sampling flags as pipeline keywords (None = the pipeline's default); --dirac, --gamma-mode and
-    --coupling-sigma-min where the command has them and they are given (absent, they keep older cache keys)."""
+    """The sampling flags as pipeline keywords (None = the pipeline's default); --dirac, --gamma-mode,
+    --coupling-sigma-min and --guidance-sigma-min/-max where the command has them and they are given (absent,
+    they keep older cache keys)."""
     out = {k: getattr(args, k, None) for k in SAMPLING_KEYS}
-    for key in ("dirac", "gamma_mode", "coupling_sigma_min"):
+    for key in ("dirac", "gamma_mode", "coupling_sigma_min", "guidance_sigma_min", "guidance_sigma_max", "s_tmin"):
         if getattr(args, key, None) is not None:
             out[key] = getattr(args, key)
     return out

@@ -89,6 +89,28 @@ def test_guided_skips_chains_not_evaluated(tiny, encoder) -> None:
     assert torch.equal(out[:, 0], x[:, 0]) and guided.rows == 2
 
 
+
+def test_guidance_interval_guides_inside_and_skips_the_negative_pass_outside(tiny, encoder) -> None:
+    """Outside [sigma_min, sigma_max] a chain takes its positive estimate and no negative row is sent; inside
+    it is the full guidance; a batch that straddles the edge is guided element by element."""
+    prompts, negatives, weights = ["bass", "drum kit"], ["drum kit", "bass"], [3.0, 3.0]
+    full = GuidedDenoiser.from_prompts(tiny, encoder, prompts, negatives, weights)
+    off = GuidedDenoiser.from_prompts(tiny, encoder, prompts, negatives, [1.0, 1.0])
+    limited = GuidedDenoiser.from_prompts(tiny, encoder, prompts, negatives, weights, sigma_min=0.1, sigma_max=2.0)
+    x = 0.3 * torch.randn(2, 2, 256, generator=torch.Generator().manual_seed(0))
+    low, mid, high = torch.tensor([0.01, 0.01]), torch.tensor([0.5, 0.5]), torch.tensor([3.0, 3.0])
+    torch.testing.assert_close(limited(x, low), off(x, low))
+    assert limited.rows == 2 * 2  # positive rows only
+    torch.testing.assert_close(limited(x, high), off(x, high))
+    torch.testing.assert_close(limited(x, mid), full(x, mid))
+    assert not torch.allclose(full(x, low), off(x, low))  # guidance does change the estimate
+    both = torch.tensor([0.5, 0.01])
+    out = limited(x, both)
+    torch.testing.assert_close(out[0], full(x, both)[0])
+    torch.testing.assert_close(out[1], off(x, both)[1])
+    with pytest.raises(ValueError, match="guidance interval"):
+        GuidedDenoiser.from_prompts(tiny, encoder, prompts, negatives, weights, sigma_min=1.0, sigma_max=0.5)
+
 # -- Eq. (2) with Gaussian sources -------------------------------------------------------------
 VA, VB = 0.01, 0.04
 
@@ -505,3 +527,19 @@ def test_coupling_acts_only_from_sigma_min(mode: str) -> None:
     for bad in (-0.1, math.nan, math.inf, "0.1"):
         with pytest.raises(ValueError, match="coupling_sigma_min"):
             MixtureCoupling(fixed, gamma, gamma, mode, sigma_min=bad)
+
+
+def test_step_factors_count_the_churn_only_above_s_tmin() -> None:
+    """The stability analysis sees the churn where the sampler applies it: σ ≥ s_tmin."""
+    from gmsdi.inference.constraints import step_factors
+
+    sigmas = get_sigmas_karras(16, 1e-3, 1.0)
+
+    def c(_: float) -> float:
+        return 4.0
+
+    plain, churned = step_factors(sigmas, c, "euler"), step_factors(sigmas, c, "euler", 20.0)
+    floored = step_factors(sigmas, c, "euler", 20.0, s_tmin=0.05)
+    for s, a, b, f in zip(sigmas[:-2].tolist(), plain, churned, floored, strict=True):
+        assert f == (a if s < 0.05 else b)
+    assert churned != plain

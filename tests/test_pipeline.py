@@ -347,3 +347,15 @@ def test_audio_file_formats(pipe, tmp_path) -> None:
     AudioSegment(pcm.tobytes(), frame_rate=44100, sample_width=2, channels=1).export(tmp_path / "m.m4a", format="ipod")
     y = load_audio(tmp_path / "m.m4a", SR)
     assert abs(len(y) - round(0.1 * SR)) < 0.05 * SR and np.abs(y).max() > 0.1
+
+
+def test_separation_churn_floor_and_guidance_interval_reach_the_sampler(pipe) -> None:
+    """`s_tmin` stops the churn below it and `guidance_sigma_min` the negative pass, in the separator."""
+    seen: list[tuple[float, float]] = []
+    out = pipe.separate(_mix(0.5), ["bass", "piano"], seed=0, steps=12, s_churn=10.0, s_tmin=0.05,
+                        guidance_sigma_min=0.05,
+                        callback=lambda info: seen.append((info["sigma"], info["sigma_hat"])))
+    assert all((hat == s) == (s < 0.05) for s, hat in seen) and any(s < 0.05 for s, _ in seen)
+    assert out.settings["s_tmin"] == 0.05 and out.settings["guidance_sigma_min"] == 0.05
+    guided_all = pipe.separate(_mix(0.5), ["bass", "piano"], seed=0, steps=12, s_churn=10.0, s_tmin=0.05)
+    assert guided_all.settings["network_samples"] > out.settings["network_samples"]  # fewer negative passes

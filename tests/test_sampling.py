@@ -127,3 +127,16 @@ def test_sampler_registry() -> None:
     assert set(SAMPLERS) == {"euler", "heun"}
     with pytest.raises(ValueError, match=r"unknown sampler 'rk4'; valid names are \['euler', 'heun'\]"):
         get_sampler("rk4")
+
+
+def test_churn_stops_below_s_tmin() -> None:
+    """Karras S_tmin: no churn at σ < s_tmin; above it the churn raises σ as before."""
+    sigmas = get_sigmas_karras(20, 1e-3, SIGMA_MAX)
+    seen: list[tuple[float, float]] = []
+    sample_euler(Gaussian(), _start((1, 64)), sigmas, s_churn=10.0, s_tmin=0.05,
+                 callback=lambda info: seen.append((info["sigma"], info["sigma_hat"])),
+                 generator=torch.Generator().manual_seed(0))
+    assert all((hat == s) == (s < 0.05) for s, hat in seen) and any(s < 0.05 for s, _ in seen)
+    x = _start((2, 64))
+    plain = sample_euler(Gaussian(), x, sigmas)
+    torch.testing.assert_close(sample_euler(Gaussian(), x, sigmas, s_churn=10.0, s_tmin=2 * SIGMA_MAX), plain)

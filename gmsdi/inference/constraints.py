@@ -54,7 +54,7 @@ MAX_COUPLING_GROWTH = 10.0
 
 
 def coupling_growth(sigmas: torch.Tensor, gamma_x: float, gamma_y: float, mode: str, moving: int,
-                    sampler: str = "heun", s_churn: float = 0.0) -> float:
+                    sampler: str = "heun", s_churn: float = 0.0, s_tmin: float = 0.0) -> float:
     """How much an Euler/Heun schedule can amplify the mixture residual r = y − Σx through Eq. (2).
 
     The coupling alone gives dr/dσ = c(σ)·r/σ with c = σ²·(G/γ_x² + 1/γ_y²) (σ² → 1/g² in relative
@@ -70,7 +70,7 @@ def coupling_growth(sigmas: torch.Tensor, gamma_x: float, gamma_y: float, mode: 
         gamma_x, gamma_y, mode: as `MixtureCoupling`.
         moving: G, the sources that are sampled (not locked).
         sampler: "euler" or "heun" (others are treated as Euler).
-        s_churn: the sampler's churn (Karras S_churn), which lengthens every step.
+        s_churn: the sampler's churn (Karras S_churn), which lengthens every step at σ ≥ s_tmin.
     """
     inv = moving / gamma_x**2 + 1.0 / gamma_y**2
 
@@ -78,7 +78,7 @@ def coupling_growth(sigmas: torch.Tensor, gamma_x: float, gamma_y: float, mode: 
         return inv if mode == "relative" else sigma**2 * inv
 
     growth = 1.0
-    for factor in step_factors(sigmas, c, sampler, s_churn):
+    for factor in step_factors(sigmas, c, sampler, s_churn, s_tmin):
         growth *= max(1.0, abs(factor))
         if math.isinf(growth):
             break
@@ -86,16 +86,17 @@ def coupling_growth(sigmas: torch.Tensor, gamma_x: float, gamma_y: float, mode: 
 
 
 def step_factors(sigmas: torch.Tensor, c: Callable[[float], float], sampler: str = "heun",
-                 s_churn: float = 0.0) -> list[float]:
+                 s_churn: float = 0.0, s_tmin: float = 0.0) -> list[float]:
     """What each explicit step of a schedule does to a residual r with dr/dσ = c(σ)·r/σ: from σ̂
     (σ raised by the churn) to σ_next, h = 1 − σ_next/σ̂, Euler multiplies r by 1 − c·h and Heun
     by 1 − (h/2)·(c(σ̂) + c(σ_next)·(1 − c(σ̂)·h)/(1 − h)). The last step, to σ = 0, is left out
-    (it returns the denoised value). |factor| > 1: the step overshoots."""
+    (it returns the denoised value). |factor| > 1: the step overshoots. The churn applies at σ ≥ s_tmin."""
     n = len(sigmas) - 1
     churn = min(s_churn / n, math.sqrt(2) - 1) if n else 0.0
     out = []
     for i in range(n - 1):
-        s_hat, s_next = float(sigmas[i]) * (1 + churn), float(sigmas[i + 1])
+        s_i = float(sigmas[i])
+        s_hat, s_next = s_i * (1 + (churn if s_i >= s_tmin else 0.0)), float(sigmas[i + 1])
         h = (s_hat - s_next) / s_hat
         if sampler == "heun":
             out.append(1 - h / 2 * (c(s_hat) + c(s_next) * (1 - c(s_hat) * h) / (1 - h)))
@@ -105,7 +106,8 @@ def step_factors(sigmas: torch.Tensor, c: Callable[[float], float], sampler: str
 
 
 def check_coupling(sigmas: torch.Tensor, gamma_x: float, gamma_y: float, mode: str, moving: int,
-                   sampler: str = "heun", s_churn: float = 0.0, limit: float = MAX_COUPLING_GROWTH) -> float:
+                   sampler: str = "heun", s_churn: float = 0.0, limit: float = MAX_COUPLING_GROWTH,
+                   s_tmin: float = 0.0) -> float:
     """Raises a ValueError that says what to change when `coupling_growth` exceeds `limit`.
 
     A γ this tight for the step count makes the explicit sampler overshoot the coupling at every
@@ -122,11 +124,11 @@ def check_coupling(sigmas: torch.Tensor, gamma_x: float, gamma_y: float, mode: s
                              f"gamma_x = gamma_y ≥ {g:.2f} (√(G+1) = {math.sqrt(moving + 1):.2f} makes them sum "
                              "exactly)")
         return abs(1.0 - c)
-    growth = coupling_growth(sigmas, gamma_x, gamma_y, mode, moving, sampler, s_churn)
+    growth = coupling_growth(sigmas, gamma_x, gamma_y, mode, moving, sampler, s_churn, s_tmin)
     if growth <= limit:
         return growth
     scale = 1.0  # the smallest common factor on both γ that keeps the schedule stable
-    while coupling_growth(sigmas, gamma_x * scale, gamma_y * scale, mode, moving, sampler, s_churn) > limit:
+    while coupling_growth(sigmas, gamma_x * scale, gamma_y * scale, mode, moving, sampler, s_churn, s_tmin) > limit:
         scale *= 1.05
     steps = len(sigmas) - 1
     unit = " (relative: γ = g·σ)" if mode == "relative" else " (waveform units)"

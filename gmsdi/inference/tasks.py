@@ -57,7 +57,7 @@ def generate_sources(
         sigmas: [n + 1] noise levels ending at 0.
         gamma_x, gamma_y, gamma_mode: the likelihood widths of Eq. (2) (`MixtureCoupling`).
         coupling_sigma_min: below this σ the chains run uncoupled (`MixtureCoupling.sigma_min`).
-        stack: the keywords of `sample_stack` (known, mask, locked_noise, sampler, s_churn,
+        stack: the keywords of `sample_stack` (known, mask, locked_noise, sampler, s_churn, s_tmin,
             resamples, batch, callback, generator, device); `known`/`mask` are [B or 1, K+1, T].
 
     Returns:
@@ -86,6 +86,7 @@ def sample_stack(
     locked_noise: str = "fixed",
     sampler: str = "heun",
     s_churn: float = 0.0,
+    s_tmin: float = 0.0,
     resamples: int = 1,
     batch: int = 1,
     callback: Callback | None = None,
@@ -107,7 +108,7 @@ def sample_stack(
             chains, §3.2) or the context of a previous window. None = nothing known.
         locked_noise: "fixed" or "fresh" ε for known entries (`KnownValues`).
         sampler: a name in `gmsdi.sampling.SAMPLERS`.
-        s_churn, resamples: passed to the sampler.
+        s_churn, s_tmin, resamples: passed to the sampler (churn at σ ≥ s_tmin only, Karras S_tmin).
         batch: B.
         callback: the sampler callback (see `gmsdi.sampling.samplers`); may cancel.
         generator: all randomness (initial noise, churn, fresh locked noise).
@@ -127,8 +128,8 @@ def sample_stack(
         x = inpaint.initial_state(eps, sigma_max)
     else:
         x = sigma_max * eps
-    x = get_sampler(sampler)(model, x, sigmas, callback=callback, s_churn=s_churn, resamples=resamples,
-                             generator=generator)
+    x = get_sampler(sampler)(model, x, sigmas, callback=callback, s_churn=s_churn, s_tmin=s_tmin,
+                             resamples=resamples, generator=generator)
     return inpaint.apply(x) if inpaint is not None else x
 
 
@@ -143,6 +144,7 @@ def separate_sources(
     dirac: str = "constrained",
     sampler: str = "euler",
     s_churn: float = 20.0,
+    s_tmin: float = 0.0,
     resamples: int = 1,
     callback: Callback | None = None,
     generator: torch.Generator | None = None,
@@ -157,7 +159,7 @@ def separate_sources(
         constrained: index of the source set to y − Σ others (`dirac="constrained"`).
         dirac: "constrained" (MSDM: `DiracConstraint`, the K−1 other sources are sampled) or
             "projected" (`ProjectedDirac`: all K sampled on the plane Σ x = y; `constrained` unused).
-        sampler, s_churn, resamples, callback, generator: as `generate_sources`.
+        sampler, s_churn, s_tmin, resamples, callback, generator: as `generate_sources`.
 
     Returns:
         [B, K, T]; summing over K gives `mixture` up to float rounding.
@@ -169,11 +171,13 @@ def separate_sources(
     if dirac == "projected":
         plane = ProjectedDirac(denoiser, mixture, n_sources)
         x = plane.initial_state(_noise((b, n_sources, t), generator, mixture.device), float(sigmas[0]))
-        x = run(plane, x, sigmas, callback=callback, s_churn=s_churn, resamples=resamples, generator=generator)
+        x = run(plane, x, sigmas, callback=callback, s_churn=s_churn, s_tmin=s_tmin, resamples=resamples,
+                generator=generator)
         return plane.project(x)  # the last step returns a projected estimate; this removes the rounding
     constraint = DiracConstraint(denoiser, mixture, constrained, n_sources)
     x = float(sigmas[0]) * _noise((b, n_sources - 1, t), generator, mixture.device)
-    free = run(constraint, x, sigmas, callback=callback, s_churn=s_churn, resamples=resamples, generator=generator)
+    free = run(constraint, x, sigmas, callback=callback, s_churn=s_churn, s_tmin=s_tmin, resamples=resamples,
+                generator=generator)
     return constraint.complete(free)
 
 
@@ -185,7 +189,8 @@ class DiracStepsError(ValueError):
 
 
 def dirac_error(sigmas: torch.Tensor, n_sources: int, sigma_data: float, *, dirac: str = "constrained",
-                sampler: str = "euler", s_churn: float = 20.0, resamples: int = 1, length: int = 2048) -> float:
+                sampler: str = "euler", s_churn: float = 20.0, resamples: int = 1, length: int = 2048,
+                s_tmin: float = 0.0) -> float:
     """How far a separator schedule lands from the answer when the answer is known: K Gaussian
     sources of variance σ_d²/K (so the mix has the training data's σ_d), their exact denoiser, a
     seeded mix, and the mean squared distance of the separated stems to the posterior mean y/K,
@@ -204,12 +209,14 @@ def dirac_error(sigmas: torch.Tensor, n_sources: int, sigma_data: float, *, dira
     g = torch.Generator().manual_seed(0)
     mixture = (torch.randn(1, n_sources, length, generator=g, dtype=torch.float64) * math.sqrt(v)).sum(dim=1)
     out = separate_sources(gaussian, mixture, n_sources, sigmas.double().cpu(), constrained=n_sources - 1,
-                           dirac=dirac, sampler=sampler, s_churn=s_churn, resamples=resamples, generator=g)
+                           dirac=dirac, sampler=sampler, s_churn=s_churn, s_tmin=s_tmin, resamples=resamples,
+                           generator=g)
     err = float(((out - mixture[:, None] / n_sources) ** 2).mean()) / (v * (1 - 1 / n_sources))
     return err if math.isfinite(err) else math.inf
 
 
-def _overshoots(sigmas: torch.Tensor, n_sources: int, sigma_data: float, sampler: str, s_churn: float) -> bool:
+def _overshoots(sigmas: torch.Tensor, n_sources: int, sigma_data: float, sampler: str, s_churn: float,
+                s_tmin: float = 0.0) -> bool:
     """Whether any step of MSDM's form overshoots along the sum of the free stems, for the Gaussian
     sources of `dirac_error`: there the sum direction moves as dr/dσ = c(σ)·r/σ with
     c = K·σ²/(σ² + σ_d²/K), and an Euler step multiplies r by 1 − c·h (Heun: as `coupling_growth`)."""
@@ -218,13 +225,13 @@ def _overshoots(sigmas: torch.Tensor, n_sources: int, sigma_data: float, sampler
     def c(sigma: float) -> float:
         return n_sources * sigma**2 / (sigma**2 + v)
 
-    return any(abs(f) > 1 for f in step_factors(sigmas, c, sampler, s_churn))
+    return any(abs(f) > 1 for f in step_factors(sigmas, c, sampler, s_churn, s_tmin))
 
 
 @functools.lru_cache(maxsize=256)
 def min_dirac_steps(n_sources: int, sigma_data: float, sigma_min: float, sigma_max: float, rho: float = 7.0, *,
                     sampler: str = "euler", s_churn: float = 20.0, resamples: int = 1,
-                    max_steps: int = 1000, window: int = 8) -> int | None:
+                    max_steps: int = 1000, window: int = 8, s_tmin: float = 0.0) -> int | None:
     """The fewest Karras steps from which MSDM's Dirac form converges at every larger count
     (`dirac_error` ≤ `MAX_DIRAC_ERROR`), or None if none up to `max_steps` does.
 
@@ -239,16 +246,16 @@ def min_dirac_steps(n_sources: int, sigma_data: float, sigma_min: float, sigma_m
         return get_sigmas_karras(n, sigma_min, sigma_max, rho)
 
     def fails(n: int) -> bool:
-        return dirac_error(schedule(n), n_sources, sigma_data, sampler=sampler, s_churn=s_churn,
+        return dirac_error(schedule(n), n_sources, sigma_data, sampler=sampler, s_churn=s_churn, s_tmin=s_tmin,
                            resamples=resamples, length=1024) > MAX_DIRAC_ERROR
 
     # below 4 steps there are too few steps to overshoot in, not steps that are safe: search from 4 up
     lo, hi = 4, min(4, max_steps)
-    while hi < max_steps and _overshoots(schedule(hi), n_sources, sigma_data, sampler, s_churn):
+    while hi < max_steps and _overshoots(schedule(hi), n_sources, sigma_data, sampler, s_churn, s_tmin):
         lo, hi = hi + 1, min(max_steps, 2 * hi)
     while lo < hi:  # the first count with no overshooting step
         mid = (lo + hi) // 2
-        if _overshoots(schedule(mid), n_sources, sigma_data, sampler, s_churn):
+        if _overshoots(schedule(mid), n_sources, sigma_data, sampler, s_churn, s_tmin):
             lo = mid + 1
         else:
             hi = mid
@@ -267,10 +274,10 @@ def min_dirac_steps(n_sources: int, sigma_data: float, sigma_min: float, sigma_m
 
 def check_dirac_steps(steps: int, n_sources: int, sigma_data: float, sigma_min: float, sigma_max: float,
                       rho: float = 7.0, *, sampler: str = "euler", s_churn: float = 20.0, resamples: int = 1,
-                      max_steps: int = 1000) -> int:
+                      max_steps: int = 1000, s_tmin: float = 0.0) -> int:
     """Raises `DiracStepsError` (a ValueError that says what to change) when `steps` is below
     `min_dirac_steps` for MSDM's Dirac form (`dirac="constrained"`); returns that minimum otherwise."""
-    kw = {"sampler": sampler, "s_churn": s_churn, "resamples": resamples}
+    kw = {"sampler": sampler, "s_churn": s_churn, "resamples": resamples, "s_tmin": s_tmin}
     need = min_dirac_steps(n_sources, sigma_data, sigma_min, sigma_max, rho, max_steps=max_steps, **kw)
     if need is not None and steps >= need:
         return need

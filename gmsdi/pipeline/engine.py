@@ -135,7 +135,7 @@ class BasePipeline:
             return
         lo, hi = self._sigma_range(s)
         check_dirac_steps(s.steps, n_stems, self.config.edm.sigma_data, lo, hi, s.rho, sampler=s.sampler,
-                          s_churn=s.s_churn, resamples=s.resamples, max_steps=limits.MAX_STEPS)
+                          s_churn=s.s_churn, resamples=s.resamples, max_steps=limits.MAX_STEPS, s_tmin=s.s_tmin)
 
     def _window(self, s: Settings) -> tuple[int, int]:
         """Window and overlap in samples, multiples of the network's length multiple."""
@@ -265,7 +265,8 @@ class BasePipeline:
             cb = self._part_callback(callback, part * n_chunks + j, parts * n_chunks,
                                      {"task": task, "chunk": j, "chunks": n_chunks, "chains": sampled})
             return separate_sources(denoiser, segment, k, sigmas, constrained=constrained, dirac=s.dirac,
-                                    sampler=s.sampler, s_churn=s.s_churn, resamples=s.resamples, callback=cb,
+                                    sampler=s.sampler, s_churn=s.s_churn, s_tmin=s.s_tmin, resamples=s.resamples,
+                                    callback=cb,
                                     generator=generator)
 
         y = torch.from_numpy(mix).to(self.device)[None]

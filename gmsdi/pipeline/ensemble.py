@@ -52,7 +52,7 @@ def run_ensemble(pipe: GMSDIPipeline, mix: AudioSource, prompts: str | Sequence[
     stems: list[np.ndarray | None] = [None] * len(prompts)
     calls = samples = part = 0
     if use_sep:
-        guided = pipe._guided(prompts, default_negative_prompts(prompts), weights)
+        guided = pipe._guided(prompts, default_negative_prompts(prompts), weights, s)
         sep, _ = pipe._separate(guided, y * gain, prompts, len(prompts) - 1, s, gen, callback, "ensemble",
                                 part, parts)
         for i, m in enumerate(methods):
@@ -61,7 +61,7 @@ def run_ensemble(pipe: GMSDIPipeline, mix: AudioSource, prompts: str | Sequence[
         calls, samples, part = calls + guided.calls, samples + guided.samples, part + 1
     for i in extract_idx:
         chains, negatives = pipe._extract_prompts(prompts[i], compose([p for j, p in enumerate(prompts) if j != i]))
-        guided = pipe._guided(chains, negatives, [weights[i]] * 2)
+        guided = pipe._guided(chains, negatives, [weights[i]] * 2, s)
         ext, _ = pipe._separate(guided, y * gain, chains, 1, s, gen, callback, "ensemble", part, parts)
         stems[i] = ext[0]
         calls, samples, part = calls + guided.calls, samples + guided.samples, part + 1

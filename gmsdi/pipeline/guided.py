@@ -108,10 +108,11 @@ class GMSDIPipeline(BasePipeline):
         settings["warnings"] = self.prompt_warnings([*settings.get("prompts", []), settings.get("rest_prompt") or ""])
         return Result(stems, mix.astype(np.float32), self.sample_rate, settings, mixture_chain=chain)
 
-    def _guided(self, prompts: list[str], negatives: list[str], weights: list[float],
+    def _guided(self, prompts: list[str], negatives: list[str], weights: list[float], s: Settings,
                 evaluate: list[bool] | None = None) -> GuidedDenoiser:
         return GuidedDenoiser.from_prompts(self.model, self.text_encoder, prompts, negatives, weights, evaluate,
-                                           self.autocast_dtype, device=self.device)
+                                           self.autocast_dtype, device=self.device,
+                                           sigma_min=s.guidance_sigma_min, sigma_max=s.guidance_sigma_max)
 
     # -- generation and accompaniment ----------------------------------------------------------
     def _multisource(self, prompts: list[str], negatives: list[str], weights: list[float], locked: np.ndarray | None,
@@ -126,9 +127,7 @@ class GMSDIPipeline(BasePipeline):
         n_locked = 0 if locked is None else locked.shape[0]
         mix_prompt = compose(prompts)
         evaluate = [False] * n_locked + [True] * (k - n_locked + 1)  # locked stems need no network call
-        guided = GuidedDenoiser.from_prompts(self.model, self.text_encoder, prompts + [mix_prompt], negatives + [""],
-                                             weights + [s.mix_guidance], evaluate, self.autocast_dtype,
-                                             device=self.device)
+        guided = self._guided(prompts + [mix_prompt], negatives + [""], weights + [s.mix_guidance], s, evaluate)
         g_auto = math.sqrt(k - n_locked + 1)  # c = G/g² + 1/g² = 1 (MixtureCoupling)
         relative = s.gamma_mode in ("relative", "denoised", "wiener")
         gamma_x = s.gamma_x if s.gamma_x is not None else (g_auto if relative else None)
@@ -136,12 +135,13 @@ class GMSDIPipeline(BasePipeline):
         if gamma_x is None or gamma_y is None:
             raise ValueError("with gamma_mode='absolute' give gamma_x and gamma_y (waveform units, e.g. 0.5)")
         sigmas = self._sigmas(s)
-        check_coupling(sigmas, gamma_x, gamma_y, s.gamma_mode, k - n_locked, s.sampler, s.s_churn)
+        check_coupling(sigmas, gamma_x, gamma_y, s.gamma_mode, k - n_locked, s.sampler, s.s_churn, s_tmin=s.s_tmin)
 
         def sample(w: int, known: torch.Tensor | None, mask: torch.Tensor | None, cb: Callback | None) -> torch.Tensor:
             return generate_sources(guided, k, w, sigmas, gamma_x=gamma_x, gamma_y=gamma_y, gamma_mode=s.gamma_mode,
                                     coupling_sigma_min=s.coupling_sigma_min, known=known, mask=mask,
                                     locked_noise=s.locked_noise, sampler=s.sampler, s_churn=s.s_churn,
+                                    s_tmin=s.s_tmin,
                                     resamples=s.resamples, callback=cb, generator=generator, device=self.device)
 
         fixed = {} if locked is None else dict(enumerate(locked))
@@ -256,7 +256,7 @@ class GMSDIPipeline(BasePipeline):
         negatives = inputs.negatives(prompts, negative_prompts)
         gen, seed = self._generator(seed, generator)
         t0 = time.perf_counter()
-        guided = self._guided(prompts, negatives, weights)
+        guided = self._guided(prompts, negatives, weights, s)
         out, chunks = self._separate(guided, y * gain, prompts, c, s, gen, callback, "separate")
         record = self._record("separate", s, seed, prompts=prompts, negative_prompts=negatives, guidance=weights,
                               constrained=prompts[c] if s.dirac == "constrained" else None, input_gain_db=_db(gain),
@@ -299,7 +299,7 @@ class GMSDIPipeline(BasePipeline):
         weights = s.weights(1) * 2
         gen, seed = self._generator(seed, generator)
         t0 = time.perf_counter()
-        guided = self._guided(chains, negatives, weights)
+        guided = self._guided(chains, negatives, weights, s)
         out, chunks = self._separate(guided, y * gain, chains, 1, s, gen, callback, "extract")
         record = self._record("extract", s, seed, prompts=[prompt], rest_prompt=chains[1], negative_prompts=negatives,
                               guidance=weights, input_gain_db=_db(gain), seconds=len(y) / self.sample_rate,

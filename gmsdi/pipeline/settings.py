@@ -65,10 +65,14 @@ class Settings:
         sampler: "heun" or "euler" (`gmsdi.sampling.SAMPLERS`).
         steps: number of σ steps (Karras schedule), 1..`MAX_STEPS`.
         s_churn: stochastic churn (Karras Alg. 2), in `CHURN_RANGE`; 0 = deterministic.
+        s_tmin: the churn applies at σ ≥ s_tmin only (Karras S_tmin); 0 = at every step.
         resamples: passes per step (MSDM's correction re-sampling; 1 = none), 1..`MAX_RESAMPLES`.
         guidance: negative-prompt guidance weight w, one for all stems or one per stem, in
             `GUIDANCE_RANGE` (1 = off).
         mix_guidance: guidance weight of the mixture chain against the null prompt (1 = off).
+        guidance_sigma_min, guidance_sigma_max: guidance applies at guidance_sigma_min ≤ σ ≤
+            guidance_sigma_max only (None: no upper bound); elsewhere the stems take their positive
+            prompt's estimate and no negative pass is made (`GuidedDenoiser`).
         gamma_x, gamma_y: the likelihood widths of Eq. (2), one for all stems; None = √(G+1) in
             the relative and denoised modes (G generated stems), which closes the mix-vs-sum residual
             (`MixtureCoupling`). `math.inf` = no coupling.
@@ -91,9 +95,12 @@ class Settings:
     sampler: str
     steps: int
     s_churn: float = 0.0
+    s_tmin: float = 0.0
     resamples: int = 1
     guidance: float | tuple[float, ...] = 2.0
     mix_guidance: float = 1.0
+    guidance_sigma_min: float = 0.0
+    guidance_sigma_max: float | None = None
     gamma_x: float | None = None
     gamma_y: float | None = None
     gamma_mode: str = "relative"
@@ -114,12 +121,22 @@ class Settings:
         lo, hi = CHURN_RANGE
         if not _number(self.s_churn) or not lo <= self.s_churn <= hi:
             raise ValueError(f"s_churn must be a number from {lo:g} to {hi:g}, got {self.s_churn!r}")
+        if not _number(self.s_tmin) or self.s_tmin < 0:
+            raise ValueError(f"s_tmin must be a number ≥ 0 (the σ below which the churn stops; 0 = churn at every "
+                             f"step), got {self.s_tmin!r}")
         weights = [self.guidance] if isinstance(self.guidance, (int, float)) else self.guidance
         if isinstance(weights, str) or not hasattr(weights, "__iter__"):
             raise ValueError(f"guidance must be a number or one number per stem, got {self.guidance!r}")
         for w in weights:
             check_guidance(w)
         check_guidance(self.mix_guidance, "mix_guidance")
+        if not _number(self.guidance_sigma_min) or self.guidance_sigma_min < 0:
+            raise ValueError(f"guidance_sigma_min must be a number ≥ 0 (0 = guide down to the last step), got "
+                             f"{self.guidance_sigma_min!r}")
+        if self.guidance_sigma_max is not None and not (_number(self.guidance_sigma_max)
+                                                        and self.guidance_sigma_max >= self.guidance_sigma_min):
+            raise ValueError(f"guidance_sigma_max must be a number ≥ guidance_sigma_min ({self.guidance_sigma_min:g}),"
+                             f" or None for no upper bound, got {self.guidance_sigma_max!r}")
         for name in ("gamma_x", "gamma_y"):
             if getattr(self, name) is not None:
                 check_gamma(getattr(self, name), name)
