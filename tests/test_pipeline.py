@@ -359,3 +359,15 @@ def test_separation_churn_floor_and_guidance_interval_reach_the_sampler(pipe) ->
     assert out.settings["s_tmin"] == 0.05 and out.settings["guidance_sigma_min"] == 0.05
     guided_all = pipe.separate(_mix(0.5), ["bass", "piano"], seed=0, steps=12, s_churn=10.0, s_tmin=0.05)
     assert guided_all.settings["network_samples"] > out.settings["network_samples"]  # fewer negative passes
+
+
+def test_a_diverged_sampler_is_an_error_that_says_what_to_change(pipe, monkeypatch) -> None:
+    """Non-finite audio never reaches the user: the task raises DivergedError (a ValueError, so the app and
+    CLI show its sentence), naming the settings to change."""
+    import gmsdi.pipeline.engine as engine
+    from gmsdi.pipeline import DivergedError
+
+    monkeypatch.setattr(engine, "separate_sources", lambda denoiser, segment, k, *a, **kw: torch.full(
+        (segment.shape[0], k, segment.shape[-1]), float("nan")))
+    with pytest.raises(DivergedError, match=r"separate: the sampler diverged .* s_tmin .* dirac='projected'"):
+        pipe.separate(_mix(0.5), ["bass", "piano"], seed=0, steps=12)

@@ -28,6 +28,7 @@ from gmsdi.data.classes import PAPER_STEMS
 from gmsdi.data.prompts import compose
 from gmsdi.eval.references import ideal_ratio_mask, unprocessed_mixture
 from gmsdi.fileio import REPO_ROOT, file_sha256, relative_paths
+from gmsdi.pipeline.engine import DivergedError
 
 # (mix [T], references [K, T], seed) -> estimates [K, T]
 Separator = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
@@ -268,6 +269,12 @@ def make_separator(
     def run(mix: np.ndarray, refs: np.ndarray, seed: int) -> np.ndarray:
         if _silent(mix):
             return np.zeros((k, len(mix)), dtype=np.float32)
+        try:
+            return separate(mix, seed)
+        except DivergedError:  # scored as NaN: the table shows the setting failed, the run goes on
+            return np.full((k, len(mix)), np.nan, dtype=np.float32)
+
+    def separate(mix: np.ndarray, seed: int) -> np.ndarray:
         if method in ("msdm", "gmsdi-separator", "weak-msdm", "notags-separator", "floor-separator"):
             return stack(pipe.separate(mix, stems, seed=seed, **kw), stems)
         if method in ("gmsdi-extractor", "notags-extractor"):

@@ -29,7 +29,7 @@ mixture chain); MSDM's *channels* are its network's inputs, one per stem.
 Audio input conventions (paths, arrays, downmixing, resampling) are in `gmsdi.audio`.
 """
 
-from gmsdi.pipeline.engine import REPO_ROOT, BasePipeline, Engine, cpu_has_fast_bf16
+from gmsdi.pipeline.engine import REPO_ROOT, BasePipeline, DivergedError, Engine, cpu_has_fast_bf16
 from gmsdi.pipeline.guided import BUNDLED_CHECKPOINT, GMSDIPipeline
 from gmsdi.pipeline.joint import MSDMPipeline
 from gmsdi.pipeline.result import Result
@@ -52,4 +52,5 @@ from gmsdi.pipeline.settings import (
 __all__ = ["BUNDLED_CHECKPOINT", "CHURN_RANGE", "GENERATION", "GUIDANCE_RANGE", "MAX_RESAMPLES", "MAX_SECONDS",
            "MIN_INPUT_SECONDS", "MAX_STEMS", "MAX_STEPS", "MIX_PEAK", "MSDM_GENERATION", "MSDM_SEPARATION",
            "REPO_ROOT", "SEPARATION",
-           "BasePipeline", "Engine", "GMSDIPipeline", "MSDMPipeline", "Result", "Settings", "cpu_has_fast_bf16"]
+           "BasePipeline", "DivergedError", "Engine", "GMSDIPipeline", "MSDMPipeline", "Result", "Settings",
+           "cpu_has_fast_bf16"]

@@ -76,6 +76,22 @@ def checkpoint_record(path: str | Path) -> str:
         return path.name if path.is_absolute() else path.as_posix()
 
 
+class DivergedError(ValueError):
+    """The sampler's state left the finite numbers: the settings are unstable for this input."""
+
+
+def _finite(x: torch.Tensor, s: Settings, task: str) -> torch.Tensor:
+    """`x`, or a `DivergedError` that says which settings to change when any value is NaN or infinite."""
+    if bool(torch.isfinite(x).all()):
+        return x
+    advice = ("lower the guidance or the churn, raise s_tmin (churn only above that σ, e.g. 0.05) or "
+              "guidance_sigma_min, take more steps")
+    if task in ("separate", "extract", "ensemble") and s.dirac == "constrained":
+        advice += ", or use dirac='projected'"
+    raise DivergedError(f"{task}: the sampler diverged to non-finite audio with guidance {s.guidance}, churn "
+                        f"{s.s_churn:g} (s_tmin {s.s_tmin:g}), {s.steps} {s.sampler} steps. To fix it, {advice}")
+
+
 class BasePipeline:
     """What every pipeline over an EDM denoiser shares (the engine).
 
@@ -232,7 +248,7 @@ class BasePipeline:
         def run(j: int, w: int, known: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
             cb = self._part_callback(callback, j, n_windows, {"task": task, "chunk": j, "chunks": n_windows,
                                                               "chains": chains})
-            return sample(w, known, mask, cb)
+            return _finite(sample(w, known, mask, cb), s, task)
 
         fixed = {i: torch.from_numpy(a) for i, a in locked.items()}
         out, _ = continue_windows(run, n_rows, fixed, length, window, overlap, self.length_multiple, self.device)
@@ -264,10 +280,10 @@ class BasePipeline:
             j = next(chunk)
             cb = self._part_callback(callback, part * n_chunks + j, parts * n_chunks,
                                      {"task": task, "chunk": j, "chunks": n_chunks, "chains": sampled})
-            return separate_sources(denoiser, segment, k, sigmas, constrained=constrained, dirac=s.dirac,
-                                    sampler=s.sampler, s_churn=s.s_churn, s_tmin=s.s_tmin, resamples=s.resamples,
-                                    callback=cb,
-                                    generator=generator)
+            out = separate_sources(denoiser, segment, k, sigmas, constrained=constrained, dirac=s.dirac,
+                                   sampler=s.sampler, s_churn=s.s_churn, s_tmin=s.s_tmin, resamples=s.resamples,
+                                   callback=cb, generator=generator)
+            return _finite(out, s, task)
 
         y = torch.from_numpy(mix).to(self.device)[None]
         out = overlap_add(run, y, window, overlap, self.length_multiple)[0].float()
@@ -281,5 +297,5 @@ class BasePipeline:
 
 Engine = BasePipeline
 
-__all__ = ["REPO_ROOT", "BasePipeline", "Engine", "WindowSampler", "checkpoint_record", "cpu_has_fast_bf16",
-           "pick_device"]
+__all__ = ["REPO_ROOT", "BasePipeline", "DivergedError", "Engine", "WindowSampler", "checkpoint_record",
+           "cpu_has_fast_bf16", "pick_device"]
