@@ -46,8 +46,8 @@ def _weights(text: str) -> list[float]:
 
 
 def add_sampling_flags(p: argparse.ArgumentParser, defaults: Any = None, per_stem_guidance: bool = True) -> None:
-    """--steps, --sampler, --churn, --resamples, --guidance, --guidance-sigma-min/-max (dest: the `Settings`
-    field names).
+    """--steps, --sampler, --churn, --churn-sigma-min, --resamples, --guidance, --guidance-sigma-min/-max
+    (dest: the `Settings` field names).
 
     Args:
         defaults: a `Settings` whose values the help quotes; None says "the pipeline's".
@@ -110,8 +110,8 @@ def add_coupling_flags(p: argparse.ArgumentParser) -> None:
 
 def sampling_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The sampling flags as pipeline keywords (None = the pipeline's default); --dirac, --gamma-mode,
-    --coupling-sigma-min and --guidance-sigma-min/-max where the command has them and they are given (absent,
-    they keep older cache keys)."""
+    --coupling-sigma-min, --churn-sigma-min and --guidance-sigma-min/-max where the command has them and they are
+    given (absent, they keep older cache keys)."""
     out = {k: getattr(args, k, None) for k in SAMPLING_KEYS}
     for key in ("dirac", "gamma_mode", "coupling_sigma_min", "guidance_sigma_min", "guidance_sigma_max", "s_tmin"):
         if getattr(args, key, None) is not None:

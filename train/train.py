@@ -361,11 +361,16 @@ def build_model_config(cfg: TrainConfig) -> ModelConfig:
     return ModelConfig.from_dict(base)
 
 
+def decay_start(cfg: TrainConfig) -> int:
+    """The step where the cosine begins: the later of the end of warm-up and `lr_decay_start`."""
+    return max(cfg.warmup_steps, cfg.lr_decay_start)
+
+
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """The learning rate at `step` (0-based): linear warm-up, constant until `lr_decay_start` (or the end
     of warm-up), then cosine decay to `lr * lr_min_ratio` at `lr_decay_steps` (0: constant throughout)."""
     lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-    start = max(cfg.warmup_steps, cfg.lr_decay_start)
+    start = decay_start(cfg)
     if cfg.lr_decay_steps > start and step >= start:
         t = min(1.0, (step - start) / (cfg.lr_decay_steps - start))
         lr = cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
@@ -375,7 +380,7 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 def check_schedule(cfg: TrainConfig) -> None:
     """A cosine must end after it starts: `lr_decay_steps` is 0 (constant) or past `lr_decay_start` and the
     warm-up, else the rate would silently stay constant."""
-    start = max(cfg.warmup_steps, cfg.lr_decay_start)
+    start = decay_start(cfg)
     if cfg.lr_decay_steps and cfg.lr_decay_steps <= start:
         raise ValueError(f"lr_decay_steps={cfg.lr_decay_steps} ends the cosine before it starts (step {start}: "
                          f"the later of warmup_steps and lr_decay_start); set lr_decay_steps above {start}, or 0 "

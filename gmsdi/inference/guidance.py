@@ -9,10 +9,9 @@ and weight w_n the guided denoiser is
 classifier-free guidance with n_n in place of the null prompt; w_n = 1 skips the negative pass.
 Guidance may be limited to an interval of noise levels σ_lo ≤ σ ≤ σ_hi (Kynkäänniemi et al., 2024,
 "Applying guidance in a limited interval improves sample and distribution quality in diffusion
-models"); outside it D_n = D(x; p_n) and the negative pass is skipped. At the lowest σ the
-extrapolation w·J(p) − (w − 1)·J(n) of the two denoisers' Jacobians can exceed 1 and an ODE step
-then amplifies what it should remove: with w = 3 the bundled model's separator diverged to
-non-finite audio on a validation chunk at σ ≈ 5e-4 (train/RUNS.md, session 21).
+models"); outside it D_n = D(x; p_n) and the negative pass is skipped, which also saves its network
+rows. (It did not stop the divergence of the separator at guidance 3 measured in train/RUNS.md,
+session 21: that one needed the churn stopped at low σ, `s_tmin`.)
 
 `GuidedDenoiser` evaluates this for every chain of a stack [B, N, T] (K sources, and for Eq. (2)
 the mixture chain too) with ONE call of the network: all chains × (positive, negative) passes are

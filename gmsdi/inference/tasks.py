@@ -177,7 +177,7 @@ def separate_sources(
     constraint = DiracConstraint(denoiser, mixture, constrained, n_sources)
     x = float(sigmas[0]) * _noise((b, n_sources - 1, t), generator, mixture.device)
     free = run(constraint, x, sigmas, callback=callback, s_churn=s_churn, s_tmin=s_tmin, resamples=resamples,
-                generator=generator)
+               generator=generator)
     return constraint.complete(free)
 
 

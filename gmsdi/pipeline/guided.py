@@ -141,8 +141,8 @@ class GMSDIPipeline(BasePipeline):
             return generate_sources(guided, k, w, sigmas, gamma_x=gamma_x, gamma_y=gamma_y, gamma_mode=s.gamma_mode,
                                     coupling_sigma_min=s.coupling_sigma_min, known=known, mask=mask,
                                     locked_noise=s.locked_noise, sampler=s.sampler, s_churn=s.s_churn,
-                                    s_tmin=s.s_tmin,
-                                    resamples=s.resamples, callback=cb, generator=generator, device=self.device)
+                                    s_tmin=s.s_tmin, resamples=s.resamples, callback=cb, generator=generator,
+                                    device=self.device)
 
         fixed = {} if locked is None else dict(enumerate(locked))
         out, chunks = self._continue(sample, k + 1, fixed, length, s, callback, task, prompts + ["mix"])

@@ -93,8 +93,7 @@ class MSDMPipeline(BasePipeline):
         def sample(w: int, known: torch.Tensor | None, mask: torch.Tensor | None, cb: Callback | None) -> torch.Tensor:
             return sample_stack(denoiser, k, w, sigmas, known=known, mask=mask, locked_noise=s.locked_noise,
                                 sampler=s.sampler, s_churn=s.s_churn, s_tmin=s.s_tmin, resamples=s.resamples,
-                                callback=cb,
-                                generator=generator, device=self.device)
+                                callback=cb, generator=generator, device=self.device)
 
         out, chunks = self._continue(sample, k, locked, length, s, callback, task, self.stems)
         return out, {"model": "msdm", "chunks": chunks, **self._counts(denoiser)}
