@@ -9,6 +9,7 @@
     python -m gmsdi.eval retrieval                                              # the contrastive encoder
     python -m gmsdi.eval instruments --train --models gmsdi                     # does a stem sound like its prompt?
     python -m gmsdi.eval report                                                 # docs/RESULTS.md + plots
+    python -m gmsdi.eval compare A.json B.json                                  # paired B − A, per window
 
 Every subcommand writes a JSON file into --results (default benchmarks/results/eval/) with the
 command that made it, the checkpoint's sha256, the data set, the split and its size; `report`
@@ -201,6 +202,11 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="default docs/RESULTS.md (--quick: runs/eval-quick/)")
     p.add_argument("--plots", type=Path, default=None, help="plot folder (default docs/results/)")
     p.add_argument("--quick", action="store_true", help="write the quick report (runs/eval-quick/)")
+
+    p = sub.add_parser("compare", help="paired per-window SI-SDRi difference of two separation records (B − A)",
+                       formatter_class=fmt)
+    p.add_argument("a", type=Path, help="separation record A (a JSON file the separation command wrote)")
+    p.add_argument("b", type=Path, help="separation record B, run over the same split, tracks and chunks")
     return parser
 
 

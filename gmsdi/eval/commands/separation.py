@@ -24,6 +24,8 @@ from gmsdi.eval.records import (
 )
 from gmsdi.fileio import REPO_ROOT, atomic_write, relative_paths
 
+RESULTS_HINT = "benchmarks/results/eval/separation-*.json"
+
 
 def _separation(method: str, args: argparse.Namespace, models: dict[str, Any], split: str,
                 settings: dict[str, Any], ensemble_results: str | None = None) -> dict[str, Any] | None:
@@ -140,3 +142,20 @@ def cmd_ensemble_choice(args: argparse.Namespace, argv: Sequence[str]) -> list[P
             "choice": choice, "data": runs["gmsdi-separator"]["data"], "settings": settings,
             "results": {m: r["results"] for m, r in runs.items()}}
     return [out_path, write_result(folder, "ensemble-choice", data)]
+
+
+def cmd_compare(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
+    """Prints the paired per-window SI-SDRi difference of two separation records (B − A)."""
+    from gmsdi.eval.compare import format_difference, paired_difference
+
+    records = []
+    for path in (args.a, args.b):
+        if not path.is_file():
+            raise FileNotFoundError(f"no such record: {path} (separation records are in {RESULTS_HINT})")
+        try:
+            records.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not a JSON record: {e}") from None
+    print(format_difference(paired_difference(*records), str(args.a), str(args.b)))
+    return []
+
