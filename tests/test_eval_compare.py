@@ -12,10 +12,13 @@ from gmsdi.eval.cli import main
 from gmsdi.eval.compare import paired_difference
 
 
-def _record(sisdr: np.ndarray, mix: np.ndarray, tracks: list[str], starts: list[int]) -> dict:
-    return {"kind": "separation", "stems": ["bass", "drums"],
-            "results": {"per_window": {"track": tracks, "start": starts, "end": [s + 10 for s in starts],
-                                       "sisdr": sisdr.tolist(), "sisdr_mixture": mix.tolist()}}}
+def _record(sisdr: np.ndarray, mix: np.ndarray, tracks: list[str], starts: list[int],
+            active: np.ndarray | None = None) -> dict:
+    w = {"track": tracks, "start": starts, "end": [s + 10 for s in starts], "sisdr": sisdr.tolist(),
+         "sisdr_mixture": mix.tolist()}
+    if active is not None:
+        w["active"] = active.astype(int).tolist()
+    return {"kind": "separation", "stems": ["bass", "drums"], "results": {"per_window": w}}
 
 
 def test_paired_difference_matches_the_difference_of_means_and_its_standard_error():
@@ -43,6 +46,17 @@ def test_paired_difference_pairs_windows_by_track_and_start_and_drops_diverged_o
     out = paired_difference(a, b)
     assert (out["windows"], out["dropped"], out["only_a"], out["only_b"]) == (1, 1, 1, 1)
     assert out["mean"]["bass"] == pytest.approx(2.0) and out["mean"]["drums"] == pytest.approx(2.0)
+
+
+def test_the_difference_where_a_stem_plays_leaves_out_its_silent_windows():
+    mix = np.zeros((3, 2))
+    active = np.array([[1, 1], [1, 0], [0, 1]])
+    a = _record(np.zeros((3, 2)), mix, ["t"] * 3, [0, 10, 20], active)
+    b = _record(np.array([[1.0, 2.0], [3.0, 50.0], [-40.0, 4.0]]), mix, ["t"] * 3, [0, 10, 20], active)
+    out = paired_difference(a, b)
+    assert out["active"] == pytest.approx({"bass": 2.0, "drums": 3.0})
+    assert out["active_windows"] == {"bass": 2, "drums": 2}
+    assert out["mean"]["bass"] == pytest.approx(-12.0)
 
 
 def test_records_that_cannot_be_paired_are_clear_errors():

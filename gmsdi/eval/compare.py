@@ -20,7 +20,8 @@ import numpy as np
 
 
 def _windows(record: Mapping[str, Any]) -> tuple[list[str], dict[tuple[str, int, int], np.ndarray]]:
-    """The stems of a separation record and its per-window SI-SDRi [K] keyed by (track, start, end)."""
+    """The stems of a separation record and its per-window SI-SDRi [K] and active flags [K] (1: the stem
+    plays in the window), stacked as [2, K] and keyed by (track, start, end)."""
     if record.get("kind") != "separation":
         raise ValueError(f"not a separation record (kind {record.get('kind')!r}); compare the JSON files that "
                          "`python -m gmsdi.eval separation` writes")
@@ -29,8 +30,9 @@ def _windows(record: Mapping[str, Any]) -> tuple[list[str], dict[tuple[str, int,
     k = len(stems)
     sisdri = (np.asarray(w["sisdr"], dtype=np.float64).reshape(-1, k)
               - np.asarray(w["sisdr_mixture"], dtype=np.float64).reshape(-1, k))
+    active = np.asarray(w.get("active", np.ones_like(sisdri)), dtype=np.float64).reshape(-1, k)
     keys = list(zip(w["track"], w["start"], w["end"], strict=True))
-    return stems, dict(zip(keys, sisdri, strict=True))
+    return stems, dict(zip(keys, np.stack([sisdri, active], axis=1), strict=True))
 
 
 def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
@@ -41,7 +43,9 @@ def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, A
     {stem: dB, ..., "All": dB}}. "mean" is the mean difference and "sem" its standard error
     (std with ddof 1 ÷ √n); "All" is taken per window as the mean over stems, so its mean equals the
     difference of the records' "All" on these windows. "a" / "b" are each record's means on the paired
-    windows. Raises ValueError when the records name different stems, or share no window.
+    windows. "active" / "active_sem" / "active_windows": the same difference per stem on the paired
+    windows where that stem plays (the records' "sisdri_active"), where silent-target windows do not
+    weigh in. Raises ValueError when the records name different stems, or share no window.
     """
     stems_a, wa = _windows(a)
     stems_b, wb = _windows(b)
@@ -51,10 +55,10 @@ def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, A
     if not shared:
         raise ValueError("the two records share no window: run both over the same --split, --tracks and "
                          "--max-chunks")
-    sa = np.stack([wa[key] for key in shared])  # [W, K]
-    sb = np.stack([wb[key] for key in shared])
+    sa, act = np.stack([wa[key][0] for key in shared]), np.stack([wa[key][1] for key in shared]) > 0  # [W, K]
+    sb = np.stack([wb[key][0] for key in shared])
     finite = np.isfinite(sa).all(1) & np.isfinite(sb).all(1)
-    sa, sb = sa[finite], sb[finite]
+    sa, sb, act = sa[finite], sb[finite], act[finite]
     n = int(finite.sum())
     if n == 0:
         raise ValueError("no paired window has finite scores in both records")
@@ -68,10 +72,14 @@ def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, A
         out = {s: float(x[:, k].mean()) for k, s in enumerate(stems_a)}
         return out | {"All": float(np.mean(list(out.values())))}
 
+    active = {s: diff[act[:, k], k] for k, s in enumerate(stems_a)}
     return {"stems": stems_a, "windows": n, "dropped": len(shared) - n,
             "only_a": len(wa) - len(shared), "only_b": len(wb) - len(shared),
             "mean": {s: float(x.mean()) for s, x in cols.items()}, "sem": {s: sem(x) for s, x in cols.items()},
-            "a": means(sa), "b": means(sb)}
+            "a": means(sa), "b": means(sb),
+            "active": {s: float(x.mean()) if len(x) else float("nan") for s, x in active.items()},
+            "active_sem": {s: sem(x) for s, x in active.items()},
+            "active_windows": {s: len(x) for s, x in active.items()}}
 
 
 def format_difference(result: Mapping[str, Any], name_a: str, name_b: str) -> str:
@@ -84,7 +92,11 @@ def format_difference(result: Mapping[str, Any], name_a: str, name_b: str) -> st
              "", "| | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols),
              f"| A: {name_a} | " + " | ".join(f"{result['a'][c]:.2f}" for c in cols) + " |",
              f"| B: {name_b} | " + " | ".join(f"{result['b'][c]:.2f}" for c in cols) + " |",
-             "| B − A | " + " | ".join(f"{result['mean'][c]:+.2f} ± {result['sem'][c]:.2f}" for c in cols) + " |"]
+             "| B − A | " + " | ".join(f"{result['mean'][c]:+.2f} ± {result['sem'][c]:.2f}" for c in cols) + " |",
+             "| B − A, windows where the stem plays | "
+             + " | ".join(f"{result['active'][c]:+.2f} ± {result['active_sem'][c]:.2f} "
+                          f"({result['active_windows'][c]})" for c in result["stems"]) + " | — |",
+             "", "(mean ± standard error of the paired per-window differences; in brackets, the windows)"]
     return "\n".join(lines)
 
 
