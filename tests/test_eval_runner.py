@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -288,3 +289,14 @@ def test_records_name_the_run_of_a_checkpoint_given_on_the_command_line(tmp_path
     assert (described["run"], described["step"], described["train_config"]) == ("cool-1", 12500, None)
     bare = save_model(tmp_path / "bare.safetensors", build_model(config))
     assert load_model("gmsdi", checkpoint=bare, device="cpu").describe()["step"] is None
+
+
+def test_records_name_the_cpu_their_timings_come_from():
+    import argparse
+
+    from gmsdi.eval.records import cpu_name, header
+
+    h = header("separation", argparse.Namespace(quick=True, device="cpu", seed=0), ["separation", "--quick"])
+    assert h["cpu"] == cpu_name()
+    if os.path.exists("/proc/cpuinfo"):  # Linux: the model name the kernel reports
+        assert h["cpu"] and h["cpu"] in open("/proc/cpuinfo").read()

@@ -49,7 +49,22 @@ def header(kind: str, args: argparse.Namespace, argv: Sequence[str]) -> dict[str
     return {"kind": kind, "command": "python -m gmsdi.eval " + shlex.join(argv), "quick": bool(args.quick),
             "date": time.strftime("%Y-%m-%d %H:%M:%S"), "gmsdi_version": gmsdi.__version__,
             "torch": torch.__version__, "threads": torch.get_num_threads(), "device": args.device,
-            "machine": platform.machine(), "seed": args.seed}
+            "machine": platform.machine(), "cpu": cpu_name(), "seed": args.seed}
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else `platform.processor()`; "" when unknown.
+
+    Timings depend on it: the same separation gate ran at a real-time factor of 5.4 on an Intel Xeon with
+    AMX and 10.0 on an AMD EPYC (train/RUNS.md, session 22), with the same scores."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def data_info(root: str, split: str, stems: Sequence[str], tracks_used: int | None = None) -> dict[str, Any]:
