@@ -3,8 +3,8 @@
 Two runs of `python -m gmsdi.eval separation` over the same tracks score the same windows with the
 same per-chunk seeds (`runner.chunk_seed`). Their per-window SI-SDRi differences cancel what the two
 share (how hard a window is), so a change is read against the spread of the differences rather than
-against the spread of the windows. On the 12-track gate that spread is about ±0.4 dB for "All"
-(train/RUNS.md, session 21), while the windows themselves spread by tens of dB.
+against the spread of the windows. On the 12-track gate that spread is about ±0.3 dB for "All"
+(train/RUNS.md, sessions 21–22), while the windows themselves spread by tens of dB.
 
     python -m gmsdi.eval compare benchmarks/results/eval/separation-gmsdi-separator.json \
         benchmarks/results/eval/separation-gmsdi-separator-s128.json
@@ -19,20 +19,18 @@ from typing import Any
 import numpy as np
 
 
-def _windows(record: Mapping[str, Any]) -> tuple[list[str], dict[tuple[str, int, int], np.ndarray]]:
-    """The stems of a separation record and its per-window SI-SDRi [K] and active flags [K] (1: the stem
-    plays in the window), stacked as [2, K] and keyed by (track, start, end)."""
+def _windows(record: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, int, int]], np.ndarray, np.ndarray]:
+    """A separation record's stems, its window keys (track, start, end), SI-SDRi [W, K] and active flags
+    [W, K] (True: the stem plays in the window), read back with the runner's own readers."""
+    from gmsdi.eval.runner import active_from_summary, scores_from_summary
+
     if record.get("kind") != "separation":
         raise ValueError(f"not a separation record (kind {record.get('kind')!r}); compare the JSON files that "
                          "`python -m gmsdi.eval separation` writes")
     stems = list(record["stems"])
-    w = record["results"]["per_window"]
-    k = len(stems)
-    sisdri = (np.asarray(w["sisdr"], dtype=np.float64).reshape(-1, k)
-              - np.asarray(w["sisdr_mixture"], dtype=np.float64).reshape(-1, k))
-    active = np.asarray(w.get("active", np.ones_like(sisdri)), dtype=np.float64).reshape(-1, k)
-    keys = list(zip(w["track"], w["start"], w["end"], strict=True))
-    return stems, dict(zip(keys, np.stack([sisdri, active], axis=1), strict=True))
+    scores = scores_from_summary(record["results"], stems)
+    keys = list(zip(scores.tracks, scores.starts.tolist(), scores.ends.tolist(), strict=True))
+    return stems, keys, scores.sisdri, active_from_summary(record["results"], stems)
 
 
 def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
@@ -47,16 +45,17 @@ def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, A
     windows where that stem plays (the records' "sisdri_active"), where silent-target windows do not
     weigh in. Raises ValueError when the records name different stems, or share no window.
     """
-    stems_a, wa = _windows(a)
-    stems_b, wb = _windows(b)
+    stems_a, keys_a, sa, act = _windows(a)
+    stems_b, keys_b, sb, _ = _windows(b)
     if stems_a != stems_b:
         raise ValueError(f"the records separate different stems: {stems_a} and {stems_b}")
-    shared = [key for key in wa if key in wb]
+    row_b = {key: r for r, key in enumerate(keys_b)}
+    shared = [(r, row_b[key]) for r, key in enumerate(keys_a) if key in row_b]
     if not shared:
         raise ValueError("the two records share no window: run both over the same --split, --tracks and "
                          "--max-chunks")
-    sa, act = np.stack([wa[key][0] for key in shared]), np.stack([wa[key][1] for key in shared]) > 0  # [W, K]
-    sb = np.stack([wb[key][0] for key in shared])
+    rows_a, rows_b = (list(rows) for rows in zip(*shared, strict=True))
+    sa, act, sb = sa[rows_a], act[rows_a], sb[rows_b]  # [W, K], paired row by row
     finite = np.isfinite(sa).all(1) & np.isfinite(sb).all(1)
     sa, sb, act = sa[finite], sb[finite], act[finite]
     n = int(finite.sum())
@@ -74,7 +73,7 @@ def paired_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, A
 
     active = {s: diff[act[:, k], k] for k, s in enumerate(stems_a)}
     return {"stems": stems_a, "windows": n, "dropped": len(shared) - n,
-            "only_a": len(wa) - len(shared), "only_b": len(wb) - len(shared),
+            "only_a": len(keys_a) - len(shared), "only_b": len(keys_b) - len(shared),
             "mean": {s: float(x.mean()) for s, x in cols.items()}, "sem": {s: sem(x) for s, x in cols.items()},
             "a": means(sa), "b": means(sb),
             "active": {s: float(x.mean()) if len(x) else float("nan") for s, x in active.items()},

@@ -14,6 +14,7 @@ from typing import Any
 
 from gmsdi.eval.records import (
     QUICK,
+    RESULTS,
     chunk_samples,
     data_info,
     header,
@@ -23,8 +24,6 @@ from gmsdi.eval.records import (
     write_result,
 )
 from gmsdi.fileio import REPO_ROOT, atomic_write, relative_paths
-
-RESULTS_HINT = "benchmarks/results/eval/separation-*.json"
 
 
 def _separation(method: str, args: argparse.Namespace, models: dict[str, Any], split: str,
@@ -151,11 +150,10 @@ def cmd_compare(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     records = []
     for path in (args.a, args.b):
         if not path.is_file():
-            raise FileNotFoundError(f"no such record: {path} (separation records are in {RESULTS_HINT})")
+            raise FileNotFoundError(f"no such record: {path} (separation records are in {RESULTS}/separation-*.json)")
         try:
             records.append(json.loads(path.read_text()))
         except json.JSONDecodeError as e:
             raise ValueError(f"{path} is not a JSON record: {e}") from None
     print(format_difference(paired_difference(*records), str(args.a), str(args.b)))
     return []
-
