@@ -180,6 +180,19 @@ def test_ensemble(pipe, tmp_path, monkeypatch) -> None:
     r = pipe.ensemble(_mix(0.05), ["drums", "bass", "piano"], results=f, seed=0, steps=12)
     assert set(r.settings["methods"].values()) == {"separator"}
     np.testing.assert_allclose(sum(r.stems.values()), r.mix, atol=1e-5)
+    assert r.settings["warnings"] == []  # the file names no checkpoint: nothing to compare
+
+
+def test_an_ensemble_choice_made_for_another_checkpoint_is_a_warning(pipe, tmp_path, monkeypatch) -> None:
+    f = tmp_path / "ens.json"
+    choice = {"choice": {"bass": "separator", "drums": "separator"}}
+    monkeypatch.setattr(pipe, "checkpoint_sha256", "a" * 64)
+    f.write_text(json.dumps({**choice, "checkpoint_sha256": "b" * 64}))
+    r = pipe.ensemble(_mix(0.05), ["drums", "bass"], results=f, seed=0, steps=12)
+    [warning] = r.settings["warnings"]
+    assert "bbbbbbbbbbbb" in warning and "aaaaaaaaaaaa" in warning and "python -m gmsdi.eval ensemble-choice" in warning
+    f.write_text(json.dumps({**choice, "checkpoint_sha256": "a" * 64}))
+    assert pipe.ensemble(_mix(0.05), ["drums", "bass"], results=f, seed=0, steps=12).settings["warnings"] == []
 
 
 def test_ensemble_guidance_per_stem(pipe, tmp_path) -> None:

@@ -83,6 +83,31 @@ def load_choices(path: str | os.PathLike[str] | None = None) -> tuple[dict[str, 
     return choices, source or str(path)
 
 
+def stale_choice(path: str | os.PathLike[str] | None, checkpoint_sha256: str | None) -> str | None:
+    """A sentence when the results file was chosen for another checkpoint than `checkpoint_sha256`,
+    else None (also when either side does not say which checkpoint: nothing to compare).
+
+    A choice measured on one model says nothing about another's separator and extractor, so the
+    pipeline passes this on as a warning with its result.
+
+    Args:
+        path: the results file as for `load_choices` (None: `assets/ensemble.json` when it exists).
+        checkpoint_sha256: the sha256 of the checkpoint the pipeline runs.
+    """
+    path = ENSEMBLE_PATH if path is None else Path(path)
+    if checkpoint_sha256 is None or not path.is_file():
+        return None
+    try:
+        chosen_for = json.loads(path.read_text()).get("checkpoint_sha256")
+    except (json.JSONDecodeError, AttributeError):
+        return None  # load_choices has already refused it, with its own message
+    if not chosen_for or chosen_for == checkpoint_sha256:
+        return None
+    return (f"the ensemble's choice of separator or extractor per stem ({path.name}) was measured on checkpoint "
+            f"{chosen_for[:12]}, not on this one ({checkpoint_sha256[:12]}); run `python -m gmsdi.eval "
+            "ensemble-choice` for this checkpoint, or use the separator or the extractor directly")
+
+
 def choose(prompts: Sequence[str], choices: Mapping[str, str]) -> list[str]:
     """The method for each prompt: its class's choice, else `DEFAULT_METHOD`."""
     return [choices.get(prompt_class(p) or "", DEFAULT_METHOD) for p in prompts]

@@ -36,6 +36,7 @@ def run_ensemble(pipe: GMSDIPipeline, mix: AudioSource, prompts: str | Sequence[
     prompts = inputs.check_prompts(prompts, minimum=2)
     inputs.check_count(len(prompts))
     choices, source = ensemble_mod.load_choices(results)
+    stale = ensemble_mod.stale_choice(results, pipe.checkpoint_sha256)
     methods = ensemble_mod.choose(prompts, choices)
     s = pipe._settings(pipe.separation_defaults, settings)
     y, gain = pipe._mix_input(mix, sample_rate)
@@ -69,6 +70,8 @@ def run_ensemble(pipe: GMSDIPipeline, mix: AudioSource, prompts: str | Sequence[
                           choices_from=source, guidance=weights, input_gain_db=_db(gain),
                           seconds=len(y) / pipe.sample_rate, network_calls=calls, network_samples=samples,
                           wall_seconds=round(time.perf_counter() - t0, 3))
+    if stale:
+        record["warnings"] = [stale]
     return pipe._result({n: a / gain for n, a in zip(inputs.unique_names(prompts), stems, strict=True)}, y, record)
 
 

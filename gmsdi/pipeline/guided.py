@@ -105,7 +105,8 @@ class GMSDIPipeline(BasePipeline):
 
     def _result(self, stems: dict[str, np.ndarray], mix: np.ndarray, settings: dict[str, Any],
                 chain: np.ndarray | None = None) -> Result:
-        settings["warnings"] = self.prompt_warnings([*settings.get("prompts", []), settings.get("rest_prompt") or ""])
+        prompts = [*settings.get("prompts", []), settings.get("rest_prompt") or ""]
+        settings["warnings"] = [*settings.get("warnings", []), *self.prompt_warnings(prompts)]
         return Result(stems, mix.astype(np.float32), self.sample_rate, settings, mixture_chain=chain)
 
     def _guided(self, prompts: list[str], negatives: list[str], weights: list[float], s: Settings,
