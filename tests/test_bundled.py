@@ -46,3 +46,16 @@ def test_shipped_model_loads_offline_and_generates(asset: str | None) -> None:
     assert out["checkpoint"] == (str(ROOT / asset) if asset else out["bundled"])
     assert out["rate"] == 16000 and out["shapes"] == {"bass": [16000], "drums": [16000]}
     assert out["finite"] and out["deterministic"] and out["rms"] > 1e-4
+
+
+def test_the_bundled_ensemble_choice_was_measured_on_the_bundled_checkpoint() -> None:
+    """assets/ensemble.json picks separator or extractor per stem for one model; a new bundled checkpoint
+    needs `python -m gmsdi.eval ensemble-choice` again, or the app's ensemble runs on another model's choice."""
+    from gmsdi.fileio import file_sha256
+    from gmsdi.inference.ensemble import ENSEMBLE_PATH, stale_choice
+    from gmsdi.pipeline import BUNDLED_CHECKPOINT
+
+    sha = file_sha256(BUNDLED_CHECKPOINT)
+    assert json.loads(ENSEMBLE_PATH.read_text())["checkpoint_sha256"] == sha, \
+        "assets/ensemble.json is stale: run `python -m gmsdi.eval ensemble-choice` on the bundled checkpoint"
+    assert stale_choice(None, sha) is None

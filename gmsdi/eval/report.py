@@ -532,7 +532,7 @@ def speed_section(results: Mapping[str, Any]) -> list[str]:
     if not found:
         lines.append("| not measured yet | | | | | | | |")
     lines += ["", "Separation during the evaluation (wall seconds per second of audio, all chunks of the run):", "",
-              "| method | audio (s) | wall (s) | RTF | threads |", "|---|---|---|---|---|"]
+              "| method | audio (s) | wall (s) | RTF | threads | CPU |", "|---|---|---|---|---|---|"]
     any_sep = False
     for name, spec in SEPARATION_METHODS.items():
         r = results.get(f"separation-{name}")
@@ -541,9 +541,9 @@ def speed_section(results: Mapping[str, Any]) -> list[str]:
         any_sep = True
         res = r["results"]
         lines.append(f"| {spec.label} | {res['seconds']:.0f} | {res['wall_seconds']:.0f} | "
-                     f"{_fmt(res['real_time_factor'])} | {r.get('threads')} |")
+                     f"{_fmt(res['real_time_factor'])} | {r.get('threads')} | {r.get('cpu') or 'not recorded'} |")
     if not any_sep:
-        lines.append("| not measured yet | | | | |")
+        lines.append("| not measured yet | | | | | |")
     return lines + [""]
 
 
