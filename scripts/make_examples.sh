@@ -6,8 +6,9 @@
 # (docs/RESULTS.md shows it).
 #
 # Everything runs at the defaults a user gets with no tuning: the bundled model, the pipeline's
-# guidance, negatives and steps; only the seeds are fixed. The separation is the plain separator
-# (`python -m gmsdi separate`) of a test mix.
+# guidance, negatives and steps; only the seeds are fixed. The separation is the app's default method,
+# the ensemble (`python -m gmsdi ensemble`: per stem the separator or the extractor, as assets/ensemble.json
+# chose on the validation split), of a test mix.
 #
 #   bash scripts/make_examples.sh                        # a few minutes on a 2-core CPU
 #   CHECKPOINT=other.safetensors bash scripts/make_examples.sh
@@ -43,7 +44,7 @@ $PY -m gmsdi generate bass drums guitar piano --seconds 8 --seed 0 --format ogg 
     --out "$OUT/generation"
 $PY -m gmsdi accompany --locked "bass=$TMP/bass.flac" --prompts drums guitar piano --seed 0 --format ogg --quiet \
     "${CK[@]}" --out "$OUT/accompaniment"
-$PY -m gmsdi separate "$OUT/synthslakh_test_4.ogg" --prompts bass drums piano --seed 0 --format ogg --quiet \
+$PY -m gmsdi ensemble "$OUT/synthslakh_test_4.ogg" --prompts bass drums piano --seed 0 --format ogg --quiet \
     "${CK[@]}" --out "$OUT/separation"
 du -sh "$OUT/generation" "$OUT/accompaniment" "$OUT/separation"
 FILES=()

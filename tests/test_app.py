@@ -137,6 +137,10 @@ def test_separate_extract_ensemble(client, tmp_path) -> None:
     out = client.predict(mix=gradio_client.handle_file(str(short)), prompts="bass, guitar", method="ensemble",
                          steps=12, seed=0, api_name="/separate")
     assert _check(out, ["bass", "guitar"], 0.5)["task"] == "ensemble"
+    # with no method named, /separate runs the ensemble, the Separate tab's default
+    out = client.predict(mix=gradio_client.handle_file(str(short)), prompts="bass, guitar", steps=12, seed=0,
+                         api_name="/separate")
+    assert _check(out, ["bass", "guitar"], 0.5)["task"] == "ensemble"
 
 
 # -- bad input --------------------------------------------------------------------------------------
@@ -213,9 +217,12 @@ def test_separate_errors(client, tmp_path) -> None:
     _error(client, "one stem name", mix=mix, prompt="bass, drums", api_name="/extract")
     _error(client, "Upload the mix first", mix=None, prompts="bass, drums", api_name="/separate")
     _error(client, r"too few for MSDM's Dirac separator with 3 stems.*dirac='projected'", mix=mix,
+           prompts="bass, drums, piano", method="separator", steps=2, api_name="/separate")
+    # the default, the ensemble, checks each of its parts before any runs (here 2-stem extractions)
+    _error(client, r"too few for MSDM's Dirac separator with 2 stems.*dirac='projected'", mix=mix,
            prompts="bass, drums, piano", steps=2, api_name="/separate")
-    out = client.predict(mix=mix, prompts="bass, drums, piano", steps=2, seed=0, dirac="projected",
-                         api_name="/separate")
+    out = client.predict(mix=mix, prompts="bass, drums, piano", method="separator", steps=2, seed=0,
+                         dirac="projected", api_name="/separate")
     assert _check(out, ["bass", "drums", "piano"], 0.5)["dirac"] == "projected"
     _error(client, "Unknown separator form 'exact'", mix=mix, prompt="bass", dirac="exact", api_name="/extract")
 

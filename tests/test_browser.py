@@ -173,7 +173,8 @@ def test_generate_accompany_separate(page, tmp_path) -> None:
     page.locator("#separate-input input[type=file]").set_input_files(str(mix))
     page.locator("#separate-input audio, #separate-input a[download]").first.wait_for(state="attached")
     page.locator("#separate-prompts textarea, #separate-prompts input").first.fill("bass, piano")
-    seconds["separate"] = _click_and_wait(page, "Separate", "#separate-status", "separate")
+    # the default method is the ensemble: per stem, separator or extractor as assets/ensemble.json chose
+    seconds["separate"] = _click_and_wait(page, "Separate (ensemble)", "#separate-status", "ensemble")
     assert "2 stems" in page.inner_text("#separate-status")
     page.locator("#separate-tab .mix-audio a[download], .mix-audio:visible a[download]").first.wait_for()
     assert page.locator(".stem-audio:visible a[download]").count() == 2

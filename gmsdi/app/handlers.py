@@ -50,6 +50,9 @@ AUDIO_EXTENSIONS: tuple[str, ...] = (
 
 # Separation methods of the Separate tab (the pipeline's separate / extract / ensemble).
 METHODS: tuple[str, ...] = ("separator", "extractor", "ensemble")
+# The default: per stem the better of separator and extractor on the validation split (assets/ensemble.json);
+# with the bundled model 2.2 dB above the separator alone on the test gate (docs/RESULTS.md), at twice its cost.
+DEFAULT_METHOD = "ensemble"
 
 # Named prompt sets for the Generate tab; the first is the default (SynthSlakh's four classes).
 PROMPT_SETS: dict[str, list[str]] = {
@@ -533,7 +536,7 @@ class AppTasks:
                       **self._coupling(coupling))
         return self._run("accompany", self.pipeline.accompany, kwargs, progress, flag)
 
-    def separate(self, mix: Any, prompts: Sequence[str] | str, method: str = "separator", rest_prompt: str = "",
+    def separate(self, mix: Any, prompts: Sequence[str] | str, method: str = DEFAULT_METHOD, rest_prompt: str = "",
                  steps: Any = None, guidance: Any = None, seed: Any = None, churn: Any = None,
                  progress: Progress | None = None, flag: threading.Event | None = None,
                  dirac: str | None = None) -> Output:
@@ -565,7 +568,8 @@ class AppTasks:
 
 
 __all__ = [
-    "AUDIO_EXTENSIONS", "DEFAULT_PROMPT_SET", "EXAMPLES_DIR", "METHODS", "PROMPT_SETS", "AppConfig", "AppTasks",
+    "AUDIO_EXTENSIONS", "DEFAULT_METHOD", "DEFAULT_PROMPT_SET", "EXAMPLES_DIR", "METHODS", "PROMPT_SETS",
+    "AppConfig", "AppTasks",
     "Output", "app_error", "check_upload", "file_path", "gradio_dropped", "new_run", "parse_gamma",
     "parse_seed", "request_cancel", "sampler_callback", "spectrogram_png", "split_negatives", "split_prompts",
     "user_error", "write_outputs",

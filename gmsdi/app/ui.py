@@ -24,6 +24,7 @@ from typing import Any
 import gradio as gr
 
 from gmsdi.app.handlers import (
+    DEFAULT_METHOD,
     DEFAULT_PROMPT_SET,
     EXAMPLES_DIR,
     METHODS,
@@ -54,8 +55,8 @@ stems, mix, zip_path, settings = client.predict(
     locked=[handle_file(stems[0])], locked_prompts="bass", prompts="drums, piano", negative_prompts="",
     steps=32, guidance=3.0, gamma_x=None, gamma_y=None, seed=1, api_name="/accompany")
 stems, mix, zip_path, settings = client.predict(
-    mix=handle_file("song.wav"), prompts="bass, drums, guitar, piano", method="separator",
-    steps=64, guidance=2.0, seed=0, dirac="constrained", api_name="/separate")  # or "ensemble", "projected"
+    mix=handle_file("song.wav"), prompts="bass, drums, guitar, piano", method="ensemble",
+    steps=64, guidance=2.0, seed=0, dirac="constrained", api_name="/separate")  # or "separator", "projected"
 stems, mix, zip_path, settings = client.predict(
     mix=handle_file("song.wav"), prompt="bass", rest_prompt="", steps=64, guidance=2.0, seed=0,
     api_name="/extract")'''
@@ -156,11 +157,16 @@ def _spectrogram(**kwargs: Any) -> gr.Image:
                     buttons=["download", "fullscreen"], elem_classes="spectrogram", **kwargs)
 
 
+def _separate_label(method: str) -> str:
+    """The Separate tab's button text for a method."""
+    return {"separator": "Separate", "extractor": "Extract"}.get(method, f"Separate ({method})")
+
+
 def _load_examples(examples_dir: Path) -> list[list[Any]]:
     """[[mix file, prompts text, method], ...] from `examples.json` (empty if there is none).
 
     Each item: {"file", "stems" (what plays), optional "prompts" (what to ask for; default the
-    stems) and "method" (default "separator")}.
+    stems) and "method" (default "ensemble")}.
     """
     index = examples_dir / "examples.json"
     if not index.is_file():
@@ -169,7 +175,7 @@ def _load_examples(examples_dir: Path) -> list[list[Any]]:
     for item in json.loads(index.read_text()):
         f = examples_dir / item["file"]
         if f.is_file():
-            rows.append([str(f), ", ".join(item.get("prompts", item["stems"])), item.get("method", "separator")])
+            rows.append([str(f), ", ".join(item.get("prompts", item["stems"])), item.get("method", DEFAULT_METHOD)])
     return rows
 
 
@@ -274,9 +280,10 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                     sep_mix_in = gr.Audio(type="filepath", sources=["upload"], label="Mix (wav, flac, ogg, mp3, ...)",
                                           elem_id="separate-input")
                 with gr.Column(scale=2):
-                    method = gr.Radio(list(METHODS), value="separator", label="Method",
-                                      info="separator: all stems at once; extractor: one stem and the rest; "
-                                           "ensemble: the better of the two per stem")
+                    method = gr.Radio(list(METHODS), value=DEFAULT_METHOD, label="Method",
+                                      info="ensemble: per stem the better of the two below, as measured; "
+                                           "separator: all stems at once, summing exactly to the mix (faster); "
+                                           "extractor: one stem and the rest")
                     sep_prompts = gr.Textbox("bass, drums, guitar, piano", label="Stems in the mix (comma-separated)",
                                              elem_id="separate-prompts")
                     rest = gr.Textbox(label="What else plays (optional)", visible=False,
@@ -291,7 +298,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                                           "steps); projected: no stem singled out, runs at any step count")
                 sep_seed = gr.Textbox(label="Seed", placeholder="empty = random", max_lines=1)
             with gr.Row():
-                sep_btn = gr.Button("Separate", variant="primary", elem_id="separate-btn")
+                sep_btn = gr.Button(_separate_label(DEFAULT_METHOD), variant="primary", elem_id="separate-btn")
                 sep_stop = gr.Button("Stop", variant="stop", elem_id="separate-stop")
             sep_status = gr.Markdown("", elem_id="separate-status")
             sep_groups, sep_audio, sep_images = [], [], []
@@ -333,7 +340,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                 "gamma_x": _api_number(None, "gamma_x"), "gamma_y": _api_number(None, "gamma_y"),
                 "seed": _api_number(None, "seed", whole=True),
                 "locked": _api_file("locked", multiple=True), "locked_prompts": _api_text(None, "locked_prompts"),
-                "mix": _api_file("mix"), "method": _api_text("separator", "method"),
+                "mix": _api_file("mix"), "method": _api_text(DEFAULT_METHOD, "method"),
                 "prompt": _api_text(None, "prompt"), "rest_prompt": _api_text("", "rest_prompt"),
                 "dirac": _api_text(SEPARATION.dirac, "dirac"),
             }
@@ -451,8 +458,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                 return [gr.update(label="Stem to extract (one name)"), gr.update(visible=True),
                         gr.update(value="Extract")]
             label = "Stems in the mix (comma-separated)"
-            return [gr.update(label=label), gr.update(visible=False),
-                    gr.update(value="Separate" if value == "separator" else "Separate (ensemble)")]
+            return [gr.update(label=label), gr.update(visible=False), gr.update(value=_separate_label(value))]
 
         method.change(method_changed, [method], [sep_prompts, rest, sep_btn], queue=False, api_visibility="private")
 
@@ -507,12 +513,12 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                                               parse_gamma(gamma_x, "gamma_x"), gamma_y, steps, guidance, seed,
                                               progress=_progress(progress)))
 
-        def separate(mix: str | None, prompts: str, method: str = "separator", steps: float | None = None,
+        def separate(mix: str | None, prompts: str, method: str = DEFAULT_METHOD, steps: float | None = None,
                      guidance: float = config.separate_guidance, seed: float | None = None,
                      dirac: str = SEPARATION.dirac, progress: gr.Progress = gr.Progress()):
-            """Separates the mix into the named stems ("bass, drums, guitar, piano"); method: separator or
-            ensemble; dirac: "constrained" (MSDM's form) or "projected" (runs at any step count). Returns (stem files,
-            the mix as the model heard it, zip, settings)."""
+            """Separates the mix into the named stems ("bass, drums, guitar, piano"); method: ensemble
+            (default) or separator; dirac: "constrained" (MSDM's form) or "projected" (runs at any step count).
+            Returns (stem files, the mix as the model heard it, zip, settings)."""
             if method not in ("separator", "ensemble"):
                 raise app_error(f"method must be 'separator' or 'ensemble' (got {method!r}); for one stem call "
                                 "/extract.")
