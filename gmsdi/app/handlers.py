@@ -50,8 +50,8 @@ AUDIO_EXTENSIONS: tuple[str, ...] = (
 
 # Separation methods of the Separate tab (the pipeline's separate / extract / ensemble).
 METHODS: tuple[str, ...] = ("separator", "extractor", "ensemble")
-# The default: per stem the better of separator and extractor on the validation split (assets/ensemble.json);
-# with the bundled model 2.2 dB above the separator alone on the test gate (docs/RESULTS.md), at twice its cost.
+# The default: per stem the better of separator and extractor on the validation split (assets/ensemble.json).
+# It costs an extraction for each stem that chose the extractor; its gain over the separator is in docs/RESULTS.md.
 DEFAULT_METHOD = "ensemble"
 
 # Named prompt sets for the Generate tab; the first is the default (SynthSlakh's four classes).
