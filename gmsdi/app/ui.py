@@ -454,11 +454,9 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                        api_visibility="private")
 
         def method_changed(value: str) -> list[Any]:
-            if value == "extractor":
-                return [gr.update(label="Stem to extract (one name)"), gr.update(visible=True),
-                        gr.update(value="Extract")]
-            label = "Stems in the mix (comma-separated)"
-            return [gr.update(label=label), gr.update(visible=False), gr.update(value=_separate_label(value))]
+            extract = value == "extractor"
+            label = "Stem to extract (one name)" if extract else "Stems in the mix (comma-separated)"
+            return [gr.update(label=label), gr.update(visible=extract), gr.update(value=_separate_label(value))]
 
         method.change(method_changed, [method], [sep_prompts, rest, sep_btn], queue=False, api_visibility="private")
 
