@@ -207,6 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         guide = {"path": relative_paths(str(args.guide.resolve())), "sha256": file_sha256(args.guide),
                  "weight": args.guide_weight}
         model = AutoGuided(model, bad, args.guide_weight)
+    if getattr(model.config, "emphasis", 0.0):
+        print(f"error: {args.checkpoint} diffuses the pre-emphasised waveform (emphasis "
+              f"{model.config.emphasis:g}); this benchmark's σ values and gap bins are the waveform's, so it "
+              "measures waveform models only (use benchmarks/look.py)", file=sys.stderr)
+        return 2
     if min(args.starts) <= model.config.sigma_min:
         p.error(f"every --starts value must lie above the model's σ_min ({model.config.sigma_min:g})")
     sr = model.model_config.sample_rate

@@ -515,7 +515,7 @@ def write_samples(model: nn.Module, cfg: TrainConfig, text_encoder, step: int, d
         x = torch.randn(1, channels, n, generator=g).to(device)
         edm = model.config
         sigmas = get_sigmas_karras(cfg.sample_steps, edm.sigma_min, edm.sigma_max, device=device)
-        out = sample_heun(model, x * sigmas[0], sigmas, extra_args={"cond": None})[0].cpu().numpy()
+        out = model.decode(sample_heun(model, x * sigmas[0], sigmas, extra_args={"cond": None}))[0].cpu().numpy()
         folder = cfg.run_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         for name, audio in zip([*cfg.data.stem_classes, "mix"], [*out, out.sum(0)], strict=True):
@@ -527,7 +527,7 @@ def write_samples(model: nn.Module, cfg: TrainConfig, text_encoder, step: int, d
     edm = model.config
     sigmas = get_sigmas_karras(cfg.sample_steps, edm.sigma_min, edm.sigma_max, device=device)
     cond = text_encoder.encode(prompts, device=device)
-    out = sample_heun(model, x * sigmas[0], sigmas, extra_args={"cond": cond})
+    out = model.decode(sample_heun(model, x * sigmas[0], sigmas, extra_args={"cond": cond}))
     folder = cfg.run_dir / "samples"
     folder.mkdir(parents=True, exist_ok=True)
     for p, audio in zip(prompts, out.cpu().numpy(), strict=True):

@@ -122,6 +122,7 @@ def prompt_sensitivity(model: Any, text_encoder: Any, probe: ProbeSet, sigmas: S
             errs = []
             for i in range(0, len(probe), chunk):
                 x = probe.stems[i:i + chunk].to(device)
+                x = model.encode(x) if hasattr(model, "encode") else x  # the diffusion variable
                 xn = x + s * probe.noise[i:i + chunk].to(device)
                 d = model(xn, torch.full((len(x),), s, device=device), cond[i:i + chunk])
                 errs.append((d.float() - x).pow(2).flatten(1).mean(1))

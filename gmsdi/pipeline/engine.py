@@ -9,6 +9,9 @@ denoiser, `MSDMPipeline` wraps its joint network. The engine runs either over lo
 - `_separate`: separation and extraction. A mix [T] is split into K stems by the Dirac separator
   on cross-faded windows (`overlap_add`); silence in the mix stays silent in every stem.
 
+The sampled variable is the model's `encode` of the audio (the waveform, or its pre-emphasis:
+`EDMConfig.emphasis`): both loops encode what they are given and `decode` what they return.
+
 Levels. The model was trained on mixtures at their recorded level. An input mix is scaled by one
 gain so its peak is `MIX_PEAK`; locked stems are scaled together so their sum peaks at
 MIX_PEAK·√(L/K) (L locked of K stems: independent stems add in power). Outputs are divided by the
@@ -194,6 +197,18 @@ class BasePipeline:
         """The one gain of L locked stems whose sum is `total` [T]: their sum peaks at MIX_PEAK·√(L/K)."""
         return limits.MIX_PEAK * math.sqrt(n_locked / n_stems) / max(audio_io.peak(total), audio_io.SILENCE_PEAK)
 
+    # -- the sampled variable --------------------------------------------------------------------
+    def _encode(self, audio: np.ndarray) -> np.ndarray:
+        """Audio [..., T] -> the variable the sampler runs on (the model's `encode`; a model without one
+        samples the waveform)."""
+        encode = getattr(self.model, "encode", None)
+        return audio if encode is None else encode(audio)
+
+    def _decode(self, z: Any) -> Any:
+        """The inverse of `_encode`, for an array or a tensor [..., T]."""
+        decode = getattr(self.model, "decode", None)
+        return z if decode is None else decode(z)
+
     # -- the settings record -------------------------------------------------------------------
     def _record(self, task: str, s: Settings, seed: int | None, **details: Any) -> dict[str, Any]:
         """Everything needed to reproduce a result (JSON-serialisable); `details` come last."""
@@ -250,9 +265,9 @@ class BasePipeline:
                                                               "chains": chains})
             return _finite(sample(w, known, mask, cb), s, task)
 
-        fixed = {i: torch.from_numpy(a) for i, a in locked.items()}
+        fixed = {i: torch.from_numpy(self._encode(a)) for i, a in locked.items()}
         out, _ = continue_windows(run, n_rows, fixed, length, window, overlap, self.length_multiple, self.device)
-        return out.cpu().numpy(), n_windows
+        return self._decode(out.cpu().numpy()), n_windows
 
     def _separate(self, denoiser: StackDenoiser, mix: np.ndarray, names: list[str], constrained: int, s: Settings,
                   generator: torch.Generator, callback: Callback | None, task: str, part: int = 0,
@@ -285,9 +300,10 @@ class BasePipeline:
                                    callback=cb, generator=generator)
             return _finite(out, s, task)
 
-        y = torch.from_numpy(mix).to(self.device)[None]
-        out = overlap_add(run, y, window, overlap, self.length_multiple)[0].float()
-        return keep_silence(out, y[0].float(), self.sample_rate).cpu().numpy(), n_chunks
+        z = torch.from_numpy(self._encode(mix)).to(self.device)[None]
+        out = self._decode(overlap_add(run, z, window, overlap, self.length_multiple)[0].float())
+        y = torch.from_numpy(mix).to(out.device)
+        return keep_silence(out, y.float(), self.sample_rate).cpu().numpy(), n_chunks
 
     @staticmethod
     def _counts(denoiser: Any) -> dict[str, int]:
