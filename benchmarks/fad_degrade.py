@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
            "real_clips": counts, "embedding": {"network": "musicnn MTT (torch port)", "layer": fad.layer,
                                                "hop_frames": fad.hop_frames},
            "wall_seconds": round(time.perf_counter() - t0, 1),
-           "command": "python benchmarks/fad_degrade.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+           "command": " ".join(["python benchmarks/fad_degrade.py", *(argv if argv is not None else sys.argv[1:])])}
     target = ROOT / ("runs/fad_degrade_quick.json" if args.quick else "benchmarks/results/fad_degrade.json")
     write_json(target, out)
     print(f"wrote {target.relative_to(ROOT)}")

@@ -1,4 +1,5 @@
-"""The report's look section: a run whose picture was not committed gets its row and command, not a broken link."""
+"""The report's look section (a run whose picture was not committed gets its row and command, not a broken
+link) and its FAD degradation table."""
 
 from __future__ import annotations
 
@@ -22,3 +23,15 @@ def test_a_missing_picture_is_named_and_not_linked(tmp_path: Path) -> None:
     text = "\n".join(look_section(tmp_path, REPO_ROOT / "docs" / "RESULTS.md"))
     assert "![a](app_screenshot.png)" in text
     assert "look_nowhere" not in text and "*b (picture not committed): `python benchmarks/look.py --tag b`*" in text
+
+
+def test_the_fad_degradation_table_reads_its_record(tmp_path: Path) -> None:
+    from gmsdi.eval.report import fad_degrade_section
+
+    assert "Not measured yet: `python benchmarks/fad_degrade.py`." in fad_degrade_section(tmp_path / "none.json")
+    rec = {"sets": {"mix": {"real": 12.5, "random phase": 30.26}, "bass": {"real": 11.2, "random phase": 27.31}},
+           "clips": 20, "seconds": 6.0, "command": "python benchmarks/fad_degrade.py "}
+    (tmp_path / "r.json").write_text(json.dumps(rec))
+    text = "\n".join(fad_degrade_section(tmp_path / "r.json"))
+    assert "| set | real | random phase |" in text and "| bass | 11.20 | 27.31 |" in text
+    assert "20 clips of 6 s per set; `python benchmarks/fad_degrade.py`." in text

@@ -718,6 +718,22 @@ def look_section(look_dir: Path, out: Path) -> list[str]:
     return lines
 
 
+def fad_degrade_section(path: Path) -> list[str]:
+    """What the FAD gate penalises: real clips degraded in one known way each (`benchmarks/fad_degrade.py`)."""
+    lines = ["## What FAD penalises: real clips, degraded", "",
+             "The FAD reference's real validation clips with one defect each, scored against the same real test "
+             "statistics: a noise floor (white, or coloured like the clip, at a level below its RMS), random STFT "
+             "phases with the exact magnitudes, and each bin's power averaged over 9 or 31 frames (144 or 496 ms: "
+             "onsets and note ends blurred). A generated set scores like the defect it shares.", ""]
+    if not path.is_file():
+        return [*lines, "Not measured yet: `python benchmarks/fad_degrade.py`.", ""]
+    r = json.loads(path.read_text())
+    cols = list(next(iter(r["sets"].values())))
+    lines += ["| set | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    lines += [f"| {name} | " + " | ".join(_fmt(row[c]) for c in cols) + " |" for name, row in r["sets"].items()]
+    return [*lines, "", f"{r['clips']} clips of {r['seconds']:g} s per set; `{r['command'].strip()}`.", ""]
+
+
 def models_section(status: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines = ["## Models", "", "| model | trained on | config | checkpoint | sha256 |", "|---|---|---|---|---|"]
     for name, spec in MODELS.items():
@@ -753,6 +769,8 @@ def write_report(results_dir: str | Path, out: str | Path, plots: str | Path, qu
     lines += separation_section(results, status)
     lines += ensemble_section(results, status)
     lines += fad_section(results, status)
+    if not quick:
+        lines += fad_degrade_section(REPO_ROOT / "benchmarks" / "results" / "fad_degrade.json")
     lines += ablation_section(results, status)
     section, files = sweep_section(results, status, plots, out)
     lines += section
