@@ -2,10 +2,12 @@
 
     python benchmarks/look.py                                    # the bundled model
     python benchmarks/look.py --checkpoint runs/spectral/step4000.safetensors --tag step4000
+    python benchmarks/look.py --single --tag bundled-single      # each class from its own prompt
     python benchmarks/look.py --quick                            # tiny untrained model: checks the script
 
 Generates `--songs` four-stem songs (bass, drums, guitar, piano; seeds 0, 1, ...) at the pipeline's
-defaults — what the app's Generate button does — and draws, per class, a row of real test stems
+defaults — what the app's Generate button does — or, with `--single`, `--songs` clips of each class
+from its own prompt alone (what the single-source FAD scores), and draws, per class, a row of real test stems
 of that class and a row of the generated stems. It also scores every clip with the structure
 measure `gmsdi.eval.structure.tf_contrast`, for real stems, for noise coloured to each class's
 mean spectrum, and for the generated stems, and writes:
@@ -100,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sigma-max", type=float, default=None, help="first σ of the schedule (default: the pipeline's)")
     p.add_argument("--rho", type=float, default=None,
                    help="Karras schedule exponent (default: the pipeline's 7; smaller puts more steps at high σ)")
+    p.add_argument("--single", action="store_true",
+                   help="generate each class from its own prompt alone (what the single-source FAD scores) "
+                        "instead of four-stem songs")
     p.add_argument("--quick", action="store_true", help="tiny untrained model, 2 songs, 4 steps, 1 s")
     args = p.parse_args(argv)
 
@@ -123,17 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     wav_dir = ROOT / "runs/look" / args.tag
     wav_dir.mkdir(parents=True, exist_ok=True)
     settings = None
+    options = dict(seconds=args.seconds, steps=args.steps, guidance=args.guidance, gamma_x=args.gamma,
+                   gamma_y=args.gamma, gamma_mode=args.gamma_mode, coupling_sigma_min=args.coupling_sigma_min,
+                   sampler=args.sampler, s_churn=args.churn, sigma_min=args.sigma_min, sigma_max=args.sigma_max,
+                   **({} if args.rho is None else {"rho": args.rho}))
     for seed in range(args.songs):
-        result = pipe.generate(classes, seconds=args.seconds, seed=seed, steps=args.steps, guidance=args.guidance,
-                               gamma_x=args.gamma, gamma_y=args.gamma, gamma_mode=args.gamma_mode,
-                               coupling_sigma_min=args.coupling_sigma_min,
-                               sampler=args.sampler, s_churn=args.churn, sigma_min=args.sigma_min,
-                               sigma_max=args.sigma_max, **({} if args.rho is None else {"rho": args.rho}))
-        settings = {**result.settings, "checkpoint": checkpoint["path"]}
-        for c in classes:
-            generated[c].append(result.stems[c])
-            sf.write(wav_dir / f"seed{seed}_{c}.wav", result.stems[c], sr)
-        print(f"song {seed}: done", flush=True)
+        # A song: the four classes generated together; --single: each class from its own prompt alone.
+        for prompts in ([[c] for c in classes] if args.single else [classes]):
+            result = pipe.generate(prompts, seed=seed, **options)
+            settings = {**result.settings, "checkpoint": checkpoint["path"]}
+            for c in prompts:
+                generated[c].append(result.stems[c])
+                sf.write(wav_dir / f"seed{seed}_{c}.wav", result.stems[c], sr)
+        print(f"{'clips' if args.single else 'song'} {seed}: done", flush=True)
 
     length = len(generated[classes[0]][0])
     rng = np.random.default_rng(0)
@@ -151,12 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{c}: tf contrast real {figures[c]['real']['mean']} dB, coloured noise "
               f"{figures[c]['coloured_noise']['mean']} dB, generated {figures[c]['generated']['mean']} dB")
 
-    title = f"{args.tag}: real test stems (odd rows) and generated stems at the app's defaults (even rows)"
+    what = "each from its own prompt alone" if args.single else "in four-stem songs"
+    title = f"{args.tag}: real test stems (odd rows) and generated stems, {what} (even rows)"
     png = ROOT / "docs" / f"look_{args.tag}.png"
     if args.quick:
         png = ROOT / "runs/look" / f"look_{args.tag}.png"
     plot_grid(rows, sr, png, args.max_khz, title)
-    out = {"checkpoint": checkpoint, "songs": args.songs, "seconds": args.seconds, "prompts": classes,
+    out = {"checkpoint": checkpoint, "songs": args.songs, "single": args.single, "seconds": args.seconds,
+           "prompts": [[c] for c in classes] if args.single else classes,
            "data": {"root": relative(args.data), "split": args.split},
            "measure": "tf_contrast (dB): gmsdi.eval.structure", "settings": settings, "tf_contrast": figures,
            "picture": relative(png), "command": "python benchmarks/look.py " + " ".join(argv or sys.argv[1:])}

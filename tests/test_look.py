@@ -1,0 +1,53 @@
+"""benchmarks/look.py on a tiny untrained model: songs and single-prompt clips give one generated clip per class
+and seed, and the record says which of the two it drew."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from script_loader import load_script
+from slakh_fixtures import StemSpec, write_track
+
+from gmsdi.pipeline.settings import GENERATION
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A test split with one 4 s track in which bass, drums, guitar and piano all play throughout."""
+    root = tmp_path_factory.mktemp("slakh")
+    notes = [(0.5 * k, 0.5 * k + 0.45) for k in range(8)]
+    write_track(root / "test" / "Track00001", {
+        "S00": StemSpec("Bass", 33, notes, 0.1, 4.0),
+        "S01": StemSpec("Drums", 0, notes, 0.2, 4.0, is_drum=True),
+        "S02": StemSpec("Guitar", 27, notes, 0.15, 4.0),
+        "S03": StemSpec("Piano", 0, notes, 0.05, 4.0),
+    }, mix_seconds=4.0)
+    return root
+
+
+@pytest.mark.parametrize("single", [False, True])
+def test_look_draws_each_class_per_seed(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        single: bool) -> None:
+    script = load_script("look", ROOT / "benchmarks/look.py")
+    monkeypatch.setattr(script, "ROOT", tmp_path)  # every output lands under tmp_path
+    argv = ["--quick", "--data", str(data), "--tag", "t"] + (["--single"] if single else [])
+    assert script.main(argv) == 0
+
+    record = json.loads((tmp_path / "runs/look/t.json").read_text())
+    assert record["single"] is single
+    assert record["prompts"] == ([["bass"], ["drums"], ["guitar"], ["piano"]] if single
+                                 else ["bass", "drums", "guitar", "piano"])
+    for c in ("bass", "drums", "guitar", "piano"):
+        gen = record["tf_contrast"][c]["generated"]["clips"]
+        assert len(gen) == 2  # --quick: seeds 0 and 1
+        for seed in (0, 1):
+            audio, sr = sf.read(tmp_path / f"runs/look/t/seed{seed}_{c}.wav")
+            assert sr == 16000 and len(audio) == 16000  # --quick: 1 s
+    assert (tmp_path / "runs/look/look_t.png").stat().st_size > 0
+    assert record["settings"]["guidance"] == [GENERATION.guidance] * (1 if single else 4)  # the last call's stems
