@@ -91,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-khz", type=float, default=4.0, help="top of the pictures' frequency axis")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the pipeline's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance weight (default: the pipeline's)")
+    p.add_argument("--guidance-sigma-min", type=float, default=None,
+                   help="guide at σ ≥ this only (a guidance interval; default: the pipeline's)")
+    p.add_argument("--guidance-sigma-max", type=float, default=None,
+                   help="guide at σ ≤ this only (default: the pipeline's)")
     p.add_argument("--gamma", type=float, default=None, help="γ_x = γ_y (default: the pipeline's)")
     p.add_argument("--gamma-mode", default=None,
                    help="relative, absolute, denoised or wiener (default: the pipeline's)")
@@ -128,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     wav_dir = ROOT / "runs/look" / args.tag
     wav_dir.mkdir(parents=True, exist_ok=True)
     settings = None
-    options = dict(seconds=args.seconds, steps=args.steps, guidance=args.guidance, gamma_x=args.gamma,
-                   gamma_y=args.gamma, gamma_mode=args.gamma_mode, coupling_sigma_min=args.coupling_sigma_min,
+    options = dict(seconds=args.seconds, steps=args.steps, guidance=args.guidance,
+                   guidance_sigma_min=args.guidance_sigma_min, guidance_sigma_max=args.guidance_sigma_max,
+                   gamma_x=args.gamma, gamma_y=args.gamma, gamma_mode=args.gamma_mode,
+                   coupling_sigma_min=args.coupling_sigma_min,
                    sampler=args.sampler, s_churn=args.churn, sigma_min=args.sigma_min, sigma_max=args.sigma_max,
                    **({} if args.rho is None else {"rho": args.rho}))
     for seed in range(args.songs):

@@ -36,7 +36,8 @@ def test_look_draws_each_class_per_seed(data: Path, tmp_path: Path, monkeypatch:
                                         single: bool) -> None:
     script = load_script("look", ROOT / "benchmarks/look.py")
     monkeypatch.setattr(script, "ROOT", tmp_path)  # every output lands under tmp_path
-    argv = ["--quick", "--data", str(data), "--tag", "t"] + (["--single"] if single else [])
+    argv = ["--quick", "--data", str(data), "--tag", "t"] + (["--single", "--guidance-sigma-min", "0.05"] if single
+                                                            else [])
     assert script.main(argv) == 0
 
     record = json.loads((tmp_path / "runs/look/t.json").read_text())
@@ -51,3 +52,4 @@ def test_look_draws_each_class_per_seed(data: Path, tmp_path: Path, monkeypatch:
             assert sr == 16000 and len(audio) == 16000  # --quick: 1 s
     assert (tmp_path / "runs/look/look_t.png").stat().st_size > 0
     assert record["settings"]["guidance"] == [GENERATION.guidance] * (1 if single else 4)  # the last call's stems
+    assert record["settings"]["guidance_sigma_min"] == (0.05 if single else GENERATION.guidance_sigma_min)
