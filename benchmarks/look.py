@@ -3,6 +3,7 @@
     python benchmarks/look.py                                    # the bundled model
     python benchmarks/look.py --checkpoint runs/spectral/step4000.safetensors --tag step4000
     python benchmarks/look.py --single --tag bundled-single      # each class from its own prompt
+    python benchmarks/look.py --stem-guidance bass=1.5 --negative bass=drums --tag bass-g15
     python benchmarks/look.py --quick                            # tiny untrained model: checks the script
 
 Generates `--songs` four-stem songs (bass, drums, guitar, piano; seeds 0, 1, ...) at the pipeline's
@@ -46,6 +47,22 @@ def real_stems(root: Path, split: str, cls: str, n: int, seconds: float, sample_
 
     audio, _ = read_crops(root, split, [cls], n, seconds, sample_rate, seed)
     return audio.numpy()
+
+
+def per_class(parser: argparse.ArgumentParser, flag: str, entries: list[str], classes: list[str]) -> dict[str, str]:
+    """{class: value} from CLASS=VALUE entries of a repeatable flag; a malformed entry is a usage error."""
+    out = {}
+    for entry in entries:
+        cls, sep, value = entry.partition("=")
+        if not sep or cls not in classes:
+            parser.error(f"{flag} takes CLASS=VALUE with CLASS one of {', '.join(classes)}, got {entry!r}")
+        if flag == "--stem-guidance":
+            try:
+                float(value)
+            except ValueError:
+                parser.error(f"{flag} {entry!r}: the weight must be a number")
+        out[cls] = value.strip()
+    return out
 
 
 def relative(path: Path) -> str:
@@ -109,12 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--single", action="store_true",
                    help="generate each class from its own prompt alone (what the single-source FAD scores) "
                         "instead of four-stem songs")
+    p.add_argument("--stem-guidance", action="append", default=[], metavar="CLASS=W",
+                   help="one class's guidance weight (repeatable; the others take --guidance)")
+    p.add_argument("--negative", action="append", default=[], metavar="CLASS=TEXT",
+                   help="one class's negative prompt (repeatable; '' = the null prompt; default: the pipeline's, "
+                        "the other stems' prompts)")
     p.add_argument("--quick", action="store_true", help="tiny untrained model, 2 songs, 4 steps, 1 s")
     args = p.parse_args(argv)
+    classes = list(PAPER_STEMS)
+    stem_guidance = {c: float(w) for c, w in per_class(p, "--stem-guidance", args.stem_guidance, classes).items()}
+    negative = per_class(p, "--negative", args.negative, classes)
 
     from gmsdi.pipeline import GMSDIPipeline
 
-    classes = list(PAPER_STEMS)
     if args.quick:
         from gmsdi.models import build_model
         from gmsdi.text import HashTextEncoder
@@ -132,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     wav_dir = ROOT / "runs/look" / args.tag
     wav_dir.mkdir(parents=True, exist_ok=True)
     settings = None
-    options = dict(seconds=args.seconds, steps=args.steps, guidance=args.guidance,
+    guidance = pipe.generation_defaults.guidance if args.guidance is None else args.guidance
+    options = dict(seconds=args.seconds, steps=args.steps,
                    guidance_sigma_min=args.guidance_sigma_min, guidance_sigma_max=args.guidance_sigma_max,
                    gamma_x=args.gamma, gamma_y=args.gamma, gamma_mode=args.gamma_mode,
                    coupling_sigma_min=args.coupling_sigma_min,
@@ -141,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(args.songs):
         # A song: the four classes generated together; --single: each class from its own prompt alone.
         for prompts in ([[c] for c in classes] if args.single else [classes]):
-            result = pipe.generate(prompts, seed=seed, **options)
+            weights = [stem_guidance.get(c, guidance) for c in prompts] if stem_guidance else guidance
+            negatives = [negative.get(c) for c in prompts] if negative else None
+            result = pipe.generate(prompts, negatives, seed=seed, guidance=weights, **options)
             settings = {**result.settings, "checkpoint": checkpoint["path"]}
             for c in prompts:
                 generated[c].append(result.stems[c])

@@ -37,7 +37,8 @@ def test_look_draws_each_class_per_seed(data: Path, tmp_path: Path, monkeypatch:
     script = load_script("look", ROOT / "benchmarks/look.py")
     monkeypatch.setattr(script, "ROOT", tmp_path)  # every output lands under tmp_path
     argv = ["--quick", "--data", str(data), "--tag", "t"] + (["--single", "--guidance-sigma-min", "0.05"] if single
-                                                            else [])
+                                                            else ["--stem-guidance", "bass=1.5", "--negative",
+                                                                  "bass=drums", "--negative", "piano="])
     assert script.main(argv) == 0
 
     record = json.loads((tmp_path / "runs/look/t.json").read_text())
@@ -51,5 +52,19 @@ def test_look_draws_each_class_per_seed(data: Path, tmp_path: Path, monkeypatch:
             audio, sr = sf.read(tmp_path / f"runs/look/t/seed{seed}_{c}.wav")
             assert sr == 16000 and len(audio) == 16000  # --quick: 1 s
     assert (tmp_path / "runs/look/look_t.png").stat().st_size > 0
-    assert record["settings"]["guidance"] == [GENERATION.guidance] * (1 if single else 4)  # the last call's stems
+    g = GENERATION.guidance
+    assert record["settings"]["guidance"] == ([g] if single else [1.5, g, g, g])  # the last call's stems
+    assert record["settings"]["negative_prompts"] == ([""] if single else  # "": the null prompt
+                                                      ["drums", "bass, guitar, piano", "bass, drums, piano", ""])
     assert record["settings"]["guidance_sigma_min"] == (0.05 if single else GENERATION.guidance_sigma_min)
+
+
+@pytest.mark.parametrize("flags", [["--stem-guidance", "flute=2"], ["--stem-guidance", "bass=x"],
+                                   ["--negative", "bass"]])
+def test_look_rejects_a_malformed_per_class_flag(flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    script = load_script("look", ROOT / "benchmarks/look.py")
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--quick", *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "CLASS=VALUE" in err or "must be a number" in err
