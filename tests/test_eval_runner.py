@@ -274,7 +274,25 @@ def test_fad_gamma_mode_and_tag(data: Path, tmp_path: Path) -> None:
     assert variant["settings"]["gamma_mode"] == "wiener" and variant["settings"]["coupling_sigma_min"] == 0.1
     assert not (tmp_path / "fad-generation-gmsdi.json").exists()
     assert cli.main(["fad", *common]) == 0
-    assert "gamma_mode" not in json.loads((tmp_path / "fad-generation-gmsdi.json").read_text())["settings"]
+    default = json.loads((tmp_path / "fad-generation-gmsdi.json").read_text())
+    assert "gamma_mode" not in default["settings"]
+    assert default["negative_prompts"] == ["drums, guitar, piano", "bass, guitar, piano", "bass, drums, piano",
+                                           "bass, drums, guitar"]  # the other stems' prompts
+
+
+def test_fad_generation_takes_a_negative_prompt_per_stem(data: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """--negative reaches the generated songs ('-' keeps a stem's default, '' is the null prompt), and a list
+    of the wrong length is refused before anything is generated."""
+    common = ["--quick", "--data", str(data), "--results", str(tmp_path), "--quiet", "--task", "generation",
+              "--models", "gmsdi", "--tag=-neg"]
+    assert cli.main(["fad", *common, "--negative", "drums", "-", "-", ""]) == 0
+    record = json.loads((tmp_path / "fad-generation-gmsdi-neg.json").read_text())
+    assert record["negative_prompts"] == ["drums", "bass, guitar, piano", "bass, drums, piano", ""]
+    (tmp_path / "fad-generation-gmsdi-neg.json").unlink()
+    assert cli.main(["fad", *common, "--negative", "drums"]) == 2
+    assert "one negative prompt per stem" in capsys.readouterr().err
+    assert not (tmp_path / "fad-generation-gmsdi-neg.json").exists()
 
 
 def test_records_name_the_run_of_a_checkpoint_given_on_the_command_line(tmp_path: Path) -> None:

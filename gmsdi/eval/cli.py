@@ -103,6 +103,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="musicnn patch hop in mel frames (default 187: 3 s patches without overlap)")
     cli_args.add_sampling_flags(p, per_stem_guidance=False)
     cli_args.add_coupling_flags(p)
+    p.add_argument("--negative", nargs="+", default=None, metavar="PROMPT",
+                   help="generation: one negative prompt per stem, in order ('-' = the default, the other stems' "
+                        "prompts; '' = none, guidance against the unconditional model)")
     p.add_argument("--tag", default="", help="suffix of the result files, for variants (e.g. --tag=-wiener)")
     _common(p)
 

@@ -58,6 +58,12 @@ def cmd_fad(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
 
     folder, models, written = results_dir(args), {}, []
     settings = sampling_args(args)
+    negatives = None
+    if args.negative is not None:
+        if len(args.negative) != len(args.stems):
+            raise ValueError(f"--negative needs one negative prompt per stem ({len(args.stems)}: "
+                             f"{' '.join(args.stems)}; '-' = the default), got {len(args.negative)}")
+        negatives = cli_args.negatives_arg(args.negative)
     clips_n = QUICK["clips"] if args.quick else args.clips
     seconds = QUICK["seconds"] if args.quick else args.seconds
     fad = FrechetAudioDistance(hop_frames=args.hop_frames, device=args.device)
@@ -96,11 +102,13 @@ def cmd_fad(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
                 "embedding": embedding}
         if "generation" in args.task:
             t0 = time.perf_counter()
-            gen = generate_mixes(model, args.stems, clips_n, seconds, args.seed, settings, progress)
+            gen = generate_mixes(model, args.stems, clips_n, seconds, args.seed, settings, progress,
+                                 negative_prompts=negatives)
             score = fad_or_nan(fad, [r.mix for r in gen], real["stats"]["mix"]) if "mix" in real["stats"] else nan
             consistency = [float(np.linalg.norm(r.mixture_chain - r.mix) / max(np.linalg.norm(r.mixture_chain), 1e-12))
                            for r in gen if r.mixture_chain is not None]
-            out = {**base, "task": "generation", "results": {
+            used = gen[0].settings.get("negative_prompts") if gen and model.spec.kind != "msdm" else None
+            out = {**base, "task": "generation", "negative_prompts": used, "results": {
                 "fad": score, "mixture_consistency": float(np.mean(consistency)) if consistency else None,
                 "wall_seconds": round(time.perf_counter() - t0, 2)}}
             written.append(write_result(folder, f"fad-generation-{name}{args.tag}", out))
