@@ -4,6 +4,7 @@
     python benchmarks/look.py --checkpoint runs/spectral/step4000.safetensors --tag step4000
     python benchmarks/look.py --single --tag bundled-single      # each class from its own prompt
     python benchmarks/look.py --stem-guidance bass=1.5 --negative bass=drums --tag bass-g15
+    python benchmarks/look.py --tag bundled --redraw --max-khz 1.5  # the same clips again, 0-1.5 kHz
     python benchmarks/look.py --quick                            # tiny untrained model: checks the script
 
 Generates `--songs` four-stem songs (bass, drums, guitar, piano; seeds 0, 1, ...) at the pipeline's
@@ -17,6 +18,10 @@ mean spectrum, and for the generated stems, and writes:
 - `benchmarks/results/look/<tag>.json`: the structure figures, settings and checkpoint sha256;
 - `runs/look/<tag>/*.wav` (ignored by git): the generated stems, for listening and for the
   other gates.
+
+`--redraw` draws the clips a former run left in `runs/look/<tag>/` again, beside the same real stems,
+into `docs/look_<tag>_<max-khz>khz.png`: on the default 0-4 kHz axis a bass's partials below 500 Hz
+take a few pixels, and a narrower axis shows whether they are there.
 """
 
 from __future__ import annotations
@@ -97,6 +102,32 @@ def plot_grid(rows: dict[str, np.ndarray], sample_rate: int, path: Path, max_khz
     fig.savefig(path, dpi=72)
 
 
+def redraw(parser: argparse.ArgumentParser, args: argparse.Namespace, classes: list[str]) -> int:
+    """Draws the clips in runs/look/<tag>/ beside the real stems the run drew, on a 0-`max_khz` axis."""
+    wav_dir = ROOT / "runs/look" / args.tag
+    generated: dict[str, list[np.ndarray]] = {}
+    sr = 0
+    for c in classes:
+        files = sorted(wav_dir.glob(f"seed*_{c}.wav"), key=lambda f: int(f.name[4:].partition("_")[0]))
+        if not files:
+            parser.error(f"no {c} clips in {relative(wav_dir)}: run `python benchmarks/look.py --tag {args.tag}` "
+                         "first")
+        clips = [sf.read(f, dtype="float32") for f in files]
+        sr = clips[0][1]
+        generated[c] = [x for x, _ in clips]
+    length = min(len(x) for v in generated.values() for x in v)
+    rows: dict[str, np.ndarray] = {}
+    for k, c in enumerate(classes):
+        n = len(generated[c])
+        rows[f"real {c}"] = real_stems(args.data, args.split, c, max(n, 8), length / sr, sr, seed=k)[:n, :length]
+        rows[f"generated {c}"] = np.stack([x[:length] for x in generated[c]])
+    png = ROOT / ("runs/look" if args.quick else "docs") / f"look_{args.tag}_{args.max_khz:g}khz.png"
+    plot_grid(rows, sr, png, args.max_khz, f"{args.tag}, 0-{args.max_khz:g} kHz: real test stems (odd rows) and "
+                                            "generated stems (even rows)")
+    print(f"wrote {relative(png)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, default=None, help="model file (default: the bundled one)")
@@ -131,9 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--negative", action="append", default=[], metavar="CLASS=TEXT",
                    help="one class's negative prompt (repeatable; '' = the null prompt; default: the pipeline's, "
                         "the other stems' prompts)")
+    p.add_argument("--redraw", action="store_true",
+                   help="draw the clips of an earlier run with this --tag again (e.g. with another --max-khz); "
+                        "generates nothing")
     p.add_argument("--quick", action="store_true", help="tiny untrained model, 2 songs, 4 steps, 1 s")
     args = p.parse_args(argv)
     classes = list(PAPER_STEMS)
+    if args.redraw:
+        return redraw(p, args, classes)
     stem_guidance = {c: float(w) for c, w in per_class(p, "--stem-guidance", args.stem_guidance, classes).items()}
     negative = per_class(p, "--negative", args.negative, classes)
 

@@ -68,3 +68,19 @@ def test_look_rejects_a_malformed_per_class_flag(flags: list[str], capsys: pytes
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "CLASS=VALUE" in err or "must be a number" in err
+
+
+def test_look_redraws_the_clips_of_an_earlier_run(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    script = load_script("look", ROOT / "benchmarks/look.py")
+    monkeypatch.setattr(script, "ROOT", tmp_path)
+    redraw = ["--quick", "--data", str(data), "--tag", "t", "--redraw", "--max-khz", "1.5"]
+    with pytest.raises(SystemExit) as exit_info:  # nothing generated yet under this tag
+        script.main(redraw)
+    assert exit_info.value.code == 2 and "run `python benchmarks/look.py --tag t` first" in capsys.readouterr().err
+
+    assert script.main(["--quick", "--data", str(data), "--tag", "t"]) == 0
+    record = (tmp_path / "runs/look/t.json").read_bytes()
+    assert script.main(redraw) == 0
+    assert (tmp_path / "runs/look/look_t_1.5khz.png").stat().st_size > 0
+    assert (tmp_path / "runs/look/t.json").read_bytes() == record  # the figures stay those of the run
