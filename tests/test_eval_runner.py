@@ -292,6 +292,9 @@ def test_fad_generation_takes_a_negative_prompt_per_stem(data: Path, tmp_path: P
     (tmp_path / "fad-generation-gmsdi-neg.json").unlink()
     assert cli.main(["fad", *common, "--negative", "drums"]) == 2
     assert "one negative prompt per stem" in capsys.readouterr().err
+    common[common.index("generation")] = "single-source"
+    assert cli.main(["fad", *common, "--negative", "drums", "-", "-", ""]) == 2
+    assert "add --task generation" in capsys.readouterr().err
     assert not (tmp_path / "fad-generation-gmsdi-neg.json").exists()
 
 

@@ -60,6 +60,9 @@ def cmd_fad(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
     settings = sampling_args(args)
     negatives = None
     if args.negative is not None:
+        if "generation" not in args.task:
+            raise ValueError("--negative sets the negative prompts of the four-stem generation FAD: add "
+                             "--task generation (single-source FAD has --variants)")
         if len(args.negative) != len(args.stems):
             raise ValueError(f"--negative needs one negative prompt per stem ({len(args.stems)}: "
                              f"{' '.join(args.stems)}; '-' = the default), got {len(args.negative)}")
