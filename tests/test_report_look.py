@@ -1,5 +1,5 @@
 """The report's look section (a run whose picture was not committed gets its row and command, not a broken
-link) and its FAD degradation table."""
+link), its FAD degradation table, and the FAD rows of candidate checkpoints."""
 
 from __future__ import annotations
 
@@ -35,3 +35,21 @@ def test_the_fad_degradation_table_reads_its_record(tmp_path: Path) -> None:
     text = "\n".join(fad_degrade_section(tmp_path / "r.json"))
     assert "| set | real | random phase |" in text and "| bass | 11.20 | 27.31 |" in text
     assert "20 clips of 6 s per set; `python benchmarks/fad_degrade.py`." in text
+
+
+def test_a_tagged_gmsdi_fad_run_is_a_candidate_row_and_another_models_file_is_not() -> None:
+    from gmsdi.eval.methods import MODELS
+    from gmsdi.eval.report import fad_section
+
+    def run(fad: float, **model) -> dict:
+        return {"results": {"fad": fad, "mixture_consistency": 1.5}, "clips": 20, "seconds": 6.0,
+                "command": "python -m gmsdi.eval fad", "model": {"checkpoint_sha256": "ab" * 32, **model}}
+
+    results = {"fad-generation-gmsdi-emph-10k": {**run(44.865, run="emph", step=10000),
+                                                 "negative_prompts": ["drums", "bass, guitar, piano"]},
+               "fad-generation-gmsdi-notags": run(70.9)}
+    status = {name: {"exists": True} for name in MODELS}
+    text = "\n".join(fad_section(results, status))
+    assert "| GMSDI candidate `emph-10k` (emph, step 10000) | 44.865 | 1.5000 | 20 × 6 |" in text
+    assert "negative prompts 'drums', 'bass, guitar, piano'" in text
+    assert "candidate `notags`" not in text  # gmsdi-notags is a model of its own

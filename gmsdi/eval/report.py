@@ -296,6 +296,18 @@ def fad_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, An
         lines.append(f"| {spec.label} | {_fmt(res['fad'], 3)} | {_fmt(res.get('mixture_consistency'), 4)} | "
                      f"{r['clips']} × {r['seconds']:g} | {_short((r.get('model') or {}).get('checkpoint_sha256'))} |")
         notes.append(f"- {spec.label}: {_provenance(r, status)}.")
+    # Candidates: GMSDI runs on another checkpoint or setting, written with --tag (fad-generation-gmsdi-<tag>).
+    own = {f"fad-generation-{name}" for name in MODELS}
+    for key in sorted(k for k in results if k.startswith("fad-generation-gmsdi-") and k not in own):
+        r, tag = results[key], key.removeprefix("fad-generation-gmsdi-")
+        model, res = r.get("model") or {}, r["results"]
+        step = f", step {model['step']}" if model.get("step") is not None else ""
+        label = f"GMSDI candidate `{tag}` ({model.get('run') or model.get('checkpoint') or '?'}{step})"
+        lines.append(f"| {label} | {_fmt(res['fad'], 3)} | {_fmt(res.get('mixture_consistency'), 4)} | "
+                     f"{r['clips']} × {r['seconds']:g} | {_short(model.get('checkpoint_sha256'))} |")
+        negatives = r.get("negative_prompts")
+        said = f"; negative prompts {', '.join(repr(n) for n in negatives)}" if negatives else ""
+        notes.append(f"- {label}: {_provenance(r, status)}{said}.")
     ref = results.get("fad-reference")
     if ref is not None:
         sets = ref["results"]["sets"]
