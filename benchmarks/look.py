@@ -54,19 +54,18 @@ def real_stems(root: Path, split: str, cls: str, n: int, seconds: float, sample_
     return audio.numpy()
 
 
-def per_class(parser: argparse.ArgumentParser, flag: str, entries: list[str], classes: list[str]) -> dict[str, str]:
-    """{class: value} from CLASS=VALUE entries of a repeatable flag; a malformed entry is a usage error."""
+def per_class(parser: argparse.ArgumentParser, flag: str, entries: list[str], classes: list[str],
+              kind: type = str) -> dict:
+    """{class: kind(value)} from CLASS=VALUE entries of a repeatable flag; a malformed entry is a usage error."""
     out = {}
     for entry in entries:
         cls, sep, value = entry.partition("=")
         if not sep or cls not in classes:
             parser.error(f"{flag} takes CLASS=VALUE with CLASS one of {', '.join(classes)}, got {entry!r}")
-        if flag == "--stem-guidance":
-            try:
-                float(value)
-            except ValueError:
-                parser.error(f"{flag} {entry!r}: the weight must be a number")
-        out[cls] = value.strip()
+        try:
+            out[cls] = kind(value.strip())
+        except ValueError:
+            parser.error(f"{flag} {entry!r}: the value must be a {kind.__name__}")
     return out
 
 
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     classes = list(PAPER_STEMS)
     if args.redraw:
         return redraw(p, args, classes)
-    stem_guidance = {c: float(w) for c, w in per_class(p, "--stem-guidance", args.stem_guidance, classes).items()}
+    stem_guidance = per_class(p, "--stem-guidance", args.stem_guidance, classes, float)
     negative = per_class(p, "--negative", args.negative, classes)
 
     from gmsdi.pipeline import GMSDIPipeline

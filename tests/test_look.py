@@ -67,7 +67,7 @@ def test_look_rejects_a_malformed_per_class_flag(flags: list[str], capsys: pytes
         script.main(["--quick", *flags])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "CLASS=VALUE" in err or "must be a number" in err
+    assert "CLASS=VALUE" in err or "must be a float" in err
 
 
 def test_look_redraws_the_clips_of_an_earlier_run(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -277,6 +277,13 @@ def ensemble_section(results: Mapping[str, Any], status: Mapping[str, Mapping[st
     return lines + ["", f"SI-SDRi in dB. {_provenance(r, status)}; written to {r.get('ensemble_file')}.", ""]
 
 
+def _fad_row(label: str, r: Mapping[str, Any]) -> str:
+    """A row of the generation FAD table from a `fad-generation-*` record."""
+    res = r["results"]
+    return (f"| {label} | {_fmt(res['fad'], 3)} | {_fmt(res.get('mixture_consistency'), 4)} | "
+            f"{r['clips']} × {r['seconds']:g} | {_short((r.get('model') or {}).get('checkpoint_sha256'))} |")
+
+
 def fad_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines = ["## Generation: FAD and sub-FAD", "",
              "FAD (lower is better) on musicnn (MagnaTagATune) `penultimate` embeddings of 3 s patches "
@@ -292,19 +299,16 @@ def fad_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, An
         if r is None:
             lines.append(f"| {spec.label} | {_missing(name, status)} | | | |")
             continue
-        res = r["results"]
-        lines.append(f"| {spec.label} | {_fmt(res['fad'], 3)} | {_fmt(res.get('mixture_consistency'), 4)} | "
-                     f"{r['clips']} × {r['seconds']:g} | {_short((r.get('model') or {}).get('checkpoint_sha256'))} |")
+        lines.append(_fad_row(spec.label, r))
         notes.append(f"- {spec.label}: {_provenance(r, status)}.")
     # Candidates: GMSDI runs on another checkpoint or setting, written with --tag (fad-generation-gmsdi-<tag>).
     own = {f"fad-generation-{name}" for name in MODELS}
     for key in sorted(k for k in results if k.startswith("fad-generation-gmsdi-") and k not in own):
         r, tag = results[key], key.removeprefix("fad-generation-gmsdi-")
-        model, res = r.get("model") or {}, r["results"]
+        model = r.get("model") or {}
         step = f", step {model['step']}" if model.get("step") is not None else ""
         label = f"GMSDI candidate `{tag}` ({model.get('run') or model.get('checkpoint') or '?'}{step})"
-        lines.append(f"| {label} | {_fmt(res['fad'], 3)} | {_fmt(res.get('mixture_consistency'), 4)} | "
-                     f"{r['clips']} × {r['seconds']:g} | {_short(model.get('checkpoint_sha256'))} |")
+        lines.append(_fad_row(label, r))
         negatives = r.get("negative_prompts")
         said = f"; negative prompts {', '.join(repr(n) for n in negatives)}" if negatives else ""
         notes.append(f"- {label}: {_provenance(r, status)}{said}.")

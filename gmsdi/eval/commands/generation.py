@@ -24,6 +24,14 @@ from gmsdi.eval.records import (
 )
 
 
+def _stem_negatives(values: Sequence[str] | None, stems: Sequence[str]) -> list[str | None] | None:
+    """`--negative` as the pipeline takes it (`cli_common.negatives_arg`), checked to give one prompt per stem."""
+    if values is not None and len(values) != len(stems):
+        raise ValueError(f"--negative needs one negative prompt per stem ({len(stems)}: {' '.join(stems)}; "
+                         f"'-' = the default), got {len(values)}")
+    return cli_args.negatives_arg(values)
+
+
 def _real(args: argparse.Namespace, seconds: float, folder: Path, fad: Any) -> dict[str, Any]:
     """The real clips of the split (`clip_dataset`), the ones used, and their FAD statistics per set
     ("mix" and each stem), cached under the results folder."""
@@ -63,10 +71,7 @@ def cmd_fad(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]:
         if "generation" not in args.task:
             raise ValueError("--negative sets the negative prompts of the four-stem generation FAD: add "
                              "--task generation (single-source FAD has --variants)")
-        if len(args.negative) != len(args.stems):
-            raise ValueError(f"--negative needs one negative prompt per stem ({len(args.stems)}: "
-                             f"{' '.join(args.stems)}; '-' = the default), got {len(args.negative)}")
-        negatives = cli_args.negatives_arg(args.negative)
+        negatives = _stem_negatives(args.negative, args.stems)
     clips_n = QUICK["clips"] if args.quick else args.clips
     seconds = QUICK["seconds"] if args.quick else args.seconds
     fad = FrechetAudioDistance(hop_frames=args.hop_frames, device=args.device)
@@ -270,10 +275,7 @@ def cmd_instruments(args: argparse.Namespace, argv: Sequence[str]) -> list[Path]
                          f"{' '.join(args.stems)}), got {args.prompts}")
     if args.negative is not None and not args.models:
         raise ValueError("--negative sets the negative prompts of generated stems: pass --models MODEL ... too")
-    if args.negative is not None and len(args.negative) != len(args.stems):
-        raise ValueError(f"--negative needs one negative prompt per stem ({len(args.stems)}: {' '.join(args.stems)}; "
-                         f"'-' = the default), got {len(args.negative)}")
-    negatives = cli_args.negatives_arg(args.negative)
+    negatives = _stem_negatives(args.negative, args.stems)
     if args.train:
         noise = {"noise_class": NOISE_CLASS, "noise_crops": args.noise_crops,
                  "noise_files": tuple(str(f) for f in args.noise_files)} if args.noise_crops else {}
