@@ -543,3 +543,13 @@ def test_step_factors_count_the_churn_only_above_s_tmin() -> None:
     for s, a, b, f in zip(sigmas[:-2].tolist(), plain, churned, floored, strict=True):
         assert f == (a if s < 0.05 else b)
     assert churned != plain
+
+
+def test_default_negative_prompts_leave_out_what_a_stem_excludes() -> None:
+    exclude = (("bass", "guitar"), ("bass", "piano"))
+    prompts = ["Synth Bass", "drums", "grand piano", "guitar"]
+    assert default_negative_prompts(prompts, exclude) == [
+        "drums", "Synth Bass, grand piano, guitar", "Synth Bass, drums, guitar", "Synth Bass, drums, grand piano"]
+    # whole words only: "bassoon" is not a bass, "pianola" not a piano
+    assert default_negative_prompts(["bassoon", "pianola"], exclude) == ["pianola", "bassoon"]
+    assert default_negative_prompts(["bass", "piano"], exclude) == ["", "bass"]

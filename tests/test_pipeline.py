@@ -59,7 +59,9 @@ def test_generate_shapes_and_settings(pipe) -> None:
     assert r.mix.shape == (n,) and r.mixture_chain.shape == (n,)
     np.testing.assert_allclose(r.mix, sum(r.stems.values()), atol=1e-6)
     s = r.settings
-    assert s["seed"] == 0 and s["chunks"] == 3 and s["negative_prompts"][0] == "drums, piano"
+    assert s["seed"] == 0 and s["chunks"] == 3
+    # the bass's default negative leaves out the piano (GENERATION.negative_exclude); the others keep every stem
+    assert s["negative_prompts"] == ["drums", "bass, piano", "bass, drums"]
     assert s["mix_prompt"] == "bass, drums, piano" and s["network_calls"] == 3 * (2 * 2 - 1)
     json.dumps(s)  # serialisable
 
@@ -119,6 +121,7 @@ def test_separate_sums_to_mix(pipe, seconds: float) -> None:
     np.testing.assert_array_equal(r.mix, mix)
     np.testing.assert_allclose(sum(r.stems.values()), mix, atol=1e-5)
     assert r.settings["constrained"] == "piano" and r.settings["chunks"] == (1 if seconds < 0.064 else 3)
+    assert r.settings["negative_prompts"][0] == "drums, piano"  # separation: every other stem (SEPARATION)
 
 
 def test_a_pre_emphasis_model_samples_the_emphasised_audio_and_returns_waveforms() -> None:

@@ -46,6 +46,9 @@ from gmsdi.pipeline.settings import GENERATION, SEPARATION, Settings
     ({"rho": 0.0}, "rho must be a positive number"),
     ({"overlap": 1.0}, r"overlap is a fraction of the window in \[0, 1\)"),
     ({"overlap": -0.1}, "overlap is a fraction"),
+    ({"negative_exclude": [("bass", "piano")]}, "negative_exclude must be a tuple of"),
+    ({"negative_exclude": (("bass", ""),)}, "pairs of non-empty strings"),
+    ({"negative_exclude": (("bass",),)}, "pairs of non-empty strings"),
 ])
 def test_each_limit_is_checked_where_settings_are_built(overrides, message) -> None:
     with pytest.raises(ValueError, match=message):

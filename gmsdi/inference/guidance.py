@@ -21,6 +21,7 @@ concatenated along the batch, and their conditioning is encoded once, before sam
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Sequence
 
 import torch
@@ -30,13 +31,33 @@ from gmsdi.data.prompts import compose
 from gmsdi.text.embedding import PromptEncoder, TextEmbedding
 
 
-def default_negative_prompts(prompts: Sequence[str]) -> list[str]:
+def names_word(prompt: str, word: str) -> bool:
+    """Whether `prompt` holds `word` as a whole word, case-insensitive ("Synth Bass" names "bass")."""
+    return re.search(rf"\b{re.escape(word.lower())}\b", prompt.lower()) is not None
+
+
+def default_negative_prompts(prompts: Sequence[str], exclude: Sequence[tuple[str, str]] = ()) -> list[str]:
     """The default negative prompt of each source: the other sources' prompts joined with ⊗.
 
     METHOD.md §3 (ours, as a default): n_k = ⊗_{l≠k} p_l. A single source gets "" (the null
     prompt), which makes its guidance ordinary classifier-free guidance.
+
+    Args:
+        prompts: [K] the sources' prompts.
+        exclude: (word, other) pairs: a source whose prompt names `word` leaves out of its negative
+            every other prompt that names `other` (`names_word`). `GENERATION` keeps guitar and
+            piano out of the bass's negative, which otherwise pushes away the bass's own upper
+            partials (train/RUNS.md, session 26).
+
+    Returns:
+        [K] negative prompts.
     """
-    return [compose([p for j, p in enumerate(prompts) if j != k]) for k in range(len(prompts))]
+    out = []
+    for k, p in enumerate(prompts):
+        drop = [other for word, other in exclude if names_word(p, word)]
+        out.append(compose([q for j, q in enumerate(prompts)
+                            if j != k and not any(names_word(q, other) for other in drop)]))
+    return out
 
 
 class GuidedDenoiser(nn.Module):

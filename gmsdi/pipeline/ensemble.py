@@ -53,7 +53,7 @@ def run_ensemble(pipe: GMSDIPipeline, mix: AudioSource, prompts: str | Sequence[
     stems: list[np.ndarray | None] = [None] * len(prompts)
     calls = samples = part = 0
     if use_sep:
-        guided = pipe._guided(prompts, default_negative_prompts(prompts), weights, s)
+        guided = pipe._guided(prompts, default_negative_prompts(prompts, s.negative_exclude), weights, s)
         sep, _ = pipe._separate(guided, y * gain, prompts, len(prompts) - 1, s, gen, callback, "ensemble",
                                 part, parts)
         for i, m in enumerate(methods):

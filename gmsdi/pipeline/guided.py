@@ -159,7 +159,8 @@ class GMSDIPipeline(BasePipeline):
         Args:
             prompts: one prompt per stem, e.g. ["bass", "drums", "piano"] (at most `MAX_STEMS`).
             negative_prompts: one per stem; None (or a None entry) = the other stems' prompts
-                joined; "" = the null prompt.
+                joined (`Settings.negative_exclude`: the bass's leaves out guitar and piano);
+                "" = the null prompt.
             seconds: length; longer than the model window continues window by window.
             seed, generator, callback, settings: see the class docstring (defaults `GENERATION`).
 
@@ -171,7 +172,7 @@ class GMSDIPipeline(BasePipeline):
         s = self._settings(self.generation_defaults, settings)
         length = self._samples(seconds)
         weights = s.weights(len(prompts))
-        negatives = inputs.negatives(prompts, negative_prompts)
+        negatives = inputs.negatives(prompts, negative_prompts, exclude=s.negative_exclude)
         gen, seed = self._generator(seed, generator)
         t0 = time.perf_counter()
         stems, chain, details = self._multisource(prompts, negatives, weights, None, length, s, gen, callback,
@@ -216,7 +217,8 @@ class GMSDIPipeline(BasePipeline):
         n_locked = len(locked_prompts)
         gain = self._locked_gain(locked_arr.sum(axis=0), n_locked, len(all_prompts))
         weights = s.weights(len(prompts))
-        negatives = inputs.negatives(all_prompts, negative_prompts, n_fixed=n_locked)
+        negatives = inputs.negatives(all_prompts, negative_prompts, n_fixed=n_locked,
+                                     exclude=s.negative_exclude)
         gen, seed = self._generator(seed, generator)
         t0 = time.perf_counter()
         stems, chain, details = self._multisource(all_prompts, negatives, [1.0] * n_locked + weights,
@@ -254,7 +256,7 @@ class GMSDIPipeline(BasePipeline):
         c = inputs.constrained_index(s.constrained, prompts)
         y, gain = self._mix_input(mix, sample_rate)
         weights = s.weights(len(prompts))
-        negatives = inputs.negatives(prompts, negative_prompts)
+        negatives = inputs.negatives(prompts, negative_prompts, exclude=s.negative_exclude)
         gen, seed = self._generator(seed, generator)
         t0 = time.perf_counter()
         guided = self._guided(prompts, negatives, weights, s)

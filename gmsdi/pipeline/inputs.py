@@ -43,13 +43,14 @@ def unique_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def negatives(prompts: list[str], negative_prompts: Sequence[str | None] | None, n_fixed: int = 0) -> list[str]:
+def negatives(prompts: list[str], negative_prompts: Sequence[str | None] | None, n_fixed: int = 0,
+              exclude: Sequence[tuple[str, str]] = ()) -> list[str]:
     """Negative prompt per stem: the user's where given (None entries = default), else ⊗ of the others.
 
     The first `n_fixed` stems (locked ones) take no user negatives; `negative_prompts` lists one
-    entry per remaining stem.
+    entry per remaining stem. `exclude`: see `default_negative_prompts` (`Settings.negative_exclude`).
     """
-    out = default_negative_prompts(prompts)
+    out = default_negative_prompts(prompts, exclude)
     if negative_prompts is None:
         return out
     if isinstance(negative_prompts, str):

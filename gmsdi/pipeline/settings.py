@@ -90,6 +90,9 @@ class Settings:
         constrained: the Dirac separator's constrained stem (index or name); None = the last.
         dirac: "constrained" (MSDM, METHOD.md §3.3: one stem is the mix minus the others) or
             "projected" (all stems on the plane Σx = y; `ProjectedDirac`).
+        negative_exclude: (word, other) pairs for the default negative prompts: a stem whose
+            prompt names `word` leaves out of its negative the other stems' prompts that name
+            `other` (`default_negative_prompts`). Negatives a user gives are used as given.
     """
 
     sampler: str
@@ -113,6 +116,7 @@ class Settings:
     overlap: float = 0.25
     constrained: int | str | None = None
     dirac: str = "constrained"
+    negative_exclude: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         _choice(self.sampler, "sampler", SAMPLERS)
@@ -159,6 +163,11 @@ class Settings:
             raise ValueError(f"rho must be a positive number, got {self.rho!r}")
         if not _number(self.overlap) or not 0 <= self.overlap < 1:
             raise ValueError(f"overlap is a fraction of the window in [0, 1), got {self.overlap!r}")
+        if not isinstance(self.negative_exclude, tuple) or not all(
+                isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(w, str) and w.strip() for w in pair)
+                for pair in self.negative_exclude):
+            raise ValueError("negative_exclude must be a tuple of (word, other) pairs of non-empty strings, e.g. "
+                             f"(('bass', 'piano'),), got {self.negative_exclude!r}")
 
     def replace(self, **overrides: Any) -> Settings:
         """A copy with the overrides that are not None; an unknown name is a TypeError listing the valid ones."""
@@ -184,8 +193,11 @@ class Settings:
 # σ ≥ 0.1 only: below it the residual is detail no stem explains, and sharing it wrote broadband hiss
 # into every stem. On the bundled model that took the instrument probe from 0.625 to 0.938 of stems named
 # as their prompt, and four-stem FAD from 41.5 to 48.1 (train/RUNS.md, session 13).
+# The bass's default negative leaves out the guitar and the piano: against "drums, guitar, piano" the
+# guidance pushed away the bass's own partials above 500 Hz; against "drums" it keeps them to about
+# 1.5 kHz (tf contrast 5.78 -> 6.95 dB, four-stem FAD 44.87 -> 44.37; train/RUNS.md, session 26).
 GENERATION = Settings(sampler="heun", steps=32, s_churn=0.0, guidance=3.0, gamma_mode="denoised",
-                      coupling_sigma_min=0.1)
+                      coupling_sigma_min=0.1, negative_exclude=(("bass", "guitar"), ("bass", "piano")))
 SEPARATION = Settings(sampler="euler", steps=64, s_churn=20.0, guidance=2.0)
 # MSDM is unconditional: no guidance (1 = off); otherwise the GMSDI defaults.
 MSDM_GENERATION = dataclasses.replace(GENERATION, guidance=1.0)
