@@ -53,3 +53,5 @@ def test_a_tagged_gmsdi_fad_run_is_a_candidate_row_and_another_models_file_is_no
     assert "| GMSDI candidate `emph-10k` (emph, step 10000) | 44.865 | 1.5000 | 20 × 6 |" in text
     assert "negative prompts 'drums', 'bass, guitar, piano'" in text
     assert "candidate `notags`" not in text  # gmsdi-notags is a model of its own
+    status["gmsdi"]["sha256"] = "ab" * 32  # the candidate's file became the bundled one
+    assert "(emph, step 10000), **the bundled checkpoint** | 44.865 |" in "\n".join(fad_section(results, status))

@@ -308,6 +308,8 @@ def fad_section(results: Mapping[str, Any], status: Mapping[str, Mapping[str, An
         model = r.get("model") or {}
         step = f", step {model['step']}" if model.get("step") is not None else ""
         label = f"GMSDI candidate `{tag}` ({model.get('run') or model.get('checkpoint') or '?'}{step})"
+        if model.get("checkpoint_sha256") and model["checkpoint_sha256"] == status.get("gmsdi", {}).get("sha256"):
+            label += ", **the bundled checkpoint**"
         lines.append(_fad_row(label, r))
         negatives = r.get("negative_prompts")
         said = f"; negative prompts {', '.join(repr(n) for n in negatives)}" if negatives else ""
