@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="one class's guidance weight (repeatable; the others take --guidance)")
     p.add_argument("--negative", action="append", default=[], metavar="CLASS=TEXT",
                    help="one class's negative prompt (repeatable; '' = the null prompt; default: the pipeline's, "
-                        "the other stems' prompts, the bass's without guitar and piano)")
+                        "the other stems' prompts)")
     p.add_argument("--redraw", action="store_true",
                    help="draw the clips of an earlier run with this --tag again (e.g. with another --max-khz); "
                         "generates nothing")

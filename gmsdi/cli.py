@@ -64,8 +64,7 @@ def _add_coupling(p: argparse.ArgumentParser) -> None:
     add_coupling_flags(p)
     p.add_argument("--mix-guidance", type=float, default=None, help="mixture chain guidance, 1 = off (default 1)")
     p.add_argument("--negative", nargs="+", default=None, metavar="PROMPT",
-                   help="one negative prompt per generated stem ('-' = default: the other stems; a bass's leaves "
-                        "out guitar and piano)")
+                   help="one negative prompt per generated stem ('-' = default: the other stems)")
 
 
 def get_parser() -> argparse.ArgumentParser:

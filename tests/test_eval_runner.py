@@ -276,8 +276,8 @@ def test_fad_gamma_mode_and_tag(data: Path, tmp_path: Path) -> None:
     assert cli.main(["fad", *common]) == 0
     default = json.loads((tmp_path / "fad-generation-gmsdi.json").read_text())
     assert "gamma_mode" not in default["settings"]
-    assert default["negative_prompts"] == ["drums", "bass, guitar, piano", "bass, drums, piano",
-                                           "bass, drums, guitar"]  # the others' prompts; the bass's only "drums"
+    assert default["negative_prompts"] == ["drums, guitar, piano", "bass, guitar, piano", "bass, drums, piano",
+                                           "bass, drums, guitar"]  # the other stems' prompts
 
 
 def test_fad_generation_takes_a_negative_prompt_per_stem(data: Path, tmp_path: Path,

@@ -59,9 +59,7 @@ def test_generate_shapes_and_settings(pipe) -> None:
     assert r.mix.shape == (n,) and r.mixture_chain.shape == (n,)
     np.testing.assert_allclose(r.mix, sum(r.stems.values()), atol=1e-6)
     s = r.settings
-    assert s["seed"] == 0 and s["chunks"] == 3
-    # the bass's default negative leaves out the piano (GENERATION.negative_exclude); the others keep every stem
-    assert s["negative_prompts"] == ["drums", "bass, piano", "bass, drums"]
+    assert s["seed"] == 0 and s["chunks"] == 3 and s["negative_prompts"][0] == "drums, piano"
     assert s["mix_prompt"] == "bass, drums, piano" and s["network_calls"] == 3 * (2 * 2 - 1)
     json.dumps(s)  # serialisable
 
@@ -81,6 +79,19 @@ def test_generate_options(pipe) -> None:
                       sampler="euler", resamples=2, gamma_x=float("inf"), gamma_y=3.0, **FAST)
     assert r.settings["negative_prompts"] == ["", "bass"] and r.settings["guidance"] == [1.0, 3.0]
     assert r.settings["network_calls"] == 4
+
+
+def test_negative_exclude_keeps_pitched_stems_out_of_the_bass_negative(pipe) -> None:
+    from gmsdi.pipeline.settings import BASS_NEGATIVE_EXCLUDE
+
+    kw = dict(seconds=0.05, seed=0, steps=1, negative_exclude=BASS_NEGATIVE_EXCLUDE)
+    r = pipe.generate(["bass", "drums", "keys"], **kw)
+    assert r.settings["negative_prompts"] == ["drums", "bass, keys", "bass, drums"]
+    assert pipe.generate(["bass", "drums", "keys"], ["piano", None, None], **kw).settings["negative_prompts"][0] == \
+        "piano"  # a user's negative is used as given
+    kw.pop("seconds")
+    r = pipe.accompany({"piano": _tone(0.05, 440)}, ["bass", "drums"], **kw)  # a locked piano is left out too
+    assert r.settings["negative_prompts"] == ["drums", "piano, bass"]
 
 
 
@@ -121,7 +132,6 @@ def test_separate_sums_to_mix(pipe, seconds: float) -> None:
     np.testing.assert_array_equal(r.mix, mix)
     np.testing.assert_allclose(sum(r.stems.values()), mix, atol=1e-5)
     assert r.settings["constrained"] == "piano" and r.settings["chunks"] == (1 if seconds < 0.064 else 3)
-    assert r.settings["negative_prompts"][0] == "drums, piano"  # separation: every other stem (SEPARATION)
 
 
 def test_a_pre_emphasis_model_samples_the_emphasised_audio_and_returns_waveforms() -> None:

@@ -49,6 +49,7 @@ from gmsdi.pipeline.settings import GENERATION, SEPARATION, Settings
     ({"negative_exclude": [("bass", "piano")]}, "negative_exclude must be a tuple of"),
     ({"negative_exclude": (("bass", ""),)}, "pairs of non-empty strings"),
     ({"negative_exclude": (("bass",),)}, "pairs of non-empty strings"),
+    ({"negative_exclude": ((" bass", "piano"),)}, "without outer spaces"),
 ])
 def test_each_limit_is_checked_where_settings_are_built(overrides, message) -> None:
     with pytest.raises(ValueError, match=message):

@@ -243,7 +243,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                             prompt = gr.Textbox(names[i] if i < len(names) else "", label=f"Stem {i + 1}: prompt",
                                                 elem_classes="stem-prompt", max_lines=1)
                             negative = gr.Textbox(label="Negative prompt", max_lines=1,
-                                                  placeholder="empty = the other stems (a bass: not guitar, piano)")
+                                                  placeholder="empty = the other stems")
                             lock = gr.Checkbox(label="Lock (keep)", min_width=80, elem_classes="stem-lock")
                             remove = gr.Button("✕ Remove", size="sm")
                         with gr.Column(scale=5, min_width=300):
@@ -488,7 +488,7 @@ def build_ui(pipeline: GMSDIPipeline, config: AppConfig | None = None) -> gr.Blo
                      gamma_x: float | None = None, gamma_y: float | None = None, seed: float | None = None,
                      progress: gr.Progress = gr.Progress()):
             """Generates one stem per prompt ("bass, drums, piano"); negative_prompts: one per line, empty = the
-            other stems (a bass's leaves out guitar and piano). Returns (stem files, mix file, zip, settings)."""
+            other stems. Returns (stem files, mix file, zip, settings)."""
             names = split_prompts(prompts)
             return api_result(tasks.generate(names, split_negatives(negative_prompts, len(names)),
                                              parse_gamma(gamma_x, "gamma_x"), gamma_y, seconds, steps, guidance, seed,

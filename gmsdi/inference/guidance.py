@@ -45,9 +45,8 @@ def default_negative_prompts(prompts: Sequence[str], exclude: Sequence[tuple[str
     Args:
         prompts: [K] the sources' prompts.
         exclude: (word, other) pairs: a source whose prompt names `word` leaves out of its negative
-            every other prompt that names `other` (`names_word`). `GENERATION` keeps guitar and
-            piano out of the bass's negative, which otherwise pushes away the bass's own upper
-            partials (train/RUNS.md, session 26).
+            every other prompt that names `other` (`names_word`); e.g.
+            `gmsdi.pipeline.settings.BASS_NEGATIVE_EXCLUDE`.
 
     Returns:
         [K] negative prompts.

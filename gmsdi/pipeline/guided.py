@@ -159,8 +159,7 @@ class GMSDIPipeline(BasePipeline):
         Args:
             prompts: one prompt per stem, e.g. ["bass", "drums", "piano"] (at most `MAX_STEMS`).
             negative_prompts: one per stem; None (or a None entry) = the other stems' prompts
-                joined (`Settings.negative_exclude`: the bass's leaves out guitar and piano);
-                "" = the null prompt.
+                joined (less those `Settings.negative_exclude` names); "" = the null prompt.
             seconds: length; longer than the model window continues window by window.
             seed, generator, callback, settings: see the class docstring (defaults `GENERATION`).
 

@@ -163,10 +163,13 @@ class Settings:
             raise ValueError(f"rho must be a positive number, got {self.rho!r}")
         if not _number(self.overlap) or not 0 <= self.overlap < 1:
             raise ValueError(f"overlap is a fraction of the window in [0, 1), got {self.overlap!r}")
+        def word(w: Any) -> bool:
+            return isinstance(w, str) and bool(w) and w == w.strip()
+
         if not isinstance(self.negative_exclude, tuple) or not all(
-                isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(w, str) and w.strip() for w in pair)
-                for pair in self.negative_exclude):
-            raise ValueError("negative_exclude must be a tuple of (word, other) pairs of non-empty strings, e.g. "
+                isinstance(pair, tuple) and len(pair) == 2 and all(map(word, pair)) for pair in self.negative_exclude):
+            raise ValueError("negative_exclude must be a tuple of (word, other) pairs of non-empty strings without "
+                             "outer spaces, e.g. "
                              f"(('bass', 'piano'),), got {self.negative_exclude!r}")
 
     def replace(self, **overrides: Any) -> Settings:
@@ -193,17 +196,20 @@ class Settings:
 # σ ≥ 0.1 only: below it the residual is detail no stem explains, and sharing it wrote broadband hiss
 # into every stem. On the bundled model that took the instrument probe from 0.625 to 0.938 of stems named
 # as their prompt, and four-stem FAD from 41.5 to 48.1 (train/RUNS.md, session 13).
-# The bass's default negative leaves out the guitar and the piano: against "drums, guitar, piano" the
-# guidance pushed away the bass's own partials above 500 Hz; against "drums" it keeps them to about
-# 1.5 kHz (tf contrast 5.78 -> 6.95 dB, four-stem FAD 44.87 -> 44.37; train/RUNS.md, session 26).
+# A bass's default negative without the pitched stems whose partials overlap its own: against "drums, guitar,
+# piano" the guidance pushed away the bass's partials above 500 Hz; against "drums" it kept them to about
+# 1.5 kHz (on `emph`: tf contrast 5.78 -> 6.95 dB, four-stem FAD 44.87 -> 44.37; train/RUNS.md, sessions 26-27).
+# "keys" and "keyboard" are the piano class's other names (gmsdi/data/classes.py). Not yet GENERATION's
+# default: it becomes that with the model it was measured on.
+BASS_NEGATIVE_EXCLUDE: tuple[tuple[str, str], ...] = tuple(
+    ("bass", other) for other in ("guitar", "piano", "keys", "keyboard"))
 GENERATION = Settings(sampler="heun", steps=32, s_churn=0.0, guidance=3.0, gamma_mode="denoised",
-                      coupling_sigma_min=0.1, negative_exclude=(("bass", "guitar"), ("bass", "piano")))
+                      coupling_sigma_min=0.1)
 SEPARATION = Settings(sampler="euler", steps=64, s_churn=20.0, guidance=2.0)
 # MSDM is unconditional: no guidance (1 = off); otherwise the GMSDI defaults.
 MSDM_GENERATION = dataclasses.replace(GENERATION, guidance=1.0)
 MSDM_SEPARATION = dataclasses.replace(SEPARATION, guidance=1.0)
 
-__all__ = ["CHURN_RANGE", "GENERATION", "GUIDANCE_RANGE", "MAX_RESAMPLES", "MAX_SECONDS", "MAX_STEMS",
-           "MIN_INPUT_SECONDS", "MAX_STEPS",
-           "MIX_PEAK", "MSDM_GENERATION", "MSDM_SEPARATION", "SEPARATION", "Settings", "check_gamma",
-           "check_guidance"]
+__all__ = ["BASS_NEGATIVE_EXCLUDE", "CHURN_RANGE", "GENERATION", "GUIDANCE_RANGE", "MAX_RESAMPLES", "MAX_SECONDS",
+           "MAX_STEMS", "MIN_INPUT_SECONDS", "MAX_STEPS", "MIX_PEAK", "MSDM_GENERATION", "MSDM_SEPARATION",
+           "SEPARATION", "Settings", "check_gamma", "check_guidance"]
