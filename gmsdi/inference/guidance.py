@@ -21,19 +21,14 @@ concatenated along the batch, and their conditioning is encoded once, before sam
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from gmsdi.data.prompts import compose
+from gmsdi.inference.ensemble import prompt_class
 from gmsdi.text.embedding import PromptEncoder, TextEmbedding
-
-
-def names_word(prompt: str, word: str) -> bool:
-    """Whether `prompt` holds `word` as a whole word, case-insensitive ("Synth Bass" names "bass")."""
-    return re.search(rf"\b{re.escape(word.lower())}\b", prompt.lower()) is not None
 
 
 def default_negative_prompts(prompts: Sequence[str], exclude: Sequence[tuple[str, str]] = ()) -> list[str]:
@@ -44,18 +39,18 @@ def default_negative_prompts(prompts: Sequence[str], exclude: Sequence[tuple[str
 
     Args:
         prompts: [K] the sources' prompts.
-        exclude: (word, other) pairs: a source whose prompt names `word` leaves out of its negative
-            every other prompt that names `other` (`names_word`); e.g.
-            `gmsdi.pipeline.settings.BASS_NEGATIVE_EXCLUDE`.
+        exclude: (class, other) stem-class pairs: a source whose prompt names `class` leaves out of
+            its negative every other prompt that names `other` (`prompt_class`, which reads "keys" or
+            "grand piano" as piano); e.g. `gmsdi.pipeline.settings.BASS_NEGATIVE_EXCLUDE`.
 
     Returns:
         [K] negative prompts.
     """
+    classes = [prompt_class(p) for p in prompts]
     out = []
-    for k, p in enumerate(prompts):
-        drop = [other for word, other in exclude if names_word(p, word)]
-        out.append(compose([q for j, q in enumerate(prompts)
-                            if j != k and not any(names_word(q, other) for other in drop)]))
+    for k, cls in enumerate(classes):
+        drop = {other for c, other in exclude if c == cls}
+        out.append(compose([q for j, q in enumerate(prompts) if j != k and classes[j] not in drop]))
     return out
 
 

@@ -90,9 +90,9 @@ class Settings:
         constrained: the Dirac separator's constrained stem (index or name); None = the last.
         dirac: "constrained" (MSDM, METHOD.md §3.3: one stem is the mix minus the others) or
             "projected" (all stems on the plane Σx = y; `ProjectedDirac`).
-        negative_exclude: (word, other) pairs for the default negative prompts: a stem whose
-            prompt names `word` leaves out of its negative the other stems' prompts that name
-            `other` (`default_negative_prompts`). Negatives a user gives are used as given.
+        negative_exclude: (class, other) stem-class pairs for the default negative prompts: a
+            stem whose prompt names `class` leaves out of its negative the other stems' prompts
+            that name `other` (`default_negative_prompts`). Negatives a user gives are used as given.
     """
 
     sampler: str
@@ -199,10 +199,8 @@ class Settings:
 # A bass's default negative without the pitched stems whose partials overlap its own: against "drums, guitar,
 # piano" the guidance pushed away the bass's partials above 500 Hz; against "drums" it kept them to about
 # 1.5 kHz (on `emph`: tf contrast 5.78 -> 6.95 dB, four-stem FAD 44.87 -> 44.37; train/RUNS.md, sessions 26-27).
-# "keys" and "keyboard" are the piano class's other names (gmsdi/data/classes.py). Not yet GENERATION's
-# default: it becomes that with the model it was measured on.
-BASS_NEGATIVE_EXCLUDE: tuple[tuple[str, str], ...] = tuple(
-    ("bass", other) for other in ("guitar", "piano", "keys", "keyboard"))
+# Not yet GENERATION's default: it becomes that with the model it was measured on.
+BASS_NEGATIVE_EXCLUDE: tuple[tuple[str, str], ...] = (("bass", "guitar"), ("bass", "piano"))
 GENERATION = Settings(sampler="heun", steps=32, s_churn=0.0, guidance=3.0, gamma_mode="denoised",
                       coupling_sigma_min=0.1)
 SEPARATION = Settings(sampler="euler", steps=64, s_churn=20.0, guidance=2.0)
