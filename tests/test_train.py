@@ -214,3 +214,18 @@ def test_the_logbands_config_builds_eighty_log_spaced_bands():
     assert (torch.tensor(net.embed.edges[:21]) == torch.arange(21)).all()  # single bins up to 312 Hz
     params = sum(p.numel() for p in net.parameters())
     assert 5e6 < params < 12e6
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_trains_in_fp32(monkeypatch) -> None:
+    """Emulated bf16 made a training step 20x slower than fp32 on an AVX2-only CPU: such a run falls back and says
+    so, while a CPU with AMX or AVX-512-BF16 (or a GPU) keeps the precision it was asked for."""
+    import gmsdi.pipeline.engine as engine
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(engine, "cpu_has_fast_bf16", lambda: False)
+    mp, note = train.resolve_mixed_precision("bf16")
+    assert mp == "no" and "fp32" in note and "bf16 instructions" in note
+    assert train.resolve_mixed_precision("no") == ("no", "")
+    assert train.resolve_mixed_precision("auto") == ("no", "")
+    monkeypatch.setattr(engine, "cpu_has_fast_bf16", lambda: True)
+    assert train.resolve_mixed_precision("bf16") == ("bf16", "")

@@ -536,14 +536,32 @@ def write_samples(model: nn.Module, cfg: TrainConfig, text_encoder, step: int, d
     model.train()
 
 
+def resolve_mixed_precision(requested: str) -> tuple[str, str]:
+    """The autocast precision Accelerate gets for `cfg.mixed_precision`, and a note when it differs.
+
+    "auto" is bf16 on a GPU that supports it, else fp32 ("no"). An explicit "bf16" on a machine with no GPU and a
+    CPU without bf16 instructions (AMX-BF16 or AVX-512-BF16) trains in fp32 instead: there bf16 is emulated, and a
+    step of the `logbands-emph` run took 62 s against 2.8 s in fp32 (AMD EPYC, AVX2 only; train/RUNS.md, session 28).
+    The checkpoint stores fp32 weights either way, so a run may resume on either kind of machine.
+    """
+    from gmsdi.pipeline.engine import cpu_has_fast_bf16
+
+    if requested == "auto":
+        return ("bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"), ""
+    if requested == "bf16" and not torch.cuda.is_available() and not cpu_has_fast_bf16():
+        return "no", ("mixed_precision bf16: this CPU has no bf16 instructions (AMX-BF16 or AVX-512-BF16), where "
+                      "bf16 is emulated (a training step about 20x slower than in fp32): training in fp32 instead")
+    return requested, ""
+
+
 def train(cfg: TrainConfig) -> dict:
     """Train (or resume) the run `cfg.name`; returns the last logged values."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    mp = cfg.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    mp, note = resolve_mixed_precision(cfg.mixed_precision)
+    if note:
+        print(note, flush=True)
     check_source(cfg.data)
     accelerator = Accelerator(mixed_precision=mp)
     if cfg.time_budget_s > 0 and accelerator.num_processes > 1:
