@@ -229,3 +229,31 @@ def test_bf16_on_a_cpu_without_bf16_instructions_trains_in_fp32(monkeypatch) -> 
     assert train.resolve_mixed_precision("auto") == ("no", "")
     monkeypatch.setattr(engine, "cpu_has_fast_bf16", lambda: True)
     assert train.resolve_mixed_precision("bf16") == ("bf16", "")
+
+
+def test_continue_from_an_export_keeps_the_step_and_warms_up_again(tmp_path: Path, tiny_data: Path, capsys):
+    """A fresh checkout has the committed export but no ckpt.pt: the run continues at the export's step from its
+    weights, re-warming a fresh optimizer; a ckpt.pt written after that resumes as usual."""
+    assert train.main(_args(tmp_path / "a", tiny_data, "max_steps=10", "val_every=0")) == 0
+    export = tmp_path / "a.safetensors"
+    assert train.main(["--config", str(TINY), "--set", f"out_dir={tmp_path / 'a'}", "--export", str(export),
+                       "--export-dtype", "bf16"]) == 0
+    exported = load_model(export).state_dict()
+    # lr 0: the weights stay the export's, so the checkpoint shows what the run started from
+    assert train.main(_args(tmp_path / "b", tiny_data, "max_steps=15", "val_every=0", "lr=0",
+                            f"continue_from={export}")) == 0
+    assert f"from {export} at step 10" in capsys.readouterr().out
+    state = torch.load(tmp_path / "b/tiny/ckpt.pt", weights_only=False)
+    assert (state["step"], state["restart"]) == (15, 10)
+    assert all(torch.equal(state["model"][k], v) and torch.equal(state["ema"][k], v) for k, v in exported.items())
+    assert [r["step"] for r in _rows(tmp_path / "b/tiny/train.csv")] == ["15"]
+
+    cfg = train.TrainConfig(lr=1e-3, warmup_steps=100)
+    assert train.learning_rate(cfg, 5000, restart=5000) == pytest.approx(1e-5)
+    assert train.learning_rate(cfg, 5099, restart=5000) == pytest.approx(1e-3)
+    assert train.learning_rate(cfg, 5000) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="not both"):
+        train.continued_state(train.TrainConfig(init_from=str(export), continue_from=str(export)), None)
+    other = train.build_model("bands")
+    with pytest.raises(ValueError, match="not this run's model"):
+        train.continued_state(train.TrainConfig(continue_from=str(export)), other)

@@ -65,7 +65,7 @@ from gmsdi.data import slakh  # noqa: E402
 from gmsdi.data.classes import PAPER_STEMS  # noqa: E402
 from gmsdi.data.prompts import class_phrase, compose, stem_prompt  # noqa: E402
 from gmsdi.eval.sensitivity import probe_set, prompt_sensitivity  # noqa: E402
-from gmsdi.models import ModelConfig, build_model, load_model, model_config, save_model  # noqa: E402
+from gmsdi.models import ModelConfig, build_model, load_metadata, load_model, model_config, save_model  # noqa: E402
 from gmsdi.models.bandunet import load_grown  # noqa: E402
 from gmsdi.models.spectral import SpectralErrorWeight, Stft  # noqa: E402
 from gmsdi.sampling import get_sigmas_karras, sample_heun  # noqa: E402
@@ -112,6 +112,11 @@ class TrainConfig:
     model: dict = field(default_factory=lambda: {"preset": "default"})
     data: DataConfig = field(default_factory=DataConfig)
     init_from: str = ""  # an exported .safetensors to start from (weights only)
+    # An export of this run (`--export`, its metadata holds the step) to continue from when the run folder has no
+    # ckpt.pt, as on a fresh checkout (ckpt.pt, with the optimizer, is not committed): model and EMA start from
+    # its weights, the step counter and the data order from its step, and a fresh optimizer warms up again over
+    # `warmup_steps` (`learning_rate`'s `restart`).
+    continue_from: str = ""
     batch_size: int = 16
     lr: float = 3e-4
     weight_decay: float = 0.01
@@ -366,15 +371,39 @@ def decay_start(cfg: TrainConfig) -> int:
     return max(cfg.warmup_steps, cfg.lr_decay_start)
 
 
-def learning_rate(cfg: TrainConfig, step: int) -> float:
+def learning_rate(cfg: TrainConfig, step: int, restart: int = 0) -> float:
     """The learning rate at `step` (0-based): linear warm-up, constant until `lr_decay_start` (or the end
-    of warm-up), then cosine decay to `lr * lr_min_ratio` at `lr_decay_steps` (0: constant throughout)."""
+    of warm-up), then cosine decay to `lr * lr_min_ratio` at `lr_decay_steps` (0: constant throughout).
+    A run continued at step `restart` > 0 (`continue_from`) with a fresh optimizer warms up again from there."""
     lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
     start = decay_start(cfg)
     if cfg.lr_decay_steps > start and step >= start:
         t = min(1.0, (step - start) / (cfg.lr_decay_steps - start))
         lr = cfg.lr * (cfg.lr_min_ratio + (1 - cfg.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+    if restart > 0:
+        lr *= min(1.0, (step - restart + 1) / max(1, cfg.warmup_steps))
     return lr
+
+
+def continued_state(cfg: TrainConfig, model: nn.Module) -> int:
+    """Loads `cfg.continue_from`'s weights into `model` and returns the step they were exported at.
+
+    Raises:
+        ValueError: with `init_from` also set, when the export has no step in its metadata, or when its weights
+            are not this run's model.
+    """
+    if cfg.init_from:
+        raise ValueError("set init_from (new weights for a new run) or continue_from (this run's export), not both")
+    meta = load_metadata(cfg.continue_from)
+    if "step" not in meta:
+        raise ValueError(f"continue_from {cfg.continue_from} has no step in its metadata: continue only from a "
+                         "file written by `train.py --export`")
+    try:
+        model.load_state_dict(load_model(cfg.continue_from).state_dict(), strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"continue_from {cfg.continue_from} is not this run's model ({e}); continue with the "
+                         "config that trained it") from None
+    return int(meta["step"])
 
 
 def check_schedule(cfg: TrainConfig) -> None:
@@ -599,14 +628,18 @@ def train(cfg: TrainConfig) -> dict:
         if old_gain != new_gain:  # the gain means something else now: relearn it, keep everything else
             model.net.unembed.reset_gain()
             accelerator.print(f"init_from {cfg.init_from}: band_gain {old_gain!r} -> {new_gain!r}, gain head zeroed")
+    step = restart = 0
+    if state is None and cfg.continue_from:
+        step = restart = continued_state(cfg, model)
+        accelerator.print(f"continued {run} from {cfg.continue_from} at step {step}; the optimizer warms up again "
+                          f"over {cfg.warmup_steps} steps")
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    step = 0
     if state is not None:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
-        step = state["step"]
+        step, restart = state["step"], state.get("restart", 0)
         accelerator.print(f"resumed {run} at step {step}")
     text_encoder = training_text_encoder(cfg, model_cfg).to(device)
     check_condition(cfg, text_encoder)
@@ -625,7 +658,7 @@ def train(cfg: TrainConfig) -> dict:
     ema.to(device)
     validator = (Validator(cfg, segment, text_encoder, device)
                  if accelerator.is_main_process and cfg.val_every > 0 else None)
-    if accelerator.is_main_process and step == 0:
+    if accelerator.is_main_process and state is None:
         (run / "config.yaml").write_text(yaml.safe_dump(asdict(cfg)))
         n_params = sum(p.numel() for p in model.parameters())
         submix = "ON (this changes the data setting)" if cfg.data.submix else "off"
@@ -664,7 +697,7 @@ def train(cfg: TrainConfig) -> dict:
             x = x * (10 ** (gain_db / 20)).to(device)[:, None, None]
         sigma = model.sample_training_sigmas(len(x), generator=gen).to(device)
         noise = torch.randn(x.shape, generator=gen_noise, device=gen_noise.device)
-        lr = learning_rate(cfg, step)
+        lr = learning_rate(cfg, step, restart)
         for group in opt.param_groups:
             group["lr"] = lr
         with accelerator.autocast():
@@ -694,7 +727,7 @@ def train(cfg: TrainConfig) -> dict:
             t_last, loss_acc, n_acc = now, 0.0, 0
         if step % cfg.ckpt_every == 0 or step == cfg.max_steps:
             save_checkpoint(ckpt_path, {
-                "config": asdict(cfg), "model_config": model_cfg.to_dict(), "step": step,
+                "config": asdict(cfg), "model_config": model_cfg.to_dict(), "step": step, "restart": restart,
                 "model": accelerator.unwrap_model(loss_module).denoiser.state_dict(),
                 "ema": ema.state_dict(), "optimizer": opt.state_dict()})
         if validator is not None and (step % cfg.val_every == 0 or step == cfg.max_steps):
