@@ -27,6 +27,10 @@ train/configs/ (fields: `TrainConfig` below); any field can be overridden on the
     # write the inference checkpoint (EMA weights + config, safetensors) of a run; the bundled one in bf16
     python train/train.py --config train/configs/bands.yaml --export assets/gmsdi-synthslakh.safetensors \
         --export-dtype bf16
+    # a fresh checkout has no runs/<name>/ckpt.pt: continue the run from its committed export, at the export's
+    # step, with a fresh optimizer that warms up again (`continue_from`)
+    nohup python train/train.py --config train/configs/emph.yaml \
+        --set continue_from=train/resume/emph.safetensors > runs/emph.log 2>&1 &
     # the evaluation's baselines on the same data with the same budget (`data.source`; issue #6)
     nohup python train/train.py --config train/configs/msdm.yaml > runs/msdm.log 2>&1 &
     nohup python train/train.py --config train/configs/weak_msdm.yaml > runs/weak_msdm.log 2>&1 &
