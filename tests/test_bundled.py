@@ -59,3 +59,19 @@ def test_the_bundled_ensemble_choice_was_measured_on_the_bundled_checkpoint() ->
     assert json.loads(ENSEMBLE_PATH.read_text())["checkpoint_sha256"] == sha, \
         "assets/ensemble.json is stale: run `python -m gmsdi.eval ensemble-choice` on the bundled checkpoint"
     assert stale_choice(None, sha) is None
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".npz", ".npy", ".onnx")
+
+
+def test_the_weights_git_tracks_stay_within_60_mb() -> None:
+    """Issue #17: every weight file in git together (the bundled model, the floor, the probe, the tagger, a run's
+    export in train/resume/) stays at or below 60 MB, so a clone stays small."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    weights = [ROOT / name for name in listed.decode().split("\0") if name.endswith(WEIGHT_SUFFIXES)]
+    sizes = {p.relative_to(ROOT).as_posix(): p.stat().st_size for p in weights if p.is_file()}
+    assert sizes, "git tracks no weights, yet the app loads assets/gmsdi-synthslakh.safetensors"
+    assert sum(sizes.values()) <= 60e6, f"tracked weights take {sum(sizes.values()) / 1e6:.1f} MB: {sizes}"

@@ -257,3 +257,22 @@ def test_continue_from_an_export_keeps_the_step_and_warms_up_again(tmp_path: Pat
     other = train.build_model("bands")
     with pytest.raises(ValueError, match="not this run's model"):
         train.continued_state(train.TrainConfig(continue_from=str(export)), other)
+
+
+RESUME = sorted((ROOT / "train/resume").glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("export", RESUME, ids=[p.stem for p in RESUME])
+def test_a_committed_run_export_continues_its_config(export: Path) -> None:
+    """train/resume/<run>.safetensors is what a fresh checkout continues run <run> from (`continue_from`): it must
+    name that run and its step, and its weights must fit train/configs/<run>.yaml's model."""
+    import dataclasses
+
+    from gmsdi.models import load_metadata
+
+    meta = load_metadata(export)
+    assert meta["run"] == export.stem
+    cfg = dataclasses.replace(train.load_config(ROOT / f"train/configs/{export.stem}.yaml"),
+                              continue_from=str(export))
+    model = train.build_model(train.build_model_config(cfg))
+    assert train.continued_state(cfg, model) == int(meta["step"]) > 0
