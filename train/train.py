@@ -393,8 +393,8 @@ def continued_state(cfg: TrainConfig, model: nn.Module) -> int:
     """Loads `cfg.continue_from`'s weights into `model` and returns the step they were exported at.
 
     Raises:
-        ValueError: with `init_from` also set, when the export has no step in its metadata, or when its weights
-            are not this run's model.
+        ValueError: with `init_from` also set, when the export has no step in its metadata, or when its model config
+            (shapes, σ_d, emphasis) is not this run's.
     """
     if cfg.init_from:
         raise ValueError("set init_from (new weights for a new run) or continue_from (this run's export), not both")
@@ -402,11 +402,11 @@ def continued_state(cfg: TrainConfig, model: nn.Module) -> int:
     if "step" not in meta:
         raise ValueError(f"continue_from {cfg.continue_from} has no step in its metadata: continue only from a "
                          "file written by `train.py --export`")
-    try:
-        model.load_state_dict(load_model(cfg.continue_from).state_dict(), strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"continue_from {cfg.continue_from} is not this run's model ({e}); continue with the "
-                         "config that trained it") from None
+    source = load_model(cfg.continue_from)
+    if source.model_config != model.model_config:  # equal shapes are not enough: σ_d or the emphasis may differ
+        raise ValueError(f"continue_from {cfg.continue_from} is not this run's model (its model config differs "
+                         "from the run's); continue with the config that trained it")
+    model.load_state_dict(source.state_dict(), strict=True)
     return int(meta["step"])
 
 
