@@ -238,16 +238,24 @@ def test_unknown_band_gain_is_refused() -> None:
         _masked("wiener")
 
 
-def test_training_and_inference_layouts_give_the_same_output() -> None:
-    """Training runs the activations contiguous and inference channels-last; the output is the same."""
+def test_training_and_inference_layouts_give_the_same_output(monkeypatch) -> None:
+    """Autocast training runs the activations contiguous, fp32 training and inference channels-last; the
+    output is the same in either layout."""
     model = build_model(tiny_bands_config(), seed=0)
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.05)
     x = 0.1 * torch.randn(2, 1, 2048, generator=torch.Generator().manual_seed(1))
     cond = HashTextEncoder(384).encode(["bass", "drums, piano"])
+    cpu = torch.device("cpu")
     with torch.no_grad():
-        inference = model.eval()(x, torch.tensor([0.05, 0.5]), cond)
-    training = model.train()(x, torch.tensor([0.05, 0.5]), cond).detach()
+        assert model.eval().net._layout(cpu) == torch.channels_last
+        inference = model(x, torch.tensor([0.05, 0.5]), cond)
+    net = model.train().net
+    assert net._layout(cpu) == torch.channels_last  # fp32 training
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert net._layout(cpu) == torch.contiguous_format
+    monkeypatch.setattr(type(net), "_layout", lambda self, device: torch.contiguous_format)
+    training = model(x, torch.tensor([0.05, 0.5]), cond).detach()
     assert inference.abs().mean() > 1e-3  # the network's output is not the skip alone
     torch.testing.assert_close(training, inference, rtol=1e-4, atol=1e-5)
 

@@ -28,3 +28,10 @@ def test_ab_times_every_variant_and_restores_the_network() -> None:
     assert rows["bf16 stream"]["loss"] == pytest.approx(rows["fp32 stream"]["loss"], rel=2e-2)
     assert (bandunet.BandUNet2d._stream_dtype, bandunet.BandUNet2d._layout) == own
     assert all(p.grad is None for p in model.parameters())
+    rows = ab.time_steps(model, batch=2, samples=1024, repeats=1, precision="fp32")
+    assert set(rows) == {"fp32, contiguous", "fp32, channels-last"}
+    # fp32 in either layout: the same step to float rounding
+    assert rows["fp32, channels-last"]["loss"] == pytest.approx(rows["fp32, contiguous"]["loss"], rel=1e-4)
+    assert (bandunet.BandUNet2d._stream_dtype, bandunet.BandUNet2d._layout) == own
+    with pytest.raises(ValueError, match="precision"):
+        ab.time_steps(model, batch=2, samples=1024, repeats=1, precision="fp16")

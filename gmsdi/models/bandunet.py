@@ -10,7 +10,7 @@ as an axis:
    Each band has its own linear map from its bins' features (real and imaginary part, the same
    compressed to |X|^½, and log power) to C_0 channels, so every band keeps its bins' detail
    (C_0 ≥ features) and knows where it sits.
-2. A 2-D U-Net over (band, frame), channels-last at inference and contiguous in training
+2. A 2-D U-Net over (band, frame), channels-last except in autocast training
    (`_layout`): residual blocks of 3×3 convolutions with FiLM from (noise level + pooled
    prompt), stride-2 down- and upsampling of both axes, skip connections added, cross-attention
    over the prompt's part tokens at every level in `cross_attn_levels`, and a learned per-band
@@ -434,12 +434,15 @@ class BandUNet2d(nn.Module):
         self.refiner = (BinRefiner(bands, width, chans[0], cfg.refine_channels, cfg.refine_blocks, cfg.emb_dim, g)
                         if cfg.refine_channels else None)
 
-    def _layout(self) -> torch.memory_format:
-        """The activations' memory format: channels-last for inference, where its convolutions are
-        faster, and contiguous for training, where GroupNorm's backward on channels-last costs more
-        than the convolutions gain (train/RUNS.md, session 13). The weights stay contiguous; a
-        convolution follows its input's layout."""
-        return torch.contiguous_format if self.training and torch.is_grad_enabled() else torch.channels_last
+    def _layout(self, device: torch.device) -> torch.memory_format:
+        """The activations' memory format: contiguous when training under autocast, where GroupNorm's
+        backward on channels-last costs more than the convolutions gain (bf16 on an AMX CPU: train/RUNS.md,
+        session 13), and channels-last otherwise: at inference, and when training in fp32, where its
+        convolutions' forward and backward are faster (a whole step 20 % faster on an AVX-512 CPU without
+        bf16: session 29). The weights stay contiguous; a convolution follows its input's layout."""
+        if self.training and torch.is_grad_enabled() and torch.is_autocast_enabled(device.type):
+            return torch.contiguous_format
+        return torch.channels_last
 
     def _stream_dtype(self, device: torch.device) -> torch.dtype | None:
         """The dtype the residual stream is kept in: autocast's in training (bf16 on this CPU), so
@@ -474,7 +477,7 @@ class BandUNet2d(nn.Module):
         # [B, bins, N, 5 (+ 2) (+ harmonics)], for the embedding and (the first 5) the refiner
         feats = bin_features(spec, self.embed.bins, self.config.phase_features,
                              self.config.harmonic_features)
-        h = self.embed(feats).contiguous(memory_format=self._layout())
+        h = self.embed(feats).contiguous(memory_format=self._layout(x.device))
         if (stream := self._stream_dtype(x.device)) is not None:
             h = h.to(stream)
         skips = []
@@ -512,7 +515,7 @@ class BandUNet2d(nn.Module):
         g = F.silu(self.out_norm(h))
         out = self.unembed.head(g)  # [B, 2 + 2·taps, bins, N]: M_0, R, then the other taps' M_j per bin
         if self.refiner is not None:
-            delta = self.refiner(g, feats[..., :FEATURES_PER_BIN], out[:, :4], emb, self._layout())
+            delta = self.refiner(g, feats[..., :FEATURES_PER_BIN], out[:, :4], emb, self._layout(x.device))
             out = torch.cat([out[:, :4] + delta, out[:, 4:]], dim=1)
         return self.unembed.synthesize(out, spec, gain_scale)[:, None]
 
