@@ -4,6 +4,7 @@ any window length, learning under bf16 autocast, checkpoints."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from pathlib import Path
 
@@ -150,7 +151,11 @@ def test_log_bands_read_their_own_bins_and_write_every_bin_once() -> None:
     net = _log_net()
     edges = net.embed.edges
     assert edges == band_edges(N_FFT // 2, bands_per_octave=6, multiple=2) and not net.embed.uniform
-    assert sorted(net.unembed.scatter.tolist()) == net.unembed.scatter.tolist()  # bins in order, none twice
+    # the runs of equal-width bands tile the bands and the bins in order, none twice
+    firsts = [k for k, _, _ in net.embed.runs]
+    assert firsts == list(itertools.accumulate([0] + [count for _, count, _ in net.embed.runs]))[:-1]
+    assert sum(count for _, count, _ in net.embed.runs) == len(edges) - 1
+    assert all(edges[k + count] - edges[k] == count * w for k, count, w in net.embed.runs)
     with torch.no_grad():
         net.embed.weight.zero_()
         net.embed.weight[:, FEATURES_PER_BIN - 1 :: FEATURES_PER_BIN, 0] = 1.0  # channel 0: Σ log power + 2.3·pad
@@ -171,6 +176,28 @@ def test_log_bands_read_their_own_bins_and_write_every_bin_once() -> None:
         y = net.unembed(torch.zeros(1, 24, len(edges) - 1, spec.shape[-1]), spec)[0].detach().numpy()
         peak_hz = np.argmax(np.abs(np.fft.rfft(y))) * SR / len(y)
         assert peak_hz == pytest.approx((edges[band] + slot) * SR / N_FFT, abs=SR / len(y))
+
+
+def test_log_band_maps_equal_one_linear_map_per_band() -> None:
+    """`BandEmbed` and `BandUnembed.head` batch runs of equal-width bands; the result is each band's own map of
+    its own bins, computed here band by band (a band of w bins: the first w slots of its weights)."""
+    net = _log_net()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in (net.embed.weight, net.embed.bias, net.unembed.weight, net.unembed.bias):
+            p.copy_(torch.randn(p.shape, generator=g))
+    edges, f, n = net.embed.edges, FEATURES_PER_BIN, 6
+    feats = torch.randn(2, net.embed.bins, n, f, generator=g)
+    h = torch.randn(2, net.unembed.weight.shape[1], len(edges) - 1, n, generator=g)
+    embedded, head = net.embed(feats), net.unembed.head(h)
+    groups, width = net.unembed.groups, net.unembed.width
+    for k, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        w = hi - lo
+        x = feats[:, lo:hi].permute(0, 2, 1, 3).reshape(2, n, w * f)  # [B, N, slot·f + feature]
+        torch.testing.assert_close(embedded[:, :, k], (x @ net.embed.weight[k, : w * f] + net.embed.bias[k]).mT)
+        wk = net.unembed.weight[k].view(-1, groups, width)[..., :w]  # [C, groups, w]
+        ref = torch.einsum("bcn,cgs->bgsn", h[:, :, k], wk) + net.unembed.bias[k].view(groups, width)[:, :w, None]
+        torch.testing.assert_close(head[:, :, lo:hi], ref, rtol=1e-4, atol=1e-4)
 
 
 def test_a_log_band_network_starts_at_c_skip_learns_and_round_trips(tmp_path: Path) -> None:

@@ -165,9 +165,11 @@ def band_edges(bins: int, band_width: int = 16, bands_per_octave: int = 0, multi
 
 
 class _BandLayout(nn.Module):
-    """The bins of each band laid out in `width` = the widest band's slots: `gather` [bands·width] picks, for
-    every (band, slot), its bin (or `bins`, a zero row appended, for a slot past the band's end) and `scatter`
-    [bins] the (band, slot) of every bin. Uniform bands need neither (the bins are already in that order)."""
+    """The bands' bins as `width` = the widest band's slots: a band of w bins uses the first w of its slots' weights
+    (a narrower band's other slots are unused). `runs` [(first band, bands, w)] groups consecutive bands of the same
+    width w, whose bins are then one contiguous range, so that each run is one batched matmul over its own bins only:
+    log-spaced bands (80 bands of 1-27 bins over 512) need 2160 slots, and computing all of them took 8 % of an fp32
+    training step (train/RUNS.md, session 29). Uniform bands are one run."""
 
     def __init__(self, edges: Sequence[int]) -> None:
         super().__init__()
@@ -177,18 +179,17 @@ class _BandLayout(nn.Module):
         widths = [b - a for a, b in itertools.pairwise(edges)]
         self.edges, self.bands, self.width, self.bins = edges, len(widths), max(widths), edges[-1]
         self.uniform = len(set(widths)) == 1
-        gather = torch.full((self.bands, self.width), self.bins, dtype=torch.long)
-        scatter = torch.empty(self.bins, dtype=torch.long)
-        for k, (lo, w) in enumerate(zip(edges, widths, strict=False)):
-            gather[k, :w] = torch.arange(lo, lo + w)
-            scatter[lo: lo + w] = k * self.width + torch.arange(w)
-        self.register_buffer("gather", gather.flatten(), persistent=False)
-        self.register_buffer("scatter", scatter, persistent=False)
+        runs, first = [], 0
+        for w, group in itertools.groupby(widths):
+            count = len(list(group))
+            runs.append((first, count, w))
+            first += count
+        self.runs: tuple[tuple[int, int, int], ...] = tuple(runs)
 
 
 class BandEmbed(_BandLayout):
     """Per-bin features [B, bins, N, features] (`bin_features`) -> [B, C, bands, N]: one linear map per band
-    (bands given by their `edges`, `band_edges`; a narrower band's missing bins read zeros)."""
+    (bands given by their `edges`, `band_edges`; a band narrower than `width` uses its first slots' weights)."""
 
     def __init__(self, edges: Sequence[int], channels: int, features: int = FEATURES_PER_BIN) -> None:
         super().__init__(edges)
@@ -198,12 +199,15 @@ class BandEmbed(_BandLayout):
         self.bias = nn.Parameter(torch.zeros(self.bands, channels))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        b, _, n, _ = feats.shape
-        if not self.uniform:
-            feats = F.pad(feats, (0, 0, 0, 0, 0, 1)).index_select(1, self.gather)  # [B, bands·width, N, f]
-        feats = feats.reshape(b, self.bands, self.width, n, self.features).permute(0, 1, 3, 2, 4)
-        feats = feats.reshape(b, self.bands, n, -1)  # [B, bands, N, features·width]
-        h = torch.einsum("bknf,kfc->bckn", feats.to(self.weight.dtype), self.weight)
+        b, _, n, f = feats.shape
+        feats = feats.to(self.weight.dtype)
+        out = []
+        for k, count, w in self.runs:  # bands k..k+count-1, w bins each: bins edges[k] .. edges[k] + count·w
+            lo = self.edges[k]
+            x = feats[:, lo: lo + count * w].reshape(b, count, w, n, f).permute(0, 1, 3, 2, 4)
+            x = x.reshape(b, count, n, w * f)
+            out.append(torch.einsum("bknf,kfc->bckn", x, self.weight[k: k + count, : w * f]))
+        h = out[0] if len(out) == 1 else torch.cat(out, dim=2)
         return h + self.bias.t()[None, :, :, None]
 
 
@@ -223,11 +227,15 @@ class BandUnembed(_BandLayout):
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """[B, C, bands, N] -> the per-bin (M_0 re, M_0 im, R re, R im, then M_j re, im for j = -J..-1, 1..J)
         [B, 2 + 2·taps, bins, N], fp32."""
-        b, _, _, n = h.shape
-        out = torch.einsum("bckn,kcf->bknf", h, self.weight.to(h.dtype)) + self.bias[None, :, None].to(h.dtype)
-        out = out.float().reshape(b, self.bands, n, self.groups, self.width).permute(0, 3, 1, 4, 2)
-        out = out.reshape(b, self.groups, self.bands * self.width, n)
-        return out if self.uniform else out.index_select(2, self.scatter)
+        b, c, _, n = h.shape
+        weight = self.weight.view(self.bands, c, self.groups, self.width)
+        bias = self.bias.view(self.bands, self.groups, self.width)
+        out = []
+        for k, count, w in self.runs:  # bands k..k+count-1, w bins each, in bin order
+            y = torch.einsum("bckn,kcgs->bgksn", h[:, :, k: k + count], weight[k: k + count, ..., :w].to(h.dtype))
+            y = y + bias[k: k + count, :, :w].transpose(0, 1)[None, ..., None].to(h.dtype)
+            out.append(y.float().reshape(b, self.groups, count * w, n))
+        return out[0] if len(out) == 1 else torch.cat(out, dim=2)
 
     def synthesize(self, out: torch.Tensor, spec: torch.Tensor, gain_scale: torch.Tensor | None = None
                    ) -> torch.Tensor:
