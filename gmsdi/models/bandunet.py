@@ -200,13 +200,13 @@ class BandEmbed(_BandLayout):
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         b, _, n, f = feats.shape
-        feats = feats.to(self.weight.dtype)
+        # split, not slicing: a slice's backward writes a zero tensor of the whole input, once per run
+        x_runs = feats.to(self.weight.dtype).split([count * w for _, count, w in self.runs], dim=1)
+        w_runs = self.weight.split([count for _, count, _ in self.runs], dim=0)
         out = []
-        for k, count, w in self.runs:  # bands k..k+count-1, w bins each: bins edges[k] .. edges[k] + count·w
-            lo = self.edges[k]
-            x = feats[:, lo: lo + count * w].reshape(b, count, w, n, f).permute(0, 1, 3, 2, 4)
-            x = x.reshape(b, count, n, w * f)
-            out.append(torch.einsum("bknf,kfc->bckn", x, self.weight[k: k + count, : w * f]))
+        for (_, count, w), x, weight in zip(self.runs, x_runs, w_runs, strict=True):  # `count` bands of w bins
+            x = x.reshape(b, count, w, n, f).permute(0, 1, 3, 2, 4).reshape(b, count, n, w * f)
+            out.append(torch.einsum("bknf,kfc->bckn", x, weight[:, : w * f]))
         h = out[0] if len(out) == 1 else torch.cat(out, dim=2)
         return h + self.bias.t()[None, :, :, None]
 
@@ -228,12 +228,15 @@ class BandUnembed(_BandLayout):
         """[B, C, bands, N] -> the per-bin (M_0 re, M_0 im, R re, R im, then M_j re, im for j = -J..-1, 1..J)
         [B, 2 + 2·taps, bins, N], fp32."""
         b, c, _, n = h.shape
-        weight = self.weight.view(self.bands, c, self.groups, self.width)
-        bias = self.bias.view(self.bands, self.groups, self.width)
+        counts = [count for _, count, _ in self.runs]
+        # split, not slicing: a slice's backward writes a zero tensor of the whole input, once per run
+        h_runs = h.split(counts, dim=2)
+        w_runs = self.weight.view(self.bands, c, self.groups, self.width).split(counts, dim=0)
+        b_runs = self.bias.view(self.bands, self.groups, self.width).split(counts, dim=0)
         out = []
-        for k, count, w in self.runs:  # bands k..k+count-1, w bins each, in bin order
-            y = torch.einsum("bckn,kcgs->bgksn", h[:, :, k: k + count], weight[k: k + count, ..., :w].to(h.dtype))
-            y = y + bias[k: k + count, :, :w].transpose(0, 1)[None, ..., None].to(h.dtype)
+        for (_, count, w), x, weight, bias in zip(self.runs, h_runs, w_runs, b_runs, strict=True):  # in bin order
+            y = torch.einsum("bckn,kcgs->bgksn", x, weight[..., :w].to(h.dtype))
+            y = y + bias[..., :w].transpose(0, 1)[None, ..., None].to(h.dtype)
             out.append(y.float().reshape(b, self.groups, count * w, n))
         return out[0] if len(out) == 1 else torch.cat(out, dim=2)
 
