@@ -449,7 +449,7 @@ class BandUNet2d(nn.Module):
         """The activations' memory format: contiguous when training under autocast, where GroupNorm's
         backward on channels-last costs more than the convolutions gain (bf16 on an AMX CPU: train/RUNS.md,
         session 13), and channels-last otherwise: at inference, and when training in fp32, where its
-        convolutions' forward and backward are faster (a whole step 20 % faster on an AVX-512 CPU without
+        convolutions' forward and backward are faster (a whole step 10-25 % faster on an AVX-512 CPU without
         bf16: session 29). The weights stay contiguous; a convolution follows its input's layout."""
         if self.training and torch.is_grad_enabled() and torch.is_autocast_enabled(device.type):
             return torch.contiguous_format
