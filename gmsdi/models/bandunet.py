@@ -178,7 +178,6 @@ class _BandLayout(nn.Module):
             raise ValueError(f"band edges must rise from 0, got {edges[:8]}...")
         widths = [b - a for a, b in itertools.pairwise(edges)]
         self.edges, self.bands, self.width, self.bins = edges, len(widths), max(widths), edges[-1]
-        self.uniform = len(set(widths)) == 1
         runs, first = [], 0
         for w, group in itertools.groupby(widths):
             count = len(list(group))
@@ -199,7 +198,7 @@ class BandEmbed(_BandLayout):
         self.bias = nn.Parameter(torch.zeros(self.bands, channels))
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        b, _, n, f = feats.shape
+        (b, _, n, _), f = feats.shape, self.features
         # split, not slicing: a slice's backward writes a zero tensor of the whole input, once per run
         x_runs = feats.to(self.weight.dtype).split([count * w for _, count, w in self.runs], dim=1)
         w_runs = self.weight.split([count for _, count, _ in self.runs], dim=0)
